@@ -1,0 +1,131 @@
+//! `archy app validate|sign|verify`.
+
+use super::Rejected;
+use crate::envelope::{self, Envelope};
+use crate::home::Home;
+use crate::identity::Identity;
+use crate::manifest::{self, PolicyConfig, Violation};
+use crate::unix_now;
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Subcommand)]
+pub enum AppCmd {
+    /// Check a manifest (YAML or JSON) against the schema and policy; print every violation.
+    Validate {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a manifest with this home's DID key; writes the envelope {"manifest","signature"}.
+    Sign {
+        file: PathBuf,
+        /// Where to write the envelope (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify an envelope: DID signature, schema and policy.
+    Verify {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(home: &Home, cmd: AppCmd) -> Result<()> {
+    let policy = PolicyConfig::default();
+    match cmd {
+        AppCmd::Validate { file, json } => {
+            let mut manifest = read_manifest(&file)?;
+            // Check what `sign` would sign: with this home's identity filled in, when there is one.
+            if let Ok(identity) = Identity::load(home) {
+                if let Err(v) = envelope::fill_publisher(&mut manifest, &identity, unix_now()) {
+                    return report(&[v], json, String::new);
+                }
+            }
+            let violations = manifest::validate(&manifest, &policy, unix_now());
+            report(&violations, json, || {
+                format!(
+                    "ok: {} {} passes the schema and policy",
+                    manifest.get("id").and_then(|v| v.as_str()).unwrap_or("?"),
+                    manifest
+                        .get("version")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("?")
+                )
+            })
+        }
+        AppCmd::Sign { file, out } => {
+            let identity = Identity::load(home)?;
+            let mut manifest = read_manifest(&file)?;
+            if let Err(v) = envelope::fill_publisher(&mut manifest, &identity, unix_now()) {
+                return report(&[v], false, String::new);
+            }
+            let violations = manifest::validate(&manifest, &policy, unix_now());
+            if !violations.is_empty() {
+                return report(&violations, false, String::new);
+            }
+            let env = envelope::sign(manifest, &identity);
+            write_output(out.as_deref(), &env.to_json_pretty())
+        }
+        AppCmd::Verify { file, json } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let result = Envelope::from_json(&text)
+                .map_err(|v| vec![v])
+                .and_then(|env| envelope::verify(&env, &policy, unix_now()));
+            match result {
+                Ok(v) => report(&[], json, || {
+                    format!(
+                        "ok: {} {} signed by {} (nostr {})",
+                        v.manifest.id,
+                        v.manifest.version,
+                        v.manifest.publisher.did,
+                        v.manifest.publisher.nostr
+                    )
+                }),
+                Err(violations) => report(&violations, json, String::new),
+            }
+        }
+    }
+}
+
+/// Reads a YAML or JSON manifest file; a file that is not an object is a rejected input.
+fn read_manifest(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    manifest::parse(&text).map_err(|e| {
+        eprintln!("{}: {e}", path.display());
+        Rejected.into()
+    })
+}
+
+/// Prints violations (one per line, or a JSON array) and turns them into exit status 1.
+fn report(violations: &[Violation], json: bool, ok: impl FnOnce() -> String) -> Result<()> {
+    if json {
+        super::print_json(&violations)?;
+    } else if violations.is_empty() {
+        println!("{}", ok());
+    } else {
+        for v in violations {
+            println!("{v}");
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Rejected.into())
+    }
+}
+
+fn write_output(out: Option<&Path>, text: &str) -> Result<()> {
+    match out {
+        Some(path) => std::fs::write(path, format!("{text}\n"))
+            .with_context(|| format!("writing {}", path.display())),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}

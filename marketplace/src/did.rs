@@ -1,0 +1,106 @@
+//! Ed25519 `did:key` identities (PROTOCOL.md §1).
+//!
+//! `did:key:z` + base58btc(0xed 0x01 ‖ public key). Encoding goes through `ssi`'s did:key method
+//! so the DIDs we write are exactly what the wider DID ecosystem writes; decoding is strict
+//! (only `z`/base58btc, only the Ed25519 multicodec, only the canonical form) because a DID is a
+//! key binding: two spellings of one key would let a publisher appear as two.
+
+use ed25519_dalek::VerifyingKey;
+use ssi::dids::DIDKey;
+use ssi::multicodec::MultiEncoded;
+use thiserror::Error;
+
+/// The multicodec code of an Ed25519 public key.
+const ED25519_PUB: u64 = 0xed;
+
+/// Why a string is not an Ed25519 `did:key`.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DidError {
+    #[error("not a did:key DID (expected `did:key:z6Mk…`)")]
+    NotDidKey,
+    #[error("the did:key is not base58btc multibase (must start with `did:key:z`)")]
+    NotBase58btc,
+    #[error("the did:key method-specific id is not valid multibase/multicodec")]
+    Malformed,
+    #[error("the did:key names a key of multicodec 0x{0:x}, not Ed25519 (0xed): only Ed25519 did:key DIDs are accepted")]
+    NotEd25519(u64),
+    #[error("the did:key holds an invalid Ed25519 public key")]
+    BadKey,
+    #[error("the did:key is not in canonical form")]
+    NotCanonical,
+}
+
+/// The `did:key` DID of an Ed25519 public key.
+pub fn did_from_key(key: &VerifyingKey) -> String {
+    let jwk = ssi::jwk::ed25519_parse(key.as_bytes()).expect("32 bytes are a valid Ed25519 JWK");
+    DIDKey::generate(&jwk)
+        .expect("Ed25519 JWKs have a multicodec")
+        .to_string()
+}
+
+/// The Ed25519 public key a `did:key` DID names.
+pub fn key_from_did(did: &str) -> Result<VerifyingKey, DidError> {
+    let id = did.strip_prefix("did:key:").ok_or(DidError::NotDidKey)?;
+    if !id.starts_with('z') {
+        return Err(DidError::NotBase58btc);
+    }
+    let (_, bytes) = multibase::decode(id).map_err(|_| DidError::Malformed)?;
+    let encoded = MultiEncoded::new(&bytes).map_err(|_| DidError::Malformed)?;
+    if encoded.codec() != ED25519_PUB {
+        return Err(DidError::NotEd25519(encoded.codec()));
+    }
+    let raw: [u8; 32] = encoded.data().try_into().map_err(|_| DidError::BadKey)?;
+    let key = VerifyingKey::from_bytes(&raw).map_err(|_| DidError::BadKey)?;
+    if did_from_key(&key) != did {
+        return Err(DidError::NotCanonical);
+    }
+    Ok(key)
+}
+
+/// The verification method URL of a `did:key`: `<did>#<the part after "did:key:">`.
+pub fn verification_method(did: &str) -> String {
+    let id = did.strip_prefix("did:key:").unwrap_or(did);
+    format!("{did}#{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    #[test]
+    fn round_trip_and_prefix() {
+        let key = SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+        let did = did_from_key(&key);
+        assert!(did.starts_with("did:key:z6Mk"), "{did}");
+        assert_eq!(key_from_did(&did).unwrap(), key);
+        assert_eq!(
+            verification_method(&did),
+            format!("{did}#{}", &did["did:key:".len()..])
+        );
+    }
+
+    /// The did:key spec's own Ed25519 test vector.
+    #[test]
+    fn spec_vector() {
+        let did = "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp";
+        let key = key_from_did(did).unwrap();
+        assert_eq!(did_from_key(&key), did);
+    }
+
+    #[test]
+    fn refuses_other_key_types_and_forms() {
+        // A secp256k1 did:key (multicodec 0xe7).
+        let secp = "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme";
+        assert!(matches!(
+            key_from_did(secp),
+            Err(DidError::NotEd25519(0xe7))
+        ));
+        assert_eq!(
+            key_from_did("did:web:example.com"),
+            Err(DidError::NotDidKey)
+        );
+        assert_eq!(key_from_did("did:key:f00"), Err(DidError::NotBase58btc));
+        assert_eq!(key_from_did("did:key:z0OIl"), Err(DidError::Malformed));
+    }
+}

@@ -1,0 +1,533 @@
+//! One rejecting and one accepting case for every schema and policy rule of PROTOCOL.md §2.
+
+use super::*;
+use crate::reason::Reason;
+use serde_json::json;
+
+const NOW: u64 = 1_800_000_000;
+
+pub(crate) fn base() -> Map<String, Value> {
+    let v = json!({
+        "schema": "archy.app/v1",
+        "id": "hello-web",
+        "version": "1.2.3",
+        "name": "Hello",
+        "summary": "A test app",
+        "publisher": {
+            "did": "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp",
+            "nostr": "a".repeat(64)
+        },
+        "origin": {"endpoint": "b".repeat(64), "addrs": ["127.0.0.1:4433", "[::1]:4433"]},
+        "image": {
+            "name": "localhost/acme/web:1.2.0",
+            "id": format!("sha256:{}", "c".repeat(64)),
+            "archive": {"blake3": "d".repeat(64), "size": 1024, "format": "oci-archive"}
+        },
+        "published_at": 1_700_000_000u64
+    });
+    v.as_object().unwrap().clone()
+}
+
+fn check(m: &Map<String, Value>) -> Vec<Violation> {
+    validate(m, &PolicyConfig::default(), NOW)
+}
+
+/// Applies `f` to the base manifest and returns the violations.
+fn with(f: impl FnOnce(&mut Map<String, Value>)) -> Vec<Violation> {
+    let mut m = base();
+    f(&mut m);
+    check(&m)
+}
+
+fn set(key: &str, value: Value) -> Vec<Violation> {
+    with(|m| {
+        m.insert(key.into(), value);
+    })
+}
+
+#[track_caller]
+fn assert_rejects(violations: Vec<Violation>, field: &str, reason: Reason) {
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.field == field && v.reason == reason),
+        "expected {reason} on {field}, got {violations:#?}"
+    );
+}
+
+#[track_caller]
+fn assert_ok(violations: Vec<Violation>) {
+    assert!(
+        violations.is_empty(),
+        "expected no violations, got {violations:#?}"
+    );
+}
+
+#[test]
+fn base_passes() {
+    assert_ok(check(&base()));
+}
+
+#[test]
+fn every_required_field_is_required() {
+    for key in [
+        "schema",
+        "id",
+        "version",
+        "name",
+        "summary",
+        "publisher",
+        "origin",
+        "image",
+        "published_at",
+    ] {
+        assert_rejects(
+            with(|m| {
+                m.remove(key);
+            }),
+            key,
+            Reason::Schema,
+        );
+    }
+    assert_rejects(
+        with(|m| {
+            m["image"]["archive"]
+                .as_object_mut()
+                .unwrap()
+                .remove("blake3");
+        }),
+        "image.archive.blake3",
+        Reason::Schema,
+    );
+}
+
+#[test]
+fn reports_every_violation_not_just_the_first() {
+    let v = with(|m| {
+        m.insert("id".into(), json!("Bad"));
+        m.insert("version".into(), json!("1"));
+        m.insert("privileged".into(), json!(true));
+    });
+    assert_eq!(v.len(), 3, "{v:#?}");
+}
+
+#[test]
+fn schema_string() {
+    assert_rejects(
+        set("schema", json!("archy.app/v2")),
+        "schema",
+        Reason::Schema,
+    );
+    assert_rejects(set("schema", json!(1)), "schema", Reason::Schema);
+}
+
+#[test]
+fn id_pattern() {
+    for bad in [
+        "a",
+        "Hello",
+        "1abc",
+        "ab_c",
+        &format!("a{}", "b".repeat(63)),
+    ] {
+        assert_rejects(set("id", json!(bad)), "id", Reason::Schema);
+    }
+    for good in ["ab", "a-1", &format!("a{}", "b".repeat(62))] {
+        assert_ok(set("id", json!(good)));
+    }
+}
+
+#[test]
+fn version_semver() {
+    for bad in ["1.2", "v1.2.3", "01.2.3", "1.2.3-", ""] {
+        assert_rejects(set("version", json!(bad)), "version", Reason::Schema);
+    }
+    for good in ["0.0.1", "1.2.3-rc.1", "1.2.3+build.5"] {
+        assert_ok(set("version", json!(good)));
+    }
+}
+
+#[test]
+fn name_and_summary_lengths_count_code_points() {
+    assert_rejects(set("name", json!("")), "name", Reason::Schema);
+    assert_rejects(set("name", json!("x".repeat(81))), "name", Reason::Schema);
+    assert_ok(set("name", json!("é".repeat(80))));
+    assert_rejects(
+        set("summary", json!("y".repeat(281))),
+        "summary",
+        Reason::Schema,
+    );
+    assert_ok(set("summary", json!("😀".repeat(280))));
+}
+
+#[test]
+fn publisher_did_must_be_ed25519_did_key() {
+    let secp = "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme";
+    assert_rejects(
+        with(|m| m["publisher"]["did"] = json!(secp)),
+        "publisher.did",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with(|m| m["publisher"]["did"] = json!("did:web:example.com")),
+        "publisher.did",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with(|m| m["publisher"]["nostr"] = json!("A".repeat(64))),
+        "publisher.nostr",
+        Reason::Schema,
+    );
+}
+
+#[test]
+fn origin_shape() {
+    assert_rejects(
+        with(|m| m["origin"]["endpoint"] = json!("xyz")),
+        "origin.endpoint",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with(|m| m["origin"]["addrs"] = json!(["localhost:80"])),
+        "origin.addrs[0]",
+        Reason::Schema,
+    );
+    assert_ok(with(|m| m["origin"]["addrs"] = json!([])));
+}
+
+#[test]
+fn image_fields() {
+    assert_rejects(
+        with(|m| m["image"]["name"] = json!("Not/Valid")),
+        "image.name",
+        Reason::Schema,
+    );
+    assert_ok(with(|m| {
+        m["image"]["name"] = json!("registry.example:5000/a/b_c:v1.0")
+    }));
+    assert_rejects(
+        with(|m| m["image"]["id"] = json!("c".repeat(64))),
+        "image.id",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with(|m| m["image"]["archive"]["format"] = json!("zip")),
+        "image.archive.format",
+        Reason::Schema,
+    );
+    assert_ok(with(|m| {
+        m["image"]["archive"]["format"] = json!("docker-archive")
+    }));
+    assert_rejects(
+        with(|m| m["image"]["archive"]["size"] = json!(-1)),
+        "image.archive.size",
+        Reason::Schema,
+    );
+}
+
+#[test]
+fn numbers_are_safe_integers_everywhere() {
+    assert_rejects(set("x-custom", json!(1.5)), "x-custom", Reason::Schema);
+    assert_rejects(
+        set("x-big", json!(9_007_199_254_740_993u64)),
+        "x-big",
+        Reason::Schema,
+    );
+    assert_rejects(
+        set("x-nested", json!({"a": [1, 2.25]})),
+        "x-nested.a[1]",
+        Reason::Schema,
+    );
+    assert_ok(set("x-custom", json!(9_007_199_254_740_992u64)));
+    // 1.0 is the integer 1 (JCS writes it so).
+    let m = super::parse(r#"{"a": 1.0}"#).unwrap();
+    let mut b = base();
+    b.insert("x-float-int".into(), m["a"].clone());
+    assert_ok(check(&b));
+    assert_ok(set("stop_grace_secs", m["a"].clone()));
+}
+
+#[test]
+fn unknown_fields_are_preserved_and_accepted() {
+    assert_ok(set("x-vendor", json!({"anything": ["goes", true]})));
+}
+
+#[test]
+fn forbidden_fields() {
+    for key in [
+        "privileged",
+        "devices",
+        "host_mounts",
+        "binds",
+        "security_opt",
+        "cap_add",
+    ] {
+        assert_rejects(set(key, json!(true)), key, Reason::Policy);
+        assert_rejects(set(key, json!(["x"])), key, Reason::Policy);
+        for empty in [json!(false), json!(null), json!(""), json!([]), json!({})] {
+            assert_ok(set(key, empty));
+        }
+    }
+    for key in ["network", "network_mode"] {
+        assert_rejects(set(key, json!("host")), key, Reason::Policy);
+        assert_ok(set(key, json!("bridge")));
+        assert_ok(set(key, json!("none")));
+    }
+    for key in ["pid", "ipc", "userns", "uts", "cgroupns"] {
+        assert_rejects(set(key, json!("host")), key, Reason::Policy);
+        assert_ok(set(key, json!("")));
+    }
+}
+
+#[test]
+fn capabilities_against_allowlist() {
+    let caps = |c: Value| set("security", json!({"capabilities": c}));
+    assert_rejects(
+        caps(json!(["SYS_ADMIN"])),
+        "security.capabilities[0]",
+        Reason::Policy,
+    );
+    assert_rejects(
+        caps(json!(["chown", "cap_net_raw"])),
+        "security.capabilities[1]",
+        Reason::Policy,
+    );
+    assert_ok(caps(json!(["chown", "CAP_SETUID", "Net_Bind_Service"])));
+    let mut m = base();
+    m.insert("security".into(), json!({"capabilities": ["NET_RAW"]}));
+    let mut policy = PolicyConfig::default();
+    policy.capability_allowlist.push("cap_net_raw".into());
+    assert!(validate(&m, &policy, NOW).is_empty());
+    assert_rejects(
+        set("security", json!({"read_only_root": "yes"})),
+        "security.read_only_root",
+        Reason::Schema,
+    );
+}
+
+#[test]
+fn ports() {
+    let port = |p: Value| set("ports", json!([p]));
+    assert_rejects(
+        port(json!({"container": 80, "host": 80})),
+        "ports[0].host",
+        Reason::Policy,
+    );
+    assert_ok(port(json!({"container": 80, "host": 1024})));
+    assert_rejects(
+        port(json!({"container": 0, "host": 8080})),
+        "ports[0].container",
+        Reason::Schema,
+    );
+    assert_rejects(
+        port(json!({"container": 80, "host": 70000})),
+        "ports[0].host",
+        Reason::Schema,
+    );
+    assert_rejects(
+        port(json!({"container": 80, "host": 8080, "protocol": "sctp"})),
+        "ports[0].protocol",
+        Reason::Schema,
+    );
+    assert_ok(port(
+        json!({"container": 80, "host": 8080, "protocol": "udp"}),
+    ));
+    for bad in ["0.0.0.0", "192.168.1.2", "::", "::ffff:127.0.0.1"] {
+        assert_rejects(
+            port(json!({"container": 80, "host": 8080, "bind": bad})),
+            "ports[0].bind",
+            Reason::Policy,
+        );
+    }
+    assert_rejects(
+        port(json!({"container": 80, "host": 8080, "bind": "localhost"})),
+        "ports[0].bind",
+        Reason::Schema,
+    );
+    for good in ["127.0.0.1", "127.1.2.3", "::1"] {
+        assert_ok(port(json!({"container": 80, "host": 8080, "bind": good})));
+    }
+    let mut m = base();
+    m.insert(
+        "ports".into(),
+        json!([{"container": 80, "host": 8080, "bind": "0.0.0.0"}]),
+    );
+    let policy = PolicyConfig {
+        allow_non_loopback_binds: true,
+        ..PolicyConfig::default()
+    };
+    assert!(validate(&m, &policy, NOW).is_empty());
+}
+
+#[test]
+fn volumes() {
+    let vol = |t: &str| set("volumes", json!([{"name": "data", "target": t}]));
+    for bad in ["data", "/", "/data/../etc", "/data//x", "/data/", "/./x"] {
+        assert_rejects(vol(bad), "volumes[0].target", Reason::Policy);
+    }
+    for good in ["/data", "/data/..foo", "/var/lib/app"] {
+        assert_ok(vol(good));
+    }
+    assert_rejects(
+        set("volumes", json!([{"name": "Data", "target": "/data"}])),
+        "volumes[0].name",
+        Reason::Schema,
+    );
+}
+
+#[test]
+fn limits() {
+    let ports: Vec<Value> = (0..17)
+        .map(|i| json!({"container": 80, "host": 2000 + i}))
+        .collect();
+    assert_rejects(set("ports", json!(ports)), "ports", Reason::Policy);
+    assert_ok(set("ports", json!(ports[..16])));
+    let vols: Vec<Value> = (0..17)
+        .map(|i| json!({"name": format!("v{i}"), "target": format!("/v{i}")}))
+        .collect();
+    assert_rejects(set("volumes", json!(vols)), "volumes", Reason::Policy);
+    let env: Map<String, Value> = (0..65).map(|i| (format!("K{i}"), json!("v"))).collect();
+    assert_rejects(
+        set("env", Value::Object(env.clone())),
+        "env",
+        Reason::Policy,
+    );
+    let env64: Map<String, Value> = env.into_iter().take(64).collect();
+    assert_ok(set("env", Value::Object(env64)));
+    let secrets: Vec<Value> = (0..17)
+        .map(|i| json!({"name": format!("s{i}"), "kind": "hex16", "env": format!("S{i}")}))
+        .collect();
+    assert_rejects(
+        set("generated_secrets", json!(secrets)),
+        "generated_secrets",
+        Reason::Policy,
+    );
+    assert_rejects(
+        set("command", json!(vec!["x"; 65])),
+        "command",
+        Reason::Policy,
+    );
+    assert_ok(set("command", json!(vec!["x"; 64])));
+}
+
+#[test]
+fn env_keys_and_values() {
+    assert_rejects(set("env", json!({"1BAD": "x"})), "env.1BAD", Reason::Schema);
+    assert_rejects(set("env", json!({"GOOD": 1})), "env.GOOD", Reason::Schema);
+    assert_ok(set("env", json!({"_Good_1": "x"})));
+}
+
+#[test]
+fn generated_secrets() {
+    let s = |v: Value| set("generated_secrets", json!([v]));
+    assert_rejects(
+        s(json!({"name": "t", "kind": "hex8", "env": "T"})),
+        "generated_secrets[0].kind",
+        Reason::Schema,
+    );
+    assert_rejects(
+        s(json!({"name": "T", "kind": "hex16", "env": "T"})),
+        "generated_secrets[0].name",
+        Reason::Schema,
+    );
+    assert_rejects(
+        s(json!({"name": "t", "kind": "base64", "env": "T-1"})),
+        "generated_secrets[0].env",
+        Reason::Schema,
+    );
+    assert_ok(s(json!({"name": "t", "kind": "base64", "env": "T"})));
+}
+
+#[test]
+fn health_check() {
+    let hc = |v: Value| set("health_check", v);
+    assert_rejects(
+        hc(json!({"type": "grpc"})),
+        "health_check.type",
+        Reason::Schema,
+    );
+    assert_rejects(
+        hc(json!({"type": "http"})),
+        "health_check.port",
+        Reason::Schema,
+    );
+    assert_rejects(
+        hc(json!({"type": "http", "port": 80, "path": "x"})),
+        "health_check.path",
+        Reason::Schema,
+    );
+    assert_rejects(
+        hc(json!({"type": "exec"})),
+        "health_check.command",
+        Reason::Schema,
+    );
+    assert_ok(hc(
+        json!({"type": "http", "port": 80, "path": "/", "interval_s": 5, "timeout_s": 2, "retries": 3}),
+    ));
+    assert_ok(hc(json!({"type": "exec", "command": ["true"]})));
+}
+
+#[test]
+fn dependencies_resources_grace_expiry() {
+    assert_rejects(
+        set(
+            "dependencies",
+            json!([{"app": "db", "version": "not a range"}]),
+        ),
+        "dependencies[0].version",
+        Reason::Schema,
+    );
+    assert_ok(set(
+        "dependencies",
+        json!([{"app": "db", "version": "^1.2"}]),
+    ));
+    assert_rejects(
+        set("resources", json!({"cpus": "lots"})),
+        "resources.cpus",
+        Reason::Schema,
+    );
+    assert_ok(set("resources", json!({"cpus": "0.5", "memory_mb": 64})));
+    assert_ok(set("resources", json!({"cpus": 2})));
+    assert_rejects(
+        set("stop_grace_secs", json!(-1)),
+        "stop_grace_secs",
+        Reason::Schema,
+    );
+    assert_ok(set("stop_grace_secs", json!(0)));
+    assert_rejects(
+        set("expires_at", json!(NOW - 1)),
+        "expires_at",
+        Reason::Expired,
+    );
+    assert_ok(set("expires_at", json!(NOW + 1)));
+}
+
+#[test]
+fn manifest_too_large() {
+    assert_rejects(
+        set("description", json!("x".repeat(50 * 1024))),
+        "(manifest)",
+        Reason::ManifestTooLarge,
+    );
+    assert_ok(set("description", json!("x".repeat(40 * 1024))));
+}
+
+#[test]
+fn typed_view_fills_defaults() {
+    let mut m = base();
+    m.insert("ports".into(), json!([{"container": 80, "host": 8080}]));
+    let typed = AppManifest::from_raw(&m).unwrap();
+    assert_eq!(typed.ports[0].bind, "127.0.0.1");
+    assert_eq!(typed.ports[0].protocol, "tcp");
+    assert_eq!(typed.stop_grace_secs, 30);
+    assert!(!typed.security.read_only_root);
+}
+
+#[test]
+fn yaml_and_json_parse_alike() {
+    let yaml = "schema: archy.app/v1\nid: hello\nsize: 3\n";
+    let json = r#"{"schema":"archy.app/v1","id":"hello","size":3}"#;
+    assert_eq!(super::parse(yaml).unwrap(), super::parse(json).unwrap());
+    assert!(matches!(super::parse("[1]"), Err(ParseError::NotObject(_))));
+    assert!(matches!(super::parse("{\"a\":"), Err(ParseError::Json(_))));
+}

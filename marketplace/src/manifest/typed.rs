@@ -1,0 +1,179 @@
+//! The typed view of a manifest that has passed [`super::validate`], with §2's defaults filled in.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publisher {
+    pub did: String,
+    pub nostr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub endpoint: String,
+    #[serde(default)]
+    pub addrs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub blake3: String,
+    pub size: u64,
+    pub format: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub name: String,
+    pub id: String,
+    pub archive: BlobRef,
+}
+
+fn default_protocol() -> String {
+    "tcp".into()
+}
+fn default_bind() -> String {
+    "127.0.0.1".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    pub container: u16,
+    pub host: u16,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    #[serde(default = "default_bind")]
+    pub bind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub name: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeneratedSecret {
+    pub name: String,
+    pub kind: String,
+    pub env: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub interval_s: Option<u64>,
+    pub timeout_s: Option<u64>,
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    pub app: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub read_only_root: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub memory_mb: Option<u64>,
+    /// Either an integer or a decimal string ("0.5"), kept as text.
+    #[serde(default, deserialize_with = "cpus_as_text")]
+    pub cpus: Option<String>,
+}
+
+fn cpus_as_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+fn default_grace() -> u64 {
+    30
+}
+
+/// A validated manifest, typed. Unknown fields stay in the raw object only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppManifest {
+    pub schema: String,
+    pub id: String,
+    pub version: String,
+    pub name: String,
+    pub summary: String,
+    pub publisher: Publisher,
+    pub origin: Origin,
+    pub image: Image,
+    pub published_at: u64,
+    pub description: Option<String>,
+    pub license: Option<String>,
+    pub homepage: Option<String>,
+    #[serde(default)]
+    pub categories: Vec<String>,
+    pub icon: Option<BlobRef>,
+    #[serde(default)]
+    pub ports: Vec<Port>,
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub generated_secrets: Vec<GeneratedSecret>,
+    #[serde(default)]
+    pub command: Vec<String>,
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub dependencies: Vec<Dependency>,
+    #[serde(default)]
+    pub security: Security,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default = "default_grace")]
+    pub stop_grace_secs: u64,
+    pub expires_at: Option<u64>,
+}
+
+impl AppManifest {
+    /// The typed view of a raw manifest. Call only after [`super::validate`] passed: the
+    /// validator gives the precise errors, this gives a single summary.
+    pub fn from_raw(raw: &Map<String, Value>) -> Result<Self, serde_json::Error> {
+        // Numbers like `1.0` are integers by §2; normalise them so serde's integer fields accept them.
+        serde_json::from_value(normalise_numbers(Value::Object(raw.clone())))
+    }
+
+    /// The parsed SemVer version (validated).
+    pub fn semver(&self) -> semver::Version {
+        semver::Version::parse(&self.version).expect("validated manifests have SemVer versions")
+    }
+}
+
+/// Rewrites integral floats (`1.0`) as integers, leaving everything else alone.
+pub(crate) fn normalise_numbers(v: Value) -> Value {
+    match v {
+        Value::Number(n) if n.as_i64().is_none() && n.as_u64().is_none() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.1e15 => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(a) => Value::Array(a.into_iter().map(normalise_numbers).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (k, normalise_numbers(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}

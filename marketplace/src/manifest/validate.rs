@@ -1,0 +1,840 @@
+//! The schema and policy validator of PROTOCOL.md §2.
+//!
+//! It never stops at the first problem: an author fixing a manifest wants the whole list, each
+//! entry naming the field (`ports[1].bind`), the rule and what was found.
+
+use super::policy::{is_loopback, normalise_capability, PolicyConfig};
+use super::{kind_name, MAX_MANIFEST_BYTES, SCHEMA_V1};
+use crate::reason::Reason;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// One violated rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// `schema`, `policy`, `manifest-too-large` or `expired`.
+    pub reason: Reason,
+    /// The field, as a path: `publisher.did`, `ports[0].host`, `(manifest)` for the whole.
+    pub field: String,
+    /// A short, stable name of the rule, e.g. `host-port-privileged`.
+    pub rule: &'static str,
+    /// What was wrong, for a person.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} [{}/{}]: {}",
+            self.field, self.reason, self.rule, self.message
+        )
+    }
+}
+
+/// Largest magnitude of a manifest number (§2: integers within ±2^53).
+const MAX_SAFE: f64 = 9_007_199_254_740_992.0;
+const MAX_PORTS: usize = 16;
+const MAX_VOLUMES: usize = 16;
+const MAX_ENV: usize = 64;
+const MAX_SECRETS: usize = 16;
+const MAX_COMMAND: usize = 64;
+
+/// Top-level fields that must never reach the container runtime (§2 "forbidden fields").
+const FORBIDDEN_ANY: [&str; 6] = [
+    "privileged",
+    "devices",
+    "host_mounts",
+    "binds",
+    "security_opt",
+    "cap_add",
+];
+/// Namespace fields: only "host" is named by §2; any other way of joining a foreign namespace
+/// (`container:x`, `ns:/path`) is refused too, since the node cannot reason about it.
+const NAMESPACE_FIELDS: [&str; 5] = ["pid", "ipc", "userns", "uts", "cgroupns"];
+
+/// Checks a manifest against §2 with the operator's policy; `now` is unix seconds (for
+/// `expires_at`). Returns every violation; an empty list means the manifest passes.
+pub fn validate(manifest: &Map<String, Value>, policy: &PolicyConfig, now: u64) -> Vec<Violation> {
+    let mut c = Checker {
+        out: Vec::new(),
+        policy,
+    };
+    c.numbers("", &Value::Object(manifest.clone()));
+    let size = crate::jcs::canonical_bytes(&Value::Object(manifest.clone())).len();
+    if size > MAX_MANIFEST_BYTES {
+        c.push(
+            Reason::ManifestTooLarge,
+            "(manifest)",
+            "size",
+            format!("{size} bytes of JCS, the limit is {MAX_MANIFEST_BYTES}"),
+        );
+    }
+    c.required(manifest);
+    c.optional(manifest);
+    c.forbidden(manifest);
+    if let Some(expires) = manifest.get("expires_at").and_then(Value::as_i64) {
+        if expires < now as i64 {
+            c.push(
+                Reason::Expired,
+                "expires_at",
+                "expired",
+                format!("the release expired at {expires} (now {now}); nothing installs or updates to it"),
+            );
+        }
+    }
+    c.out
+}
+
+struct Checker<'a> {
+    out: Vec<Violation>,
+    policy: &'a PolicyConfig,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Whether a JSON number is an integer within ±2^53 (`1.0` counts as 1: JCS writes it so).
+fn safe_integer(n: &serde_json::Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return (i.unsigned_abs() <= MAX_SAFE as u64).then_some(i);
+    }
+    if n.as_u64().is_some() {
+        return None;
+    }
+    let f = n.as_f64()?;
+    (f.is_finite() && f.fract() == 0.0 && f.abs() <= MAX_SAFE).then_some(f as i64)
+}
+
+/// `^[a-z][a-z0-9-]{min,max}$`: app ids, volume names, secret names.
+pub(crate) fn is_id_like(s: &str, min_rest: usize, max_rest: usize) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && (min_rest..=max_rest).contains(&chars.clone().count())
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
+}
+
+fn is_env_key(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('A'..='Z' | 'a'..='z' | '_'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub(crate) fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// An empty value, which the forbidden-field rule tolerates (`false`, `null`, `""`, `[]`, `{}`).
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// Volume targets: absolute, not `/`, no empty, `.` or `..` segment.
+fn volume_target_problem(target: &str) -> Option<&'static str> {
+    if !target.starts_with('/') {
+        return Some("must be an absolute path");
+    }
+    if target == "/" {
+        return Some("must not be `/`");
+    }
+    for seg in target[1..].split('/') {
+        match seg {
+            "" => return Some("must not have an empty segment (`//` or a trailing `/`)"),
+            "." | ".." => return Some("must not have a `.` or `..` segment"),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// An OCI image reference `name[:tag]` (lower-case path components, optional registry host:port).
+fn is_image_name(s: &str) -> bool {
+    if s.is_empty() || s.len() > 255 || s.contains('@') {
+        return false;
+    }
+    let (path, tag) = match s.rsplit_once(':') {
+        Some((p, t)) if !t.contains('/') => (p, Some(t)),
+        _ => (s, None),
+    };
+    if let Some(tag) = tag {
+        let ok = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            return false;
+        }
+    }
+    let mut parts = path.split('/').peekable();
+    let mut first = true;
+    while let Some(part) = parts.next() {
+        let is_host = first
+            && parts.peek().is_some()
+            && (part.contains('.') || part.contains(':') || part == "localhost");
+        first = false;
+        let ok = if is_host {
+            part.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        } else {
+            !part.is_empty()
+                && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && part.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                })
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+impl Checker<'_> {
+    fn push(&mut self, reason: Reason, field: &str, rule: &'static str, message: String) {
+        self.out.push(Violation {
+            reason,
+            field: field.to_owned(),
+            rule,
+            message,
+        });
+    }
+
+    fn schema(&mut self, field: &str, rule: &'static str, message: impl Into<String>) {
+        self.push(Reason::Schema, field, rule, message.into());
+    }
+
+    fn policy(&mut self, field: &str, rule: &'static str, message: impl Into<String>) {
+        self.push(Reason::Policy, field, rule, message.into());
+    }
+
+    fn type_error(&mut self, field: &str, want: &str, got: &Value) {
+        self.schema(
+            field,
+            "type",
+            format!("must be {want}, found {}", kind_name(got)),
+        );
+    }
+
+    /// Every number, in known and unknown fields, must be a safe integer.
+    fn numbers(&mut self, path: &str, v: &Value) {
+        match v {
+            Value::Number(n) if safe_integer(n).is_none() => self.schema(
+                if path.is_empty() { "(manifest)" } else { path },
+                "integer",
+                format!("{n} is not an integer within ±2^53 (manifest numbers are integers)"),
+            ),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.numbers(&format!("{path}[{i}]"), item);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    self.numbers(&join(path, k), item);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn get<'v>(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        path: &str,
+        key: &str,
+        required: bool,
+    ) -> Option<&'v Value> {
+        match obj.get(key) {
+            Some(v) => Some(v),
+            None => {
+                if required {
+                    self.schema(&join(path, key), "required", "is required but missing");
+                }
+                None
+            }
+        }
+    }
+
+    fn string<'v>(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        path: &str,
+        key: &str,
+        required: bool,
+    ) -> Option<&'v str> {
+        let v = self.get(obj, path, key, required)?;
+        match v {
+            Value::String(s) => Some(s),
+            other => {
+                self.type_error(&join(path, key), "a string", other);
+                None
+            }
+        }
+    }
+
+    fn integer(
+        &mut self,
+        obj: &Map<String, Value>,
+        path: &str,
+        key: &str,
+        required: bool,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Option<i64> {
+        let v = self.get(obj, path, key, required)?;
+        let field = join(path, key);
+        match v {
+            Value::Number(n) => {
+                // Non-integers were already reported by `numbers`.
+                let i = safe_integer(n)?;
+                if !range.contains(&i) {
+                    self.schema(
+                        &field,
+                        "range",
+                        format!("{i} is outside {}..={}", range.start(), range.end()),
+                    );
+                    return None;
+                }
+                Some(i)
+            }
+            other => {
+                self.type_error(&field, "an integer", other);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, obj: &Map<String, Value>, path: &str, key: &str) -> Option<bool> {
+        match self.get(obj, path, key, false)? {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.type_error(&join(path, key), "a boolean", other);
+                None
+            }
+        }
+    }
+
+    fn object<'v>(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        path: &str,
+        key: &str,
+        required: bool,
+    ) -> Option<&'v Map<String, Value>> {
+        match self.get(obj, path, key, required)? {
+            Value::Object(m) => Some(m),
+            other => {
+                self.type_error(&join(path, key), "an object", other);
+                None
+            }
+        }
+    }
+
+    /// An array of at most `max` items (over the limit is `policy`).
+    fn array<'v>(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        path: &str,
+        key: &str,
+        max: Option<usize>,
+    ) -> Option<&'v [Value]> {
+        let field = join(path, key);
+        match self.get(obj, path, key, false)? {
+            Value::Array(items) => {
+                if let Some(max) = max {
+                    if items.len() > max {
+                        self.policy(
+                            &field,
+                            "limit",
+                            format!("{} items, at most {max} are allowed", items.len()),
+                        );
+                    }
+                }
+                Some(items)
+            }
+            other => {
+                self.type_error(&field, "an array", other);
+                None
+            }
+        }
+    }
+
+    fn text_len(&mut self, field: &str, s: &str, min: usize, max: usize) {
+        let n = s.chars().count();
+        if n < min || n > max {
+            self.schema(
+                field,
+                "length",
+                format!("{n} characters, must be {min}–{max}"),
+            );
+        }
+    }
+
+    fn hex64(&mut self, obj: &Map<String, Value>, path: &str, key: &str, what: &str) {
+        if let Some(s) = self.string(obj, path, key, true) {
+            if !is_hex64(s) {
+                self.schema(
+                    &join(path, key),
+                    "hex64",
+                    format!("must be {what} as 64 lowercase hex characters, found {s:?}"),
+                );
+            }
+        }
+    }
+
+    fn semver(&mut self, field: &str, s: &str) {
+        if semver::Version::parse(s).is_err() {
+            self.schema(
+                field,
+                "semver",
+                format!("{s:?} is not a SemVer 2.0.0 version (e.g. 1.2.3)"),
+            );
+        }
+    }
+
+    fn blob_ref(&mut self, obj: &Map<String, Value>, path: &str, key: &str, required: bool) {
+        let Some(blob) = self.object(obj, path, key, required) else {
+            return;
+        };
+        let p = join(path, key);
+        self.hex64(blob, &p, "blake3", "a BLAKE3 hash");
+        self.integer(blob, &p, "size", true, 0..=i64::MAX);
+        if let Some(f) = self.string(blob, &p, "format", true) {
+            if !matches!(f, "oci-archive" | "docker-archive" | "raw") {
+                self.schema(
+                    &join(&p, "format"),
+                    "enum",
+                    format!("{f:?} is not one of oci-archive, docker-archive, raw"),
+                );
+            }
+        }
+    }
+
+    fn required(&mut self, m: &Map<String, Value>) {
+        if let Some(s) = self.string(m, "", "schema", true) {
+            if s != SCHEMA_V1 {
+                self.schema(
+                    "schema",
+                    "value",
+                    format!("must be exactly {SCHEMA_V1:?}, found {s:?}"),
+                );
+            }
+        }
+        if let Some(id) = self.string(m, "", "id", true) {
+            if !is_id_like(id, 1, 62) {
+                self.schema(
+                    "id",
+                    "pattern",
+                    format!("{id:?} must match ^[a-z][a-z0-9-]{{1,62}}$"),
+                );
+            }
+        }
+        if let Some(v) = self.string(m, "", "version", true) {
+            self.semver("version", v);
+        }
+        if let Some(s) = self.string(m, "", "name", true) {
+            self.text_len("name", s, 1, 80);
+        }
+        if let Some(s) = self.string(m, "", "summary", true) {
+            self.text_len("summary", s, 1, 280);
+        }
+        if let Some(publisher) = self.object(m, "", "publisher", true) {
+            if let Some(did) = self.string(publisher, "publisher", "did", true) {
+                if let Err(e) = crate::did::key_from_did(did) {
+                    self.schema("publisher.did", "did-key-ed25519", e.to_string());
+                }
+            }
+            self.hex64(publisher, "publisher", "nostr", "the Nostr public key");
+        }
+        if let Some(origin) = self.object(m, "", "origin", true) {
+            self.hex64(origin, "origin", "endpoint", "the iroh EndpointId");
+            match self.get(origin, "origin", "addrs", true) {
+                Some(Value::Array(addrs)) => {
+                    for (i, a) in addrs.iter().enumerate() {
+                        let field = format!("origin.addrs[{i}]");
+                        match a {
+                            Value::String(s) if s.parse::<SocketAddr>().is_ok() => {}
+                            Value::String(s) => self.schema(
+                                &field,
+                                "socket-addr",
+                                format!("{s:?} is not \"ip:port\" or \"[ipv6]:port\""),
+                            ),
+                            other => self.type_error(&field, "a string", other),
+                        }
+                    }
+                }
+                Some(other) => self.type_error("origin.addrs", "an array", other),
+                None => {}
+            }
+        }
+        if let Some(image) = self.object(m, "", "image", true) {
+            if let Some(name) = self.string(image, "image", "name", true) {
+                if !is_image_name(name) {
+                    self.schema(
+                        "image.name",
+                        "oci-reference",
+                        format!("{name:?} is not an OCI reference name[:tag], e.g. localhost/acme/web:1.2.0"),
+                    );
+                }
+            }
+            if let Some(id) = self.string(image, "image", "id", true) {
+                if !id.strip_prefix("sha256:").is_some_and(is_hex64) {
+                    self.schema(
+                        "image.id",
+                        "image-id",
+                        format!("{id:?} must be \"sha256:\" + 64 lowercase hex"),
+                    );
+                }
+            }
+            self.blob_ref(image, "image", "archive", true);
+        }
+        self.integer(m, "", "published_at", true, 0..=i64::MAX);
+    }
+
+    fn optional(&mut self, m: &Map<String, Value>) {
+        for key in ["description", "license", "homepage"] {
+            self.string(m, "", key, false);
+        }
+        if let Some(items) = self.array(m, "", "categories", None) {
+            for (i, c) in items.iter().enumerate() {
+                if !c.is_string() {
+                    self.type_error(&format!("categories[{i}]"), "a string", c);
+                }
+            }
+        }
+        self.blob_ref(m, "", "icon", false);
+        self.ports(m);
+        self.volumes(m);
+        self.env(m);
+        self.secrets(m);
+        if let Some(items) = self.array(m, "", "command", Some(MAX_COMMAND)) {
+            for (i, c) in items.iter().enumerate() {
+                if !c.is_string() {
+                    self.type_error(&format!("command[{i}]"), "a string", c);
+                }
+            }
+        }
+        self.health_check(m);
+        if let Some(deps) = self.array(m, "", "dependencies", None) {
+            for (i, d) in deps.iter().enumerate() {
+                let p = format!("dependencies[{i}]");
+                let Value::Object(d) = d else {
+                    self.type_error(&p, "an object", d);
+                    continue;
+                };
+                if let Some(app) = self.string(d, &p, "app", true) {
+                    if !is_id_like(app, 1, 62) {
+                        self.schema(
+                            &join(&p, "app"),
+                            "pattern",
+                            format!("{app:?} is not an app id"),
+                        );
+                    }
+                }
+                if let Some(req) = self.string(d, &p, "version", true) {
+                    if semver::VersionReq::parse(req).is_err() {
+                        self.schema(
+                            &join(&p, "version"),
+                            "semver-range",
+                            format!("{req:?} is not a SemVer range (e.g. ^1.2)"),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(sec) = self.object(m, "", "security", false) {
+            if let Some(caps) = self.array(sec, "security", "capabilities", None) {
+                for (i, cap) in caps.iter().enumerate() {
+                    let field = format!("security.capabilities[{i}]");
+                    match cap {
+                        Value::String(name) => {
+                            let norm = normalise_capability(name);
+                            if !self.policy.allows_capability(&norm) {
+                                self.policy(
+                                    &field,
+                                    "capability",
+                                    format!(
+                                        "capability {norm} is not in the operator's allowlist ({})",
+                                        self.policy.capability_allowlist.join(", ")
+                                    ),
+                                );
+                            }
+                        }
+                        other => self.type_error(&field, "a string", other),
+                    }
+                }
+            }
+            self.boolean(sec, "security", "read_only_root");
+        }
+        if let Some(res) = self.object(m, "", "resources", false) {
+            self.integer(res, "resources", "memory_mb", false, 1..=i64::MAX);
+            match res.get("cpus") {
+                None | Some(Value::Number(_)) => {
+                    self.integer(res, "resources", "cpus", false, 1..=1024);
+                }
+                Some(Value::String(s)) => {
+                    if !s.parse::<f64>().is_ok_and(|f| f.is_finite() && f > 0.0) {
+                        self.schema(
+                            "resources.cpus",
+                            "cpus",
+                            format!("{s:?} is not a positive decimal number of CPUs"),
+                        );
+                    }
+                }
+                Some(other) => self.type_error("resources.cpus", "a string or an integer", other),
+            }
+        }
+        self.integer(m, "", "stop_grace_secs", false, 0..=3600);
+        self.integer(m, "", "expires_at", false, 0..=i64::MAX);
+    }
+
+    fn ports(&mut self, m: &Map<String, Value>) {
+        let Some(ports) = self.array(m, "", "ports", Some(MAX_PORTS)) else {
+            return;
+        };
+        for (i, port) in ports.iter().enumerate() {
+            let p = format!("ports[{i}]");
+            let Value::Object(port) = port else {
+                self.type_error(&p, "an object", port);
+                continue;
+            };
+            self.integer(port, &p, "container", true, 1..=65535);
+            if let Some(host) = self.integer(port, &p, "host", true, 1..=65535) {
+                if host < 1024 {
+                    self.policy(
+                        &join(&p, "host"),
+                        "host-port-privileged",
+                        format!("host port {host} is below 1024"),
+                    );
+                }
+            }
+            if let Some(proto) = self.string(port, &p, "protocol", false) {
+                if !matches!(proto, "tcp" | "udp") {
+                    self.schema(
+                        &join(&p, "protocol"),
+                        "enum",
+                        format!("{proto:?} is not tcp or udp"),
+                    );
+                }
+            }
+            if let Some(bind) = self.string(port, &p, "bind", false) {
+                match bind.parse::<IpAddr>() {
+                    Err(_) => self.schema(
+                        &join(&p, "bind"),
+                        "ip",
+                        format!("{bind:?} is not an IP address"),
+                    ),
+                    Ok(ip) if !is_loopback(&ip) && !self.policy.allow_non_loopback_binds => self
+                        .policy(
+                        &join(&p, "bind"),
+                        "bind-not-loopback",
+                        format!(
+                            "{bind} is not loopback and the operator does not allow other binds"
+                        ),
+                    ),
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+
+    fn volumes(&mut self, m: &Map<String, Value>) {
+        let Some(volumes) = self.array(m, "", "volumes", Some(MAX_VOLUMES)) else {
+            return;
+        };
+        for (i, vol) in volumes.iter().enumerate() {
+            let p = format!("volumes[{i}]");
+            let Value::Object(vol) = vol else {
+                self.type_error(&p, "an object", vol);
+                continue;
+            };
+            if let Some(name) = self.string(vol, &p, "name", true) {
+                if !is_id_like(name, 0, 62) {
+                    self.schema(
+                        &join(&p, "name"),
+                        "pattern",
+                        format!("{name:?} must match ^[a-z][a-z0-9-]{{0,62}}$"),
+                    );
+                }
+            }
+            if let Some(target) = self.string(vol, &p, "target", true) {
+                if let Some(problem) = volume_target_problem(target) {
+                    self.policy(
+                        &join(&p, "target"),
+                        "volume-target",
+                        format!("{target:?} {problem}"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn env(&mut self, m: &Map<String, Value>) {
+        let Some(env) = self.object(m, "", "env", false) else {
+            return;
+        };
+        if env.len() > MAX_ENV {
+            self.policy(
+                "env",
+                "limit",
+                format!("{} variables, at most {MAX_ENV} are allowed", env.len()),
+            );
+        }
+        for (key, value) in env {
+            let field = format!("env.{key}");
+            if !is_env_key(key) {
+                self.schema(
+                    &field,
+                    "env-key",
+                    "variable names must match ^[A-Za-z_][A-Za-z0-9_]*$",
+                );
+            }
+            if !value.is_string() {
+                self.type_error(&field, "a string", value);
+            }
+        }
+    }
+
+    fn secrets(&mut self, m: &Map<String, Value>) {
+        let Some(secrets) = self.array(m, "", "generated_secrets", Some(MAX_SECRETS)) else {
+            return;
+        };
+        for (i, s) in secrets.iter().enumerate() {
+            let p = format!("generated_secrets[{i}]");
+            let Value::Object(s) = s else {
+                self.type_error(&p, "an object", s);
+                continue;
+            };
+            if let Some(name) = self.string(s, &p, "name", true) {
+                if !is_id_like(name, 0, 62) {
+                    self.schema(
+                        &join(&p, "name"),
+                        "pattern",
+                        format!("{name:?} must match ^[a-z][a-z0-9-]{{0,62}}$"),
+                    );
+                }
+            }
+            if let Some(kind) = self.string(s, &p, "kind", true) {
+                if !matches!(kind, "hex16" | "hex32" | "base64") {
+                    self.schema(
+                        &join(&p, "kind"),
+                        "enum",
+                        format!("{kind:?} is not hex16, hex32 or base64"),
+                    );
+                }
+            }
+            if let Some(env) = self.string(s, &p, "env", true) {
+                if !is_env_key(env) {
+                    self.schema(
+                        &join(&p, "env"),
+                        "env-key",
+                        format!("{env:?} must match ^[A-Za-z_][A-Za-z0-9_]*$"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn health_check(&mut self, m: &Map<String, Value>) {
+        let Some(hc) = self.object(m, "", "health_check", false) else {
+            return;
+        };
+        let p = "health_check";
+        let kind = self.string(hc, p, "type", true);
+        if let Some(kind) = kind {
+            if !matches!(kind, "http" | "tcp" | "exec") {
+                self.schema(
+                    "health_check.type",
+                    "enum",
+                    format!("{kind:?} is not http, tcp or exec"),
+                );
+            }
+        }
+        let needs_port = matches!(kind, Some("http" | "tcp"));
+        self.integer(hc, p, "port", needs_port, 1..=65535);
+        if let Some(path) = self.string(hc, p, "path", false) {
+            if !path.starts_with('/') {
+                self.schema(
+                    "health_check.path",
+                    "http-path",
+                    format!("{path:?} must start with `/`"),
+                );
+            }
+        }
+        let cmd = self.array(hc, p, "command", Some(MAX_COMMAND));
+        if let Some(cmd) = cmd {
+            for (i, c) in cmd.iter().enumerate() {
+                if !c.is_string() {
+                    self.type_error(&format!("health_check.command[{i}]"), "a string", c);
+                }
+            }
+        }
+        if kind == Some("exec") && cmd.is_none_or(|c| c.is_empty()) {
+            self.schema(
+                "health_check.command",
+                "required",
+                "an exec health check needs a non-empty command",
+            );
+        }
+        self.integer(hc, p, "interval_s", false, 1..=3600);
+        self.integer(hc, p, "timeout_s", false, 1..=3600);
+        self.integer(hc, p, "retries", false, 0..=100);
+    }
+
+    fn forbidden(&mut self, m: &Map<String, Value>) {
+        for key in FORBIDDEN_ANY {
+            if let Some(v) = m.get(key).filter(|v| !is_empty_value(v)) {
+                let hint = if key == "cap_add" {
+                    "; capabilities go through security.capabilities"
+                } else {
+                    ""
+                };
+                self.policy(
+                    key,
+                    "forbidden-field",
+                    format!("`{key}` is forbidden (found {v}){hint}"),
+                );
+            }
+        }
+        for key in ["network", "network_mode"] {
+            if let Some(v) = m.get(key).filter(|v| !is_empty_value(v)) {
+                if !matches!(v.as_str(), Some("bridge" | "none")) {
+                    self.policy(
+                        key,
+                        "forbidden-field",
+                        format!("`{key}` = {v} is refused: only \"bridge\" or \"none\""),
+                    );
+                }
+            }
+        }
+        for key in NAMESPACE_FIELDS {
+            if let Some(v) = m.get(key).filter(|v| !is_empty_value(v)) {
+                if v.as_str() != Some("private") {
+                    self.policy(
+                        key,
+                        "forbidden-field",
+                        format!("`{key}` = {v} is refused: sharing a host or foreign namespace is not allowed"),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The app-release event of PROTOCOL.md §4.1: building it, and checks 1–4 (everything that
+//! can be decided from the event alone). Check 5 needs the catalog's history; see [`crate::catalog`].
+//!
+//! Pure code: no network, no storage, the clock passed in.
+
+use crate::envelope::{self, Envelope, Verified};
+use crate::manifest::{PolicyConfig, Violation};
+use crate::reason::Reason;
+use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, Tag, Timestamp};
+use serde::Serialize;
+
+/// NIP-78 application-specific data, addressable.
+pub const KIND_APP_DATA: u16 = 30078;
+/// The largest event content (§4.1).
+pub const MAX_CONTENT_BYTES: usize = 96 * 1024;
+/// The most tags an event may carry (§4.1).
+pub const MAX_TAGS: usize = 64;
+/// How far in the future `created_at` may be (§4.1: 15 minutes).
+pub const MAX_FUTURE_SECS: u64 = 15 * 60;
+/// The discovery `t` tag of releases.
+pub const RELEASE_TOPIC: &str = "archy-app";
+
+/// A rejected event: the reason code, the field or tag, and text for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub field: String,
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(reason: Reason, field: &str, message: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Violation> for Rejection {
+    fn from(v: Violation) -> Self {
+        Rejection {
+            reason: v.reason,
+            field: v.field,
+            message: format!("{} ({})", v.message, v.rule),
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} [{}]: {}", self.reason, self.field, self.message)
+    }
+}
+
+/// The `d` tag of a release.
+pub fn d_tag(id: &str, version: &str) -> String {
+    format!("archy:app:{id}@{version}")
+}
+
+/// Builds the signed release event for an envelope (§4.1). The envelope must be one this
+/// identity signed; the Nostr signature then covers the DID signature.
+pub fn build_release_event(env: &Envelope, keys: &Keys) -> anyhow::Result<Event> {
+    let get = |path: &[&str]| str_path(&env.manifest, path).unwrap_or_default().to_owned();
+    let (id, version) = (get(&["id"]), get(&["version"]));
+    let tags = vec![
+        Tag::parse(["d", &d_tag(&id, &version)])?,
+        Tag::parse(["t", RELEASE_TOPIC])?,
+        Tag::parse(["version", &version])?,
+        Tag::parse(["did", &get(&["publisher", "did"])])?,
+        Tag::parse(["x", &get(&["image", "archive", "blake3"])])?,
+        Tag::parse([
+            "alt",
+            &format!("Archy app release: {} {version}", get(&["name"])),
+        ])?,
+    ];
+    EventBuilder::new(Kind::Custom(KIND_APP_DATA), env.to_json())
+        .tags(tags)
+        .sign_with_keys(keys)
+        .map_err(Into::into)
+}
+
+/// The string at a path of nested objects, e.g. `["publisher", "did"]`.
+pub fn str_path<'m>(
+    map: &'m serde_json::Map<String, serde_json::Value>,
+    path: &[&str],
+) -> Option<&'m str> {
+    let (first, rest) = path.split_first()?;
+    let mut v = map.get(*first)?;
+    for p in rest {
+        v = v.get(*p)?;
+    }
+    v.as_str()
+}
+
+/// The single value of a tag that must appear exactly once.
+fn single_tag<'e>(event: &'e Event, name: &str) -> Result<&'e str, Rejection> {
+    let mut found = event
+        .tags
+        .iter()
+        .map(|t| t.as_slice())
+        .filter(|t| t.first().map(String::as_str) == Some(name));
+    let first = found.next().ok_or_else(|| {
+        Rejection::new(
+            Reason::TagMissing,
+            name,
+            format!("the `{name}` tag is missing"),
+        )
+    })?;
+    if found.next().is_some() {
+        return Err(Rejection::new(
+            Reason::TagDuplicate,
+            name,
+            format!("the `{name}` tag appears more than once"),
+        ));
+    }
+    first.get(1).map(String::as_str).ok_or_else(|| {
+        Rejection::new(
+            Reason::TagMissing,
+            name,
+            format!("the `{name}` tag has no value"),
+        )
+    })
+}
+
+/// Checks 1–4 of §4.1, in order; the first failure is the reason. `now` is unix seconds.
+pub fn check_release(
+    event: &Event,
+    policy: &PolicyConfig,
+    now: u64,
+) -> Result<Verified, Rejection> {
+    // 1. Event integrity, limits, clock.
+    if event.kind != Kind::Custom(KIND_APP_DATA) {
+        return Err(Rejection::new(
+            Reason::ContentShape,
+            "kind",
+            format!("kind {} is not 30078", event.kind),
+        ));
+    }
+    if event.verify().is_err() {
+        return Err(Rejection::new(
+            Reason::EventInvalid,
+            "id/sig",
+            "the event id or its BIP-340 signature is invalid",
+        ));
+    }
+    if event.content.len() > MAX_CONTENT_BYTES {
+        return Err(Rejection::new(
+            Reason::ContentTooLarge,
+            "content",
+            format!(
+                "{} bytes, the limit is {MAX_CONTENT_BYTES}",
+                event.content.len()
+            ),
+        ));
+    }
+    if event.tags.len() > MAX_TAGS {
+        return Err(Rejection::new(
+            Reason::TooManyTags,
+            "tags",
+            format!("{} tags, the limit is {MAX_TAGS}", event.tags.len()),
+        ));
+    }
+    if event.created_at.as_secs() > now + MAX_FUTURE_SECS {
+        return Err(Rejection::new(
+            Reason::CreatedAtFuture,
+            "created_at",
+            format!(
+                "created_at {} is {} s ahead of this node's clock (limit {MAX_FUTURE_SECS} s)",
+                event.created_at.as_secs(),
+                event.created_at.as_secs() - now
+            ),
+        ));
+    }
+    let env = Envelope::from_json(&event.content).map_err(Rejection::from)?;
+    let has_topic = event.tags.iter().any(|t| {
+        let s = t.as_slice();
+        s.len() >= 2 && s[0] == "t" && s[1] == RELEASE_TOPIC
+    });
+    if !has_topic {
+        return Err(Rejection::new(
+            Reason::TagMissing,
+            "t",
+            "the [\"t\",\"archy-app\"] tag is missing",
+        ));
+    }
+    let d = single_tag(event, "d")?;
+    let version_tag = single_tag(event, "version")?;
+    let did_tag = single_tag(event, "did")?;
+    let x = single_tag(event, "x")?;
+
+    // 2. Key binding: Nostr key, DID, kid.
+    let str_at = |path: &[&str]| str_path(&env.manifest, path);
+    let pubkey = event.pubkey.to_hex();
+    if str_at(&["publisher", "nostr"]) != Some(pubkey.as_str()) {
+        return Err(Rejection::new(
+            Reason::PubkeyMismatch,
+            "publisher.nostr",
+            format!(
+                "the event is signed by {pubkey} but the manifest names {:?}",
+                str_at(&["publisher", "nostr"])
+            ),
+        ));
+    }
+    if str_at(&["publisher", "did"]) != Some(did_tag) {
+        return Err(Rejection::new(
+            Reason::DidMismatch,
+            "did",
+            format!(
+                "the `did` tag {did_tag} is not the manifest's publisher.did {:?}",
+                str_at(&["publisher", "did"])
+            ),
+        ));
+    }
+    // 3. The JWS (its kid check comes first, as rule 2), then the tags against the manifest.
+    let jcs = envelope::verify_signature(&env).map_err(Rejection::from)?;
+    let id = str_at(&["id"]).unwrap_or_default();
+    let version = str_at(&["version"]).unwrap_or_default();
+    let expected_d = d_tag(id, version);
+    if d != expected_d {
+        return Err(Rejection::new(
+            Reason::TagMismatch,
+            "d",
+            format!("`d` is {d:?}, the manifest says {expected_d:?}"),
+        ));
+    }
+    if version_tag != version {
+        return Err(Rejection::new(
+            Reason::TagMismatch,
+            "version",
+            format!("`version` is {version_tag:?}, the manifest says {version:?}"),
+        ));
+    }
+    let blake3 = str_at(&["image", "archive", "blake3"]).unwrap_or_default();
+    if x != blake3 {
+        return Err(Rejection::new(
+            Reason::TagMismatch,
+            "x",
+            format!("`x` is {x:?}, the manifest's image.archive.blake3 is {blake3:?}"),
+        ));
+    }
+    // 4. Schema and policy (all violations in the text, the first one's code as the reason).
+    let verified = envelope::verify(&env, policy, now).map_err(|violations| {
+        let first = violations[0].clone();
+        let all: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        Rejection {
+            reason: first.reason,
+            field: first.field,
+            message: all.join("; "),
+        }
+    })?;
+    debug_assert_eq!(verified.jcs, jcs);
+    Ok(verified)
+}
+
+/// `created_at` of an event as unix seconds.
+pub fn created_at(event: &Event) -> u64 {
+    event.created_at.as_secs()
+}
+
+/// A timestamp from unix seconds.
+pub fn timestamp(secs: u64) -> Timestamp {
+    Timestamp::from(secs)
+}

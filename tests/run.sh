@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean checkout: installs what it needs (Podman included), then
+# runs rustfmt, clippy and every test against real relays, real iroh endpoints and real Podman.
+#   bash tests/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ARCHY_TOOLS="${ARCHY_TOOLS:-$HOME/.cache/archy-tools}"
+export PATH="$ARCHY_TOOLS/bin:$HOME/.cargo/bin:$PATH"
+# Tests that need an external tool fail (instead of skipping) when it is missing.
+export ARCHY_REQUIRE_TOOLS=1
+
+step() { echo; echo "==> $*"; }
+step "system packages";            bash tests/setup/deps.sh
+step "Podman (rootless-ready)";    bash tests/setup/podman.sh
+step "nostr-rs-relay (3rd-party relay)"; bash tests/setup/nostr-rs-relay.sh
+step "sendme (iroh's own tool)";   bash tests/setup/sendme.sh
+step "Node interop packages";      (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+
+step "cargo fmt --check";  cargo fmt --all -- --check
+step "cargo clippy";       cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test";         cargo test --workspace
