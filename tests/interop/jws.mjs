@@ -24,8 +24,7 @@ function didFromPublic(raw) {
   return 'did:key:z' + base58.encode(Uint8Array.from([...ED25519_PUB, ...raw]));
 }
 
-async function verify(path) {
-  const env = JSON.parse(readFileSync(path, 'utf8'));
+export async function verifyEnvelope(env) {
   const did = env.manifest.publisher.did;
   const [h, empty, s] = env.signature.split('.');
   if (empty !== '') throw new Error('signature is not detached');
@@ -34,6 +33,12 @@ async function verify(path) {
   if (header.alg !== 'EdDSA' || header.kid !== kid) throw new Error(`bad header ${JSON.stringify(header)}`);
   const payload = base64urlnopad.encode(new TextEncoder().encode(canonicalize(env.manifest)));
   await jose.compactVerify(`${h}.${payload}.${s}`, await keyFromDid(did), { algorithms: ['EdDSA'] });
+  return did;
+}
+
+async function verify(path) {
+  const env = JSON.parse(readFileSync(path, 'utf8'));
+  const did = await verifyEnvelope(env);
   console.log(`verified ${env.manifest.id} ${env.manifest.version} signed by ${did}`);
 }
 
@@ -53,7 +58,7 @@ async function sign(manifestPath, outPath) {
 }
 
 const [cmd, ...args] = process.argv.slice(2);
-try {
+if (import.meta.url === `file://${process.argv[1]}`) try {
   if (cmd === 'verify') await verify(args[0]);
   else if (cmd === 'sign') await sign(args[0], args[1]);
   else throw new Error('usage: node jws.mjs verify ENVELOPE | sign MANIFEST OUT');
