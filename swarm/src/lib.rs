@@ -1,1 +1,34 @@
-//! placeholder
+//! archy-swarm: verified blob and image distribution over iroh, "the origin always wins".
+//!
+//! The swarm knows nothing of manifests or trust: callers hand it the expected hash and size
+//! (from a verified manifest) and an ordered source list (origin, then mirrors by trust).
+//!
+//! Module map:
+//! - [`node`]: [`Swarm`] — iroh endpoint (key persisted in the swarm dir), persistent
+//!   iroh-blobs store, router serving it; add / list / export / has.
+//! - [`addr`]: [`PeerAddr`] and its compact `<hex>@ip:port,...` form; hash parsing.
+//! - [`select`]: the pure (sans-IO) source-selection state machine of PROTOCOL §5.
+//! - [`fetch`]: the fetch driver: connect, request missing ranges, verify, detect stalls,
+//!   drop corrupt sources, report progress and per-source bytes.
+//! - [`image`]: Podman export (`podman save`) and checked import (`podman load` + id check).
+//! - [`mirror`]: the persisted set of mirrored blob hashes, for re-announcement.
+//! - [`collection`]: iroh-blobs tickets and collections, for interop with `sendme`.
+
+pub mod addr;
+pub mod collection;
+mod error;
+pub mod fetch;
+pub mod image;
+pub mod mirror;
+pub mod node;
+pub mod select;
+
+pub use addr::{parse_hash, PeerAddr};
+pub use collection::Ticket;
+pub use error::SwarmError;
+pub use fetch::{
+    FetchEvent, FetchProgress, FetchReport, FetchRequest, ProgressSender, DEFAULT_STALL_TIMEOUT,
+};
+pub use image::{normalize_id, ArchiveFormat, ExportedImage, Podman};
+pub use node::{BlobInfo, Network, Swarm, SwarmConfig};
+pub use select::SourceRole;

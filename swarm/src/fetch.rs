@@ -1,0 +1,364 @@
+//! Origin-first verified fetch (PROTOCOL §5): the I/O driver around [`crate::select::Selector`].
+//!
+//! Each attempt asks one source for the ranges still missing locally (iroh-blobs keeps verified
+//! partial data, so an interrupted fetch resumes). iroh-blobs verifies every chunk group against
+//! the BLAKE3 tree before it is written; a hash mismatch drops the source for this fetch and is
+//! reported in [`FetchReport::bad_sources`] so the caller can record it against the peer's key.
+
+use std::{collections::HashMap, time::Duration};
+
+use futures::StreamExt;
+use iroh_blobs::{
+    api::{proto::BlobStatus, remote::GetProgressItem},
+    get::{fsm::DecodeError, GetError},
+    HashAndFormat,
+};
+use serde::{Deserialize, Serialize};
+use tokio::{sync::mpsc, time::Instant};
+use tracing::{debug, info, warn};
+
+use crate::{
+    addr::parse_hash,
+    error::short,
+    select::{Action, Failure, Selector, SourceRole},
+    PeerAddr, Swarm, SwarmError,
+};
+
+/// Default stall timeout: long enough for a slow link, short enough that a dead origin does
+/// not block a user for long before mirrors are tried.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Each source gets at most this many attempts per fetch (a second chance covers a restart).
+const MAX_ATTEMPTS: u32 = 2;
+
+/// What to fetch and from whom. `hash` and `size` come from a verified manifest, never a peer.
+#[derive(Debug, Clone)]
+pub struct FetchRequest {
+    pub hash: String,
+    pub size: u64,
+    /// The manifest's origin; tried first on every fetch.
+    pub origin: Option<PeerAddr>,
+    /// Mirrors, most trusted first; used only when the origin is unreachable or stalls.
+    pub peers: Vec<PeerAddr>,
+    /// No verified progress for this long counts as a stall (also bounds connecting).
+    pub stall_timeout: Duration,
+}
+
+impl FetchRequest {
+    pub fn new(hash: impl Into<String>, size: u64) -> Self {
+        FetchRequest {
+            hash: hash.into(),
+            size,
+            origin: None,
+            peers: Vec::new(),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+        }
+    }
+}
+
+/// Progress of a fetch, sent to the caller's channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchProgress {
+    pub hash: String,
+    pub size: u64,
+    /// Verified bytes of this blob held locally now (includes data from earlier fetches).
+    pub have: u64,
+    /// Payload bytes received by this fetch so far, all sources together.
+    pub transferred: u64,
+    /// `transferred` divided by the time since the fetch started.
+    pub rate_bytes_per_sec: f64,
+    /// Endpoint id of the source currently sending.
+    pub source: String,
+    pub role: SourceRole,
+}
+
+/// Events a fetch reports while it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FetchEvent {
+    /// Connecting to a source.
+    Trying {
+        source: String,
+        role: SourceRole,
+    },
+    Progress(FetchProgress),
+    /// An attempt ended without the blob; `bad` means the source sent unverifiable bytes.
+    SourceFailed {
+        source: String,
+        role: SourceRole,
+        reason: String,
+        bad: bool,
+    },
+}
+
+/// The outcome of a fetch (also carried by [`SwarmError::Exhausted`] when it fails).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FetchReport {
+    pub hash: String,
+    pub size: u64,
+    /// The blob was already complete locally; nothing was transferred.
+    pub already_local: bool,
+    /// Verified payload bytes received from each source (endpoint id), in source order.
+    pub bytes_per_source: Vec<(String, u64)>,
+    /// Sources dropped for sending bytes that do not verify: (endpoint id, reason).
+    pub bad_sources: Vec<(String, String)>,
+    /// Every failed attempt: (endpoint id, reason), in order.
+    pub failures: Vec<(String, String)>,
+    /// The source whose attempt completed the blob.
+    pub completed_by: Option<String>,
+}
+
+impl FetchReport {
+    /// Payload bytes this fetch moved over the network.
+    pub fn transferred(&self) -> u64 {
+        self.bytes_per_source.iter().map(|(_, b)| b).sum()
+    }
+
+    /// Bytes received from one endpoint id.
+    pub fn bytes_from(&self, endpoint: &str) -> u64 {
+        self.bytes_per_source
+            .iter()
+            .filter(|(id, _)| id == endpoint)
+            .map(|(_, b)| b)
+            .sum()
+    }
+}
+
+/// A progress sink; `None` means the caller does not care. Sending awaits, so a slow consumer
+/// slows the transfer instead of losing events (the CLI drains it quickly).
+pub type ProgressSender = Option<mpsc::Sender<FetchEvent>>;
+
+impl Swarm {
+    /// Fetches a blob by the §5 rules and verifies it is complete with the expected size.
+    pub async fn fetch(
+        &self,
+        req: FetchRequest,
+        progress: ProgressSender,
+    ) -> Result<FetchReport, SwarmError> {
+        let h = parse_hash(&req.hash)?;
+        let hex = h.to_hex();
+        let mut report = FetchReport {
+            hash: hex.clone(),
+            size: req.size,
+            ..Default::default()
+        };
+        if let BlobStatus::Complete { size } = self.status(h).await? {
+            check_size(&hex, req.size, size)?;
+            report.already_local = true;
+            self.keep(h).await?;
+            return Ok(report);
+        }
+
+        let mut addrs = HashMap::new();
+        for p in req.origin.iter().chain(req.peers.iter()) {
+            addrs.insert(p.endpoint.clone(), p.to_endpoint_addr()?);
+        }
+        let me = self.endpoint_id();
+        // Never dial ourselves: we would "serve" our own partial data.
+        let mut sel = Selector::new(
+            req.origin
+                .as_ref()
+                .map(|o| o.endpoint.clone())
+                .filter(|id| *id != me),
+            req.peers
+                .iter()
+                .map(|p| p.endpoint.clone())
+                .filter(|id| *id != me),
+            req.stall_timeout,
+            MAX_ATTEMPTS,
+        );
+        let started = Instant::now();
+        let mut transferred = 0u64;
+        loop {
+            let index = match sel.next_action(Instant::now().into_std()) {
+                Action::Try { index } => index,
+                Action::GiveUp => {
+                    fill(&mut report, &sel);
+                    warn!(hash = %hex, failures = ?report.failures, "fetch failed: all sources exhausted");
+                    return Err(SwarmError::Exhausted {
+                        hash: hex,
+                        report: Box::new(report),
+                    });
+                }
+            };
+            let id = sel.source_id(index).to_string();
+            let role = sel.source_role(index);
+            emit(
+                &progress,
+                FetchEvent::Trying {
+                    source: id.clone(),
+                    role,
+                },
+            )
+            .await;
+            let ctx = Attempt {
+                id: &id,
+                role,
+                req: &req,
+                started,
+            };
+            match self
+                .attempt(&ctx, &addrs[&id], &mut sel, &mut transferred, &progress)
+                .await
+            {
+                Ok(()) => {
+                    sel.on_complete();
+                    report.completed_by = Some(id.clone());
+                    info!(hash = %hex, source = %short(&id), ?role, "fetch complete");
+                    break;
+                }
+                Err(failure) => {
+                    let bad = matches!(failure, Failure::Corrupt(_));
+                    if bad {
+                        warn!(hash = %hex, source = %short(&id), ?failure, "source sent bytes that do not verify; dropped for this fetch");
+                    } else {
+                        debug!(hash = %hex, source = %short(&id), ?failure, "source attempt failed");
+                    }
+                    sel.on_failure(failure);
+                    let reason = sel
+                        .failures()
+                        .last()
+                        .map(|f| f.1.clone())
+                        .unwrap_or_default();
+                    emit(
+                        &progress,
+                        FetchEvent::SourceFailed {
+                            source: id,
+                            role,
+                            reason,
+                            bad,
+                        },
+                    )
+                    .await;
+                }
+            }
+        }
+        fill(&mut report, &sel);
+        match self.status(h).await? {
+            BlobStatus::Complete { size } => check_size(&hex, req.size, size)?,
+            _ => return Err(SwarmError::NotFound { hash: hex }),
+        }
+        self.keep(h).await?;
+        Ok(report)
+    }
+
+    async fn attempt(
+        &self,
+        ctx: &Attempt<'_>,
+        addr: &iroh::EndpointAddr,
+        sel: &mut Selector,
+        transferred: &mut u64,
+        progress: &ProgressSender,
+    ) -> Result<(), Failure> {
+        let h = parse_hash(&ctx.req.hash).map_err(|e| Failure::Transfer(e.to_string()))?;
+        let conn = match tokio::time::timeout(
+            ctx.req.stall_timeout,
+            self.endpoint.connect(addr.clone(), iroh_blobs::ALPN),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(Failure::Unreachable(
+                    "no answer within the stall timeout".into(),
+                ))
+            }
+            Ok(Err(e)) => return Err(Failure::Unreachable(e.to_string())),
+            Ok(Ok(c)) => c,
+        };
+        let have_before = self
+            .store
+            .remote()
+            .local(HashAndFormat::raw(h))
+            .await
+            .map(|l| l.local_bytes())
+            .unwrap_or(0);
+        let stream = self
+            .store
+            .remote()
+            .fetch(conn.clone(), HashAndFormat::raw(h))
+            .stream();
+        tokio::pin!(stream);
+        let mut last = 0u64;
+        let result = loop {
+            let Some(deadline) = sel.deadline() else {
+                break Err(Failure::Transfer("selector lost the current source".into()));
+            };
+            let item = match tokio::time::timeout_at(Instant::from_std(deadline), stream.next())
+                .await
+            {
+                Err(_) => break Err(Failure::Stalled),
+                Ok(None) => break Err(Failure::Transfer("stream ended without a result".into())),
+                Ok(Some(item)) => item,
+            };
+            match item {
+                GetProgressItem::Progress(n) => {
+                    let delta = n.saturating_sub(last);
+                    last = n;
+                    *transferred += delta;
+                    let elapsed = ctx.started.elapsed().as_secs_f64().max(1e-6);
+                    emit(
+                        progress,
+                        FetchEvent::Progress(FetchProgress {
+                            hash: h.to_hex(),
+                            size: ctx.req.size,
+                            have: (have_before + last).min(ctx.req.size),
+                            transferred: *transferred,
+                            rate_bytes_per_sec: *transferred as f64 / elapsed,
+                            source: ctx.id.to_string(),
+                            role: ctx.role,
+                        }),
+                    )
+                    .await;
+                    // After the (possibly slow) consumer: its time must not count as a stall.
+                    sel.on_progress(std::time::Instant::now(), delta);
+                }
+                GetProgressItem::Done(_) => break Ok(()),
+                GetProgressItem::Error(e) => break Err(classify(&e)),
+            }
+        };
+        conn.close(0u32.into(), b"done");
+        result
+    }
+}
+
+struct Attempt<'a> {
+    id: &'a str,
+    role: SourceRole,
+    req: &'a FetchRequest,
+    started: Instant,
+}
+
+/// Hash mismatches are the source's fault (bad bytes); everything else may be the network.
+fn classify(e: &GetError) -> Failure {
+    match e {
+        GetError::Decode {
+            source:
+                d @ (DecodeError::LeafHashMismatch { .. } | DecodeError::ParentHashMismatch { .. }),
+            ..
+        } => Failure::Corrupt(d.to_string()),
+        other => Failure::Transfer(format!("{other:#}")),
+    }
+}
+
+fn check_size(hash: &str, expected: u64, actual: u64) -> Result<(), SwarmError> {
+    if expected != actual {
+        return Err(SwarmError::SizeMismatch {
+            hash: hash.to_string(),
+            expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn fill(report: &mut FetchReport, sel: &Selector) {
+    report.bytes_per_source = sel.bytes_per_source();
+    report.bad_sources = sel.bad_sources();
+    report.failures = sel.failures().to_vec();
+}
+
+async fn emit(progress: &ProgressSender, ev: FetchEvent) {
+    if let Some(tx) = progress {
+        // A dropped receiver only means the caller stopped watching.
+        let _ = tx.send(ev).await;
+    }
+}

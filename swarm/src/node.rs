@@ -1,0 +1,336 @@
+//! [`Swarm`]: one iroh endpoint + one persistent iroh-blobs store + a router serving it.
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use iroh::{
+    endpoint::{presets, RelayMode},
+    protocol::Router,
+    Endpoint, SecretKey,
+};
+use iroh_blobs::{api::proto::BlobStatus, store::fs::FsStore, BlobsProtocol, Hash};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::{addr::parse_hash, mirror::MirrorSet, PeerAddr, SwarmError};
+
+/// Where the endpoint lives on the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// No relays, no discovery: peers dial the direct addresses in a [`PeerAddr`]. For tests and
+    /// offline/LAN use. `bind` may use port 0 for a free port.
+    Local { bind: SocketAddr },
+    /// iroh's defaults (n0 relays + DNS discovery), for real deployments.
+    Internet,
+}
+
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// The node's swarm home: secret key, blob store and mirror list live here.
+    pub dir: PathBuf,
+    pub network: Network,
+}
+
+/// A blob in the store: its BLAKE3 hash (64 hex) and size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlobInfo {
+    pub hash: String,
+    pub size: u64,
+}
+
+/// A running swarm node. Cheap to share behind an `Arc`; all methods take `&self`.
+#[derive(Debug)]
+pub struct Swarm {
+    pub(crate) dir: PathBuf,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) store: FsStore,
+    router: Router,
+    local: bool,
+    pub(crate) mirrors: MirrorSet,
+}
+
+const KEY_FILE: &str = "iroh-secret.key";
+const TAG_PREFIX: &str = "archy/blob/";
+
+impl Swarm {
+    /// Opens (or creates) the node's identity and store in `config.dir` and starts serving the
+    /// store over the iroh-blobs ALPN.
+    pub async fn open(config: SwarmConfig) -> Result<Swarm, SwarmError> {
+        let dir = config.dir;
+        std::fs::create_dir_all(&dir).map_err(|e| SwarmError::io("creating swarm dir", &dir, e))?;
+        let key = load_or_create_key(&dir.join(KEY_FILE))?;
+        let (endpoint, local) = match config.network {
+            Network::Local { bind } => {
+                let builder = Endpoint::builder(presets::Minimal)
+                    .relay_mode(RelayMode::Disabled)
+                    .secret_key(key)
+                    .bind_addr(bind)
+                    .map_err(|e| SwarmError::Bind {
+                        bind: bind.to_string(),
+                        reason: e.to_string(),
+                    })?;
+                let ep = builder.bind().await.map_err(|e| SwarmError::Bind {
+                    bind: bind.to_string(),
+                    reason: e.to_string(),
+                })?;
+                (ep, true)
+            }
+            Network::Internet => {
+                let ep = Endpoint::builder(presets::N0)
+                    .secret_key(key)
+                    .bind()
+                    .await
+                    .map_err(|e| SwarmError::Bind {
+                        bind: "default".into(),
+                        reason: e.to_string(),
+                    })?;
+                (ep, false)
+            }
+        };
+        let store_dir = dir.join("blobs");
+        let store = FsStore::load(&store_dir)
+            .await
+            .map_err(|e| SwarmError::store("opening the store", e))?;
+        let blobs = BlobsProtocol::new(&store, None);
+        let router = Router::builder(endpoint.clone())
+            .accept(iroh_blobs::ALPN, blobs)
+            .spawn();
+        let mirrors = MirrorSet::load(dir.join("mirrors.json"))?;
+        let swarm = Swarm {
+            dir,
+            endpoint,
+            store,
+            router,
+            local,
+            mirrors,
+        };
+        info!(endpoint = %swarm.addr(), "swarm node up");
+        Ok(swarm)
+    }
+
+    /// Our address as others should dial it. In local mode the bound sockets (when not a
+    /// wildcard) plus the interface addresses iroh found; in internet mode iroh's view.
+    pub fn addr(&self) -> PeerAddr {
+        let mut p = PeerAddr::from_endpoint_addr(&self.endpoint.addr());
+        if self.local {
+            let bound: Vec<SocketAddr> = self
+                .endpoint
+                .bound_sockets()
+                .into_iter()
+                .filter(|a| !a.ip().is_unspecified())
+                .collect();
+            let mut addrs = bound;
+            for a in p.addrs {
+                if !addrs.contains(&a) {
+                    addrs.push(a);
+                }
+            }
+            p.addrs = addrs;
+        }
+        p
+    }
+
+    /// The iroh endpoint id as 64 hex characters.
+    pub fn endpoint_id(&self) -> String {
+        self.endpoint.id().to_string()
+    }
+
+    /// The swarm home directory given at open.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops serving, closes the endpoint and flushes the store so the directory can be reopened.
+    /// The swarm is unusable afterwards.
+    pub async fn shutdown(&self) -> Result<(), SwarmError> {
+        self.router
+            .shutdown()
+            .await
+            .map_err(|e| SwarmError::store("stopping the router", e))?;
+        // The router's blobs handler already shut the store down (flushed, db closed); a
+        // second request only fails because the store is gone, so it is not sent.
+        Ok(())
+    }
+
+    /// Imports a file into the store (tagged so it is kept) and returns its hash and size.
+    pub async fn add_file(&self, path: &Path) -> Result<BlobInfo, SwarmError> {
+        let abs = std::path::absolute(path).map_err(|e| SwarmError::io("resolving", path, e))?;
+        if !abs.is_file() {
+            return Err(SwarmError::io(
+                "adding file",
+                &abs,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not a regular file"),
+            ));
+        }
+        let tag = self
+            .store
+            .blobs()
+            .add_path(&abs)
+            .temp_tag()
+            .await
+            .map_err(|e| SwarmError::store("adding a file", e))?;
+        self.keep(tag.hash()).await?;
+        self.info(tag.hash()).await
+    }
+
+    /// Imports bytes into the store (tagged so it is kept) and returns its hash and size.
+    pub async fn add_bytes(&self, data: impl Into<Vec<u8>>) -> Result<BlobInfo, SwarmError> {
+        let data: Vec<u8> = data.into();
+        let tag = self
+            .store
+            .blobs()
+            .add_bytes(data)
+            .temp_tag()
+            .await
+            .map_err(|e| SwarmError::store("adding bytes", e))?;
+        self.keep(tag.hash()).await?;
+        self.info(tag.hash()).await
+    }
+
+    /// Complete blobs in the store, sorted by hash.
+    pub async fn list(&self) -> Result<Vec<BlobInfo>, SwarmError> {
+        let hashes = self
+            .store
+            .blobs()
+            .list()
+            .hashes()
+            .await
+            .map_err(|e| SwarmError::store("listing blobs", e))?;
+        let mut out = Vec::new();
+        for h in hashes {
+            if let BlobStatus::Complete { size } = self.status(h).await? {
+                out.push(BlobInfo {
+                    hash: h.to_hex(),
+                    size,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.hash.cmp(&b.hash));
+        Ok(out)
+    }
+
+    /// True if the blob is complete locally (partial data does not count).
+    pub async fn has(&self, hash: &str) -> Result<bool, SwarmError> {
+        let h = parse_hash(hash)?;
+        Ok(matches!(self.status(h).await?, BlobStatus::Complete { .. }))
+    }
+
+    /// Hash and size of a complete local blob.
+    pub async fn blob_info(&self, hash: &str) -> Result<BlobInfo, SwarmError> {
+        self.info(parse_hash(hash)?).await
+    }
+
+    /// Writes a complete blob to `path` (overwriting it).
+    pub async fn export(&self, hash: &str, path: &Path) -> Result<u64, SwarmError> {
+        let h = parse_hash(hash)?;
+        let info = self.info(h).await?;
+        let abs = std::path::absolute(path).map_err(|e| SwarmError::io("resolving", path, e))?;
+        if let Some(parent) = abs.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| SwarmError::io("creating export dir", parent, e))?;
+        }
+        if abs.exists() {
+            std::fs::remove_file(&abs).map_err(|e| SwarmError::io("replacing", &abs, e))?;
+        }
+        self.store
+            .blobs()
+            .export(h, &abs)
+            .finish()
+            .await
+            .map_err(|e| SwarmError::store("exporting a blob", e))?;
+        Ok(info.size)
+    }
+
+    /// Reads a whole complete blob into memory (for small blobs such as manifests).
+    pub async fn read_bytes(&self, hash: &str) -> Result<Vec<u8>, SwarmError> {
+        let h = parse_hash(hash)?;
+        self.info(h).await?;
+        let b = self
+            .store
+            .blobs()
+            .get_bytes(h)
+            .await
+            .map_err(|e| SwarmError::store("reading a blob", e))?;
+        Ok(b.to_vec())
+    }
+
+    /// Bytes of `hash` stored locally and verified (0 if absent). Used to show resume progress.
+    pub async fn local_bytes(&self, hash: &str) -> Result<u64, SwarmError> {
+        let h = parse_hash(hash)?;
+        let local = self
+            .store
+            .remote()
+            .local(iroh_blobs::HashAndFormat::raw(h))
+            .await
+            .map_err(|e| SwarmError::store("inspecting local data", e))?;
+        Ok(local.local_bytes())
+    }
+
+    pub(crate) async fn status(&self, h: Hash) -> Result<BlobStatus, SwarmError> {
+        self.store
+            .blobs()
+            .status(h)
+            .await
+            .map_err(|e| SwarmError::store("reading blob status", e))
+    }
+
+    pub(crate) async fn info(&self, h: Hash) -> Result<BlobInfo, SwarmError> {
+        match self.status(h).await? {
+            BlobStatus::Complete { size } => Ok(BlobInfo {
+                hash: h.to_hex(),
+                size,
+            }),
+            _ => Err(SwarmError::NotFound { hash: h.to_hex() }),
+        }
+    }
+
+    /// A named tag per blob keeps it out of any garbage collection.
+    pub(crate) async fn keep(&self, h: Hash) -> Result<(), SwarmError> {
+        self.store
+            .tags()
+            .set(
+                format!("{TAG_PREFIX}{}", h.to_hex()),
+                iroh_blobs::HashAndFormat::raw(h),
+            )
+            .await
+            .map_err(|e| SwarmError::store("tagging a blob", e))
+    }
+}
+
+/// The endpoint's secret key is the node's network identity: created once, 0600, reused.
+fn load_or_create_key(path: &Path) -> Result<SecretKey, SwarmError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let arr: [u8; 32] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| SwarmError::CorruptKey {
+                        path: path.to_path_buf(),
+                        len: bytes.len(),
+                    })?;
+            Ok(SecretKey::from_bytes(&arr))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SecretKey::generate();
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts
+                .open(path)
+                .map_err(|e| SwarmError::io("creating secret key", path, e))?;
+            f.write_all(&key.to_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| SwarmError::io("writing secret key", path, e))?;
+            Ok(key)
+        }
+        Err(e) => Err(SwarmError::io("reading secret key", path, e)),
+    }
+}

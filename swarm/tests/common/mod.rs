@@ -1,0 +1,151 @@
+//! Shared helpers for the swarm integration tests: real nodes on loopback, test data, and a
+//! hostile provider that serves the real iroh-blobs protocol but flips bytes on the wire.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use archy_swarm::{Network, PeerAddr, Swarm, SwarmConfig};
+use bytes::Bytes;
+use iroh::{
+    endpoint::{presets, Connection, RelayMode, VarInt},
+    protocol::{AcceptError, ProtocolHandler, Router},
+    Endpoint,
+};
+use iroh_blobs::{
+    api::Store,
+    provider::{events::EventSender, handle_stream, StreamPair},
+    store::mem::MemStore,
+    util::SendStream,
+};
+
+/// Generous safety net against hangs; never a performance assertion.
+pub const SAFETY: Duration = Duration::from_secs(120);
+
+pub fn loopback() -> Network {
+    Network::Local {
+        bind: "127.0.0.1:0".parse().unwrap(),
+    }
+}
+
+pub async fn node(dir: &Path) -> Swarm {
+    Swarm::open(SwarmConfig {
+        dir: dir.to_path_buf(),
+        network: loopback(),
+    })
+    .await
+    .expect("open swarm node")
+}
+
+/// Reopens a node's directory on the same socket, as a restarted origin would be.
+pub async fn reopen(dir: &Path, bind: SocketAddr) -> Swarm {
+    Swarm::open(SwarmConfig {
+        dir: dir.to_path_buf(),
+        network: Network::Local { bind },
+    })
+    .await
+    .expect("reopen swarm node")
+}
+
+/// Deterministic pseudo-random test data (BLAKE3 XOF of a seed).
+pub fn data(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(seed.as_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+/// A peer that runs the real iroh-blobs provider over a store holding the right data, but
+/// XORs every byte it sends after `flip_after` bytes of a response. The receiver's verified
+/// streaming must reject it at the first corrupted chunk group.
+#[derive(Debug, Clone)]
+pub struct Hostile {
+    store: Store,
+    flip_after: u64,
+}
+
+impl ProtocolHandler for Hostile {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let writer = FlipWriter {
+                inner: send,
+                written: 0,
+                flip_after: self.flip_after,
+            };
+            let pair = StreamPair::new(conn.stable_id() as u64, recv, writer, EventSender::DEFAULT);
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let _ = handle_stream(pair, store).await;
+            });
+        }
+        Ok(())
+    }
+}
+
+struct FlipWriter {
+    inner: iroh::endpoint::SendStream,
+    written: u64,
+    flip_after: u64,
+}
+
+impl FlipWriter {
+    fn corrupt(&mut self, buf: &[u8]) -> Bytes {
+        let start = self.written;
+        self.written += buf.len() as u64;
+        let mut v = buf.to_vec();
+        for (i, b) in v.iter_mut().enumerate() {
+            if start + i as u64 >= self.flip_after {
+                *b ^= 0xA5;
+            }
+        }
+        Bytes::from(v)
+    }
+}
+
+impl SendStream for FlipWriter {
+    async fn send_bytes(&mut self, bytes: Bytes) -> std::io::Result<()> {
+        let b = self.corrupt(&bytes);
+        SendStream::send_bytes(&mut self.inner, b).await
+    }
+    async fn send(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let b = self.corrupt(buf);
+        SendStream::send_bytes(&mut self.inner, b).await
+    }
+    async fn sync(&mut self) -> std::io::Result<()> {
+        SendStream::sync(&mut self.inner).await
+    }
+    fn reset(&mut self, code: VarInt) -> std::io::Result<()> {
+        SendStream::reset(&mut self.inner, code)
+    }
+    async fn stopped(&mut self) -> std::io::Result<Option<VarInt>> {
+        SendStream::stopped(&mut self.inner).await
+    }
+    fn id(&self) -> u64 {
+        SendStream::id(&self.inner)
+    }
+}
+
+/// Starts a hostile provider holding `content` on loopback; returns its router and address.
+pub async fn hostile(content: &[u8], flip_after: u64) -> (Router, PeerAddr) {
+    let mem = MemStore::new();
+    mem.blobs()
+        .add_slice(content)
+        .await
+        .expect("add to mem store");
+    let ep = Endpoint::builder(presets::Minimal)
+        .relay_mode(RelayMode::Disabled)
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .expect("bind hostile endpoint");
+    let addrs: Vec<SocketAddr> = ep.bound_sockets();
+    let peer = PeerAddr::new(&ep.id().to_string(), addrs).unwrap();
+    let store: Store = mem.into();
+    let handler = Arc::new(Hostile { store, flip_after });
+    let router = Router::builder(ep)
+        .accept(iroh_blobs::ALPN, handler)
+        .spawn();
+    (router, peer)
+}
