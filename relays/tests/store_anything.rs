@@ -1,0 +1,109 @@
+//! The store-anything test relay accepts an event with a bad signature and serves it back
+//! through the pool (fetch and live subscription), unverified, so the node's own checks run.
+
+mod common;
+
+use archy_relays::nostr::prelude::*;
+use archy_relays::testing::StoreAnythingRelay;
+use archy_relays::{RelayOutcome, RelayPool, StreamItem};
+use common::*;
+
+fn tampered(keys: &Keys) -> (Event, Event) {
+    let good = release(keys, "archy:app:evil@1.0.0", T0, "original");
+    let mut json: serde_json::Value = serde_json::from_str(&good.as_json()).unwrap();
+    json["content"] = "tampered after signing".into();
+    (good, Event::from_json(json.to_string()).unwrap())
+}
+
+fn forged_sig(keys: &Keys) -> Event {
+    // Valid id, signature by another key.
+    let good = release(keys, "archy:app:evil@2.0.0", T0 + 1, "{}");
+    let other = release(&Keys::generate(), "archy:app:evil@2.0.0", T0 + 1, "{}");
+    let mut json: serde_json::Value = serde_json::from_str(&good.as_json()).unwrap();
+    json["sig"] = serde_json::to_value(other.sig).unwrap();
+    Event::from_json(json.to_string()).unwrap()
+}
+
+#[tokio::test]
+async fn store_anything_relay_serves_bad_signatures() {
+    let relay = StoreAnythingRelay::start().await.unwrap();
+    let pool = RelayPool::connect([relay.url().as_str()], test_config(1))
+        .await
+        .unwrap();
+    let keys = Keys::generate();
+    let (_, bad_content) = tampered(&keys);
+    let bad_sig = forged_sig(&keys);
+    assert!(bad_content.verify().is_err());
+    assert!(bad_sig.verify_id());
+    assert!(!bad_sig.verify_signature());
+
+    let mut sub = pool.subscribe(app_filter(), None);
+    assert!(matches!(
+        next_item(&mut sub).await,
+        StreamItem::CaughtUp { .. }
+    ));
+
+    for ev in [&bad_content, &bad_sig] {
+        let report = pool.publish(ev).await.unwrap();
+        assert_eq!(report.per_relay[0].1, RelayOutcome::Accepted);
+    }
+    assert_eq!(relay.stored().len(), 2);
+
+    // One-pass fetch hands them over as stored (the node verifies and rejects them).
+    let got = pool.fetch(app_filter(), None).await.unwrap();
+    let ids: Vec<EventId> = got.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![bad_content.id, bad_sig.id]);
+    assert_eq!(got[0].content, "tampered after signing");
+    assert!(got.iter().all(|e| e.verify().is_err()));
+
+    // The live subscription delivered them too.
+    let mut live = Vec::new();
+    while live.len() < 2 {
+        if let StreamItem::Event { event, .. } = next_item(&mut sub).await {
+            assert!(event.verify().is_err());
+            live.push(event.id);
+        }
+    }
+    assert_eq!(live, vec![bad_content.id, bad_sig.id]);
+
+    // A pool told to drop invalid events does not hand them over.
+    let mut strict = test_config(1);
+    strict.drop_invalid_events = true;
+    let strict = RelayPool::connect([relay.url().as_str()], strict)
+        .await
+        .unwrap();
+    let good = release(&keys, "archy:app:fine@1.0.0", T0 + 5, "{}");
+    strict.publish(&good).await.unwrap();
+    let got = strict.fetch(app_filter(), None).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), vec![good.id]);
+
+    drop(sub);
+    pool.shutdown().await;
+    strict.shutdown().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn store_anything_relay_insert_raw_and_filters() {
+    let relay = StoreAnythingRelay::start().await.unwrap();
+    let keys = Keys::generate();
+    let (_, bad) = tampered(&keys);
+    relay.insert_raw(serde_json::from_str(&bad.as_json()).unwrap());
+    let unrelated = EventBuilder::text_note("hi")
+        .custom_created_at(Timestamp::from_secs(T0))
+        .sign_with_keys(&keys)
+        .unwrap();
+    relay.insert_raw(serde_json::from_str(&unrelated.as_json()).unwrap());
+    let pool = RelayPool::connect([relay.url().as_str()], test_config(1))
+        .await
+        .unwrap();
+    let got = pool.fetch(app_filter(), None).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), vec![bad.id]);
+    let by_author = pool
+        .fetch(Filter::new().author(keys.public_key()), None)
+        .await
+        .unwrap();
+    assert_eq!(by_author.len(), 2);
+    pool.shutdown().await;
+    relay.shutdown().await;
+}

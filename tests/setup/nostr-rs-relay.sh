@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs the third-party relay nostr-rs-relay 0.8.12 once, into
+# ${ARCHY_TOOLS:-$HOME/.cache/archy-tools}/bin/nostr-rs-relay, and prints that path.
+#
+# Why not `cargo install --locked nostr-rs-relay`: the crate's lock file pins time 0.3.25,
+# which no longer compiles on current Rust (E0282). We unpack the published crate, move `time`
+# to 0.3.36 in its lock file, and install from that path with the rest of the lock intact.
+#
+# Needs: cargo, curl (or a reachable crates.io for `cargo fetch`), protobuf-compiler (protoc).
+# Env: ARCHY_TOOLS (install root), CARGO_BUILD_JOBS (defaults to 1: the build is long and
+# shares the machine), NOSTR_RS_RELAY_TARGET (cargo target dir, default under /tmp).
+set -euo pipefail
+
+VERSION=0.8.12
+ROOT="${ARCHY_TOOLS:-$HOME/.cache/archy-tools}"
+BIN="$ROOT/bin/nostr-rs-relay"
+
+if [ -x "$BIN" ]; then
+    echo "$BIN"
+    exit 0
+fi
+
+if ! command -v protoc >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "nostr-rs-relay.sh: installing protobuf-compiler (needed by nostr-rs-relay's build)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y protobuf-compiler >&2
+    else
+        echo "nostr-rs-relay.sh: protoc not found; install protobuf-compiler first" >&2
+        exit 1
+    fi
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/nostr-rs-relay-src.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+CRATE="$WORK/nostr-rs-relay-$VERSION.crate"
+SRC="$WORK/nostr-rs-relay-$VERSION"
+
+# 1. The crate source: the registry's download endpoint, else the local cargo cache via `cargo fetch`.
+if curl -fsSL --retry 3 -o "$CRATE" \
+        "https://crates.io/api/v1/crates/nostr-rs-relay/$VERSION/download" 2>/dev/null; then
+    tar -xzf "$CRATE" -C "$WORK"
+else
+    echo "nostr-rs-relay.sh: direct download failed, using cargo fetch" >&2
+    mkdir -p "$WORK/scratch/src"
+    cat > "$WORK/scratch/Cargo.toml" <<TOML
+[package]
+name = "scratch"
+version = "0.0.0"
+edition = "2021"
+[dependencies]
+nostr-rs-relay = "=$VERSION"
+TOML
+    echo "" > "$WORK/scratch/src/lib.rs"
+    (cd "$WORK/scratch" && cargo fetch >&2)
+    FOUND="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/nostr-rs-relay-"$VERSION" | head -n1)"
+    cp -r "$FOUND" "$SRC"
+fi
+
+# 2. Fix the one lock entry that no longer builds; keep every other pinned version.
+cd "$SRC"
+cargo update -p time@0.3.25 --precise 0.3.36 >&2
+
+# 3. Build and install.
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
+export CARGO_TARGET_DIR="${NOSTR_RS_RELAY_TARGET:-/tmp/archy-nostr-rs-relay-target}"
+mkdir -p "$ROOT"
+cargo install --locked --path . --root "$ROOT" >&2
+
+"$BIN" --help >/dev/null 2>&1 || { echo "nostr-rs-relay.sh: installed binary does not run" >&2; exit 1; }
+echo "$BIN"
