@@ -1,0 +1,231 @@
+//! Scale check: 100k keys / ~1M edges in memory, a full computation, then single-signal
+//! incremental updates. Prints times and peak RSS (VmHWM).
+//!
+//! `cargo run --release -p archy-trust --example scale [keys] [follows-per-key]`
+
+use std::time::{Duration, Instant};
+
+use archy_trust::{Key, Label, Signal, TrustConfig, TrustGraph};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn vm_hwm() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let n = *args.first().unwrap_or(&100_000);
+    let per_key = *args.get(1).unwrap_or(&10);
+    let mut rng = Rng(42);
+    let keys: Vec<Key> = (0..n)
+        .map(|_| {
+            let mut b = [0u8; 32];
+            for c in b.chunks_mut(8) {
+                c.copy_from_slice(&rng.next().to_le_bytes());
+            }
+            Key::from_bytes(b)
+        })
+        .collect();
+    let anchors = vec![keys[0], keys[1], keys[2]];
+    let mut graph = TrustGraph::new(TrustConfig {
+        anchors,
+        ..Default::default()
+    })
+    .expect("valid config");
+
+    // Follows: 30 % of targets from a popular set of 1,000 keys, the rest uniform.
+    let t = Instant::now();
+    let popular = 1000.min(n);
+    let mut signals = 0usize;
+    for (i, k) in keys.iter().enumerate() {
+        let follows = (0..per_key)
+            .map(|_| {
+                if rng.below(10) < 3 {
+                    keys[rng.below(popular)]
+                } else {
+                    keys[rng.below(n)]
+                }
+            })
+            .collect();
+        graph.apply_signal(Signal::Follows {
+            author: *k,
+            created_at: 1,
+            follows,
+        });
+        signals += 1;
+        if i % 10 == 0 {
+            for _ in 0..2 {
+                let target = keys[rng.below(n)];
+                graph.apply_signal(Signal::Label {
+                    author: *k,
+                    target,
+                    created_at: 1,
+                    label: Label::Endorse,
+                });
+                signals += 1;
+            }
+        }
+        if i % 20 == 0 {
+            let target = keys[rng.below(n)];
+            graph.apply_signal(Signal::Report {
+                author: *k,
+                target,
+                created_at: 1,
+                reason: archy_trust::ReportReason::Spam,
+            });
+            signals += 1;
+        }
+    }
+    println!(
+        "build: {n} keys, {signals} signals applied in {:.2?}",
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    let scores = graph.compute_at(1_800_000_000);
+    let full_time = t.elapsed();
+    let st = scores.stats();
+    println!(
+        "full compute: {} keys, {} edges, {} iterations, {:.2?}; VmHWM {}",
+        st.keys,
+        st.edges,
+        st.iterations,
+        full_time,
+        vm_hwm()
+    );
+    let tiers = scores
+        .all()
+        .into_iter()
+        .fold([0usize; 4], |mut acc, (_, _, tier)| {
+            acc[tier as usize] += 1;
+            acc
+        });
+    println!(
+        "tiers: blocked {} unknown {} known {} trusted {}",
+        tiers[0], tiers[1], tiers[2], tiers[3]
+    );
+
+    let t = Instant::now();
+    let report = scores.get(&keys[rng.below(n)]);
+    println!(
+        "explain one key (first call builds the path tree): {:.2?}, {} paths",
+        t.elapsed(),
+        report.explanation.paths.len()
+    );
+    let t = Instant::now();
+    let _ = scores.get(&keys[rng.below(n)]);
+    println!("explain another key: {:.2?}", t.elapsed());
+
+    // The fixed cost of an incremental update (no change: scores, tiers, penalties only).
+    drop(scores);
+    let t = Instant::now();
+    let mut latest = graph.compute_incremental_at(1_800_000_000);
+    println!(
+        "incremental with nothing changed (fixed cost over {} keys): {:.2?}",
+        latest.stats().keys,
+        t.elapsed()
+    );
+
+    // Incremental: one new endorsement by a random (typical) key, 25 times.
+    let mut times = Vec::new();
+    let mut pushes = Vec::new();
+    for i in 0..25u64 {
+        let (author, target) = (keys[3 + rng.below(n - 3)], keys[rng.below(n)]);
+        graph.apply_signal(Signal::Label {
+            author,
+            target,
+            created_at: 2 + i,
+            label: Label::Endorse,
+        });
+        let t = Instant::now();
+        latest = graph.compute_incremental_at(1_800_000_000);
+        times.push(t.elapsed());
+        pushes.push(latest.stats().pushes);
+    }
+    pushes.sort();
+    println!(
+        "incremental (one endorsement by a typical key): median {:.2?}, max {:.2?}; pushes median {}",
+        median(times.clone()),
+        times.iter().max().unwrap(),
+        pushes[pushes.len() / 2]
+    );
+
+    // A replaced contact list of a typical key.
+    let author = keys[7];
+    let follows = (0..per_key).map(|_| keys[rng.below(n)]).collect();
+    graph.apply_signal(Signal::Follows {
+        author,
+        created_at: 5,
+        follows,
+    });
+    let t = Instant::now();
+    latest = graph.compute_incremental_at(1_800_000_000);
+    println!(
+        "incremental (new contact list): {:.2?}, {} pushes, {} warm iterations",
+        t.elapsed(),
+        latest.stats().pushes,
+        latest.stats().iterations
+    );
+
+    // Worst case: an anchor endorses someone new (the anchor holds ~8 % of all mass).
+    graph.apply_signal(Signal::Label {
+        author: keys[0],
+        target: keys[n / 2],
+        created_at: 9,
+        label: Label::Endorse,
+    });
+    let t = Instant::now();
+    latest = graph.compute_incremental_at(1_800_000_000);
+    println!(
+        "incremental (an anchor endorses): {:.2?}, {} pushes, {} warm iterations",
+        t.elapsed(),
+        latest.stats().pushes,
+        latest.stats().iterations
+    );
+
+    let t = Instant::now();
+    let full = graph.compute_at(1_800_000_000);
+    println!("full recompute for comparison: {:.2?}", t.elapsed());
+    let max_diff = full
+        .all()
+        .iter()
+        .map(|(k, s, _)| (latest.score(k) - s).abs())
+        .fold(0.0f64, f64::max);
+    let tier_diffs = full
+        .all()
+        .iter()
+        .filter(|(k, _, t)| latest.tier(k) != *t)
+        .count();
+    println!(
+        "incremental vs full: max score difference {max_diff:.2e}, tier differences {tier_diffs}"
+    );
+    println!("peak RSS (VmHWM): {}", vm_hwm());
+}
