@@ -1,1 +1,82 @@
-//! placeholder
+//! archy-orchestrator: makes a machine's Podman match the apps the user wants, rootless and
+//! without ever losing app data. It knows nothing of Nostr, DIDs or iroh: the node converts a
+//! verified manifest into an [`AppSpec`] and hands it over.
+//!
+//! Module map (pure logic apart from I/O, in the sans-IO style):
+//! - [`spec`] — [`AppSpec`], [`Intent`], [`Policy`]; defensive validation and the spec hash
+//!   that labels each container (pure).
+//! - [`plan`] — the planner: (desired, observed, back-off, now) → ordered [`Action`]s (pure,
+//!   unit-tested without Podman).
+//! - [`store`] — desired state (current + previous spec, intent) in redb, committed before
+//!   anything acts on it.
+//! - [`podman`] — the Podman CLI: [`PodmanCmd`] (optionally `runuser` to another user),
+//!   `ps` parsing, the locked-down `podman create` arguments.
+//! - [`secrets`] — generated secrets: 0600 files, created once, delivered as Podman secrets.
+//! - [`health`] — http / tcp / exec health checks with retries.
+//! - [`quadlet`] — [`render_quadlet`]: the equivalent systemd Quadlet `.container` unit.
+//! - [`reconciler`] — [`Reconciler`]: observe → plan → apply, the loop, and the functions the
+//!   CLI calls (install, start, stop, restart, uninstall, logs, list, reconcile_once).
+//!
+//! Invariants: an intent is committed before it is acted on; a container matching its spec
+//! hash is adopted, never recreated; a stopped app is never started by the loop; volumes and
+//! secrets are removed only by a purge; a failed update rolls back to the previous spec.
+
+use std::path::{Path, PathBuf};
+
+pub mod health;
+pub mod plan;
+pub mod podman;
+pub mod quadlet;
+pub mod reconciler;
+pub mod secrets;
+pub mod spec;
+pub mod store;
+
+pub use plan::{plan, Action, Backoff, BackoffPolicy, CreateReason, DesiredApp};
+pub use podman::{ContainerState, ObservedContainer, PodmanCmd, PodmanOutput};
+pub use quadlet::render_quadlet;
+pub use reconciler::{
+    AppState, AppStatus, Config, InstallOutcome, Outcome, OutcomeStatus, ReconcileReport,
+    Reconciler,
+};
+pub use spec::{
+    AppSpec, HealthCheck, HealthKind, Intent, Policy, PortSpec, Protocol, Resources, SecretKind,
+    SecretSpec, VolumeSpec,
+};
+pub use store::{AppRecord, RolledBack};
+
+/// Everything the orchestrator can refuse or fail at, with a message the user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec breaks a rule; nothing reached Podman.
+    #[error("app spec rejected: `{field}`: {reason}")]
+    Policy { field: String, reason: String },
+    #[error("unknown app `{0}`: it is not installed")]
+    UnknownApp(String),
+    #[error("image `{image}` is not in Podman{}: load it before installing or updating",
+        expected.as_ref().map(|e| format!(" with id {e}")).unwrap_or_default())]
+    ImageMissing {
+        image: String,
+        expected: Option<String>,
+    },
+    #[error("{command} failed: {message}")]
+    Podman { command: String, message: String },
+    #[error("state database: {0}")]
+    Store(#[from] redb::Error),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state record is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Health checks run by the reconciler after a create or start: http/tcp against the host
+//! side of the published port (what a user would reach), exec through `podman exec`.
+//! Run here rather than as Podman healthchecks because Podman 4.3 drives those with systemd
+//! timers, which these hosts (and rootless users without a session) do not have.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::podman::PodmanCmd;
+use crate::spec::{AppSpec, HealthKind};
+
+/// Where the host reaches a published port: the bind address, or loopback for a wildcard bind.
+fn target(spec: &AppSpec, container_port: u16) -> Option<SocketAddr> {
+    let p = spec.published(container_port)?;
+    let ip = match p.bind {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Some(SocketAddr::new(ip, p.host))
+}
+
+/// Minimal HTTP/1.0 GET; healthy on a 2xx or 3xx status line.
+async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: archy-health\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    while !buf.contains(&b'\n') && buf.len() < 4096 {
+        let n = s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read from {addr}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let line = line.lines().next().unwrap_or("");
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no HTTP status from {addr}{path} (got {line:?})"))?;
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("GET {path} on {addr} returned {code}"))
+    }
+}
+
+/// One probe, bounded by the check's timeout.
+pub async fn probe(spec: &AppSpec, container_id: &str, podman: &PodmanCmd) -> Result<(), String> {
+    let Some(h) = &spec.health_check else {
+        return Ok(());
+    };
+    let timeout = Duration::from_secs(h.timeout_secs.max(1) as u64);
+    let fut = async {
+        match h.kind {
+            HealthKind::Http | HealthKind::Tcp => {
+                let port = h.port.ok_or("health_check.port missing")?;
+                let addr = target(spec, port)
+                    .ok_or_else(|| format!("container port {port} is not published"))?;
+                if h.kind == HealthKind::Tcp {
+                    TcpStream::connect(addr)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("tcp connect {addr}: {e}"))
+                } else {
+                    http_get(addr, h.path.as_deref().unwrap_or("/")).await
+                }
+            }
+            HealthKind::Exec => {
+                let mut args = vec!["exec".to_string(), container_id.to_string()];
+                args.extend(h.command.iter().cloned());
+                let out = podman
+                    .run(&args, None, timeout + Duration::from_secs(30))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if out.success {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "exec check exited with {}: {}",
+                        out.code
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "signal".into()),
+                        out.stderr.trim()
+                    ))
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {}s", timeout.as_secs())),
+    }
+}
+
+/// Is the container running, and if not, its exit code.
+pub async fn container_running(podman: &PodmanCmd, container_id: &str) -> Result<(), String> {
+    let out = podman
+        .run(
+            &[
+                "inspect".into(),
+                "--type".into(),
+                "container".into(),
+                "--format".into(),
+                "{{.State.Status}} {{.State.ExitCode}}".into(),
+                container_id.into(),
+            ],
+            None,
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success {
+        return Err(format!("container is gone: {}", out.stderr.trim()));
+    }
+    let text = out.stdout.trim().to_string();
+    let mut parts = text.split_whitespace();
+    match (parts.next(), parts.next()) {
+        (Some("running"), _) => Ok(()),
+        (Some(state), code) => Err(format!(
+            "container is {state} (exit code {})",
+            code.unwrap_or("?")
+        )),
+        _ => Err(format!("unexpected inspect output {text:?}")),
+    }
+}
+
+/// Waits until the app is healthy: up to `retries` probes, `interval` apart. Fails early if
+/// the container stops running. Without a health check, "running a moment after start" is
+/// healthy.
+pub async fn wait_healthy(
+    spec: &AppSpec,
+    container_id: &str,
+    podman: &PodmanCmd,
+) -> Result<(), String> {
+    let Some(h) = &spec.health_check else {
+        container_running(podman, container_id).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        return container_running(podman, container_id).await;
+    };
+    let interval = Duration::from_secs(h.interval_secs as u64);
+    let mut last = String::new();
+    for attempt in 1..=h.retries.max(1) {
+        container_running(podman, container_id).await?;
+        match probe(spec, container_id, podman).await {
+            Ok(()) => {
+                tracing::debug!(app = %spec.name, attempt, "healthy");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!(app = %spec.name, attempt, error = %e, "health probe failed");
+                last = e;
+            }
+        }
+        if attempt < h.retries {
+            tokio::time::sleep(interval.max(Duration::from_millis(200))).await;
+        }
+    }
+    Err(format!(
+        "health check failed {} times, last: {last}",
+        h.retries
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{HealthCheck, PortSpec, Protocol};
+
+    #[tokio::test]
+    async fn http_probe_against_a_local_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for status in ["200 OK", "500 Internal Server Error"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await.unwrap();
+                let resp = format!("HTTP/1.0 {status}\r\n\r\n");
+                s.write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        let mut spec = AppSpec::new("web", "1", "img");
+        spec.ports.push(PortSpec {
+            container: 80,
+            host: port,
+            protocol: Protocol::Tcp,
+            bind: "127.0.0.1".parse().unwrap(),
+        });
+        spec.health_check = Some(HealthCheck {
+            kind: HealthKind::Http,
+            port: Some(80),
+            path: Some("/".into()),
+            command: vec![],
+            interval_secs: 1,
+            timeout_secs: 5,
+            retries: 1,
+        });
+        let podman = PodmanCmd::from_argv(vec!["/nonexistent/podman".into()]);
+        probe(&spec, "x", &podman).await.unwrap();
+        let err = probe(&spec, "x", &podman).await.unwrap_err();
+        assert!(err.contains("500"), "{err}");
+    }
+}

@@ -1,0 +1,997 @@
+//! Real-Podman tests of the reconciler (no fakes). They need Podman and the local test image
+//! `localhost/archy/busybox:latest` (and the user `archy` for the rootless test) — run
+//! `tests/setup/podman.sh` as root first. If the `podman` binary is absent they are skipped
+//! with a loud message; anything else that is wrong fails them.
+//!
+//! Every test uses its own `archy.owner` label, app names and state dir, so tests run in
+//! parallel, and it removes its containers, volumes and secrets when it ends (even on panic).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use archy_orchestrator::{
+    AppSpec, AppState, Config, Error, HealthCheck, HealthKind, InstallOutcome, Intent,
+    OutcomeStatus, PodmanCmd, PortSpec, Protocol, Reconciler, SecretKind, SecretSpec, VolumeSpec,
+};
+
+const IMAGE: &str = "localhost/archy/busybox:latest";
+const SAFETY: Duration = Duration::from_secs(180);
+
+// ---------------------------------------------------------------------------- harness
+
+fn podman_binary_present() -> bool {
+    let present = std::process::Command::new("podman")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !present {
+        eprintln!(
+            "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! SKIPPED: `podman` is not installed. These tests prove the orchestrator  !!!\n\
+             !!! against real Podman: run `sudo tests/setup/podman.sh` and re-run them.  !!!\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+        );
+    }
+    present
+}
+
+macro_rules! require_podman {
+    () => {
+        if !podman_binary_present() {
+            return;
+        }
+    };
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique across parallel tests and runs: `<tag>-<pid>-<n>`.
+fn unique(tag: &str) -> String {
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Synchronous podman call for set-up and clean-up.
+fn sh_podman(cmd: &PodmanCmd, args: &[&str]) -> std::process::Output {
+    let argv = cmd.argv();
+    std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .args(args)
+        .output()
+        // A deliberately missing podman (policy test): report a failed call.
+        .unwrap_or_else(|_| std::process::Command::new("false").output().unwrap())
+}
+
+fn podman_ok(cmd: &PodmanCmd, args: &[&str]) -> String {
+    let out = sh_podman(cmd, args);
+    assert!(
+        out.status.success(),
+        "podman {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn image_id(cmd: &PodmanCmd, image: &str) -> String {
+    let out = sh_podman(cmd, &["image", "inspect", "--format", "{{.Id}}", image]);
+    assert!(
+        out.status.success(),
+        "test image {image} is missing: run `sudo tests/setup/podman.sh` ({})",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    format!("sha256:{}", String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// One test's world: state dir, owner label, and clean-up of everything it created.
+struct TestEnv {
+    dir: tempfile::TempDir,
+    owner: String,
+    podman: PodmanCmd,
+    apps: Mutex<Vec<String>>,
+    images: Mutex<Vec<String>>,
+}
+
+impl TestEnv {
+    fn new() -> Self {
+        Self::with_podman(PodmanCmd::new())
+    }
+
+    fn with_podman(podman: PodmanCmd) -> Self {
+        TestEnv {
+            dir: tempfile::tempdir().unwrap(),
+            owner: unique("owner"),
+            podman,
+            apps: Mutex::new(vec![]),
+            images: Mutex::new(vec![]),
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn config(&self) -> Config {
+        let mut c = Config::new(self.state_dir());
+        c.podman = self.podman.clone();
+        c.owner = self.owner.clone();
+        c.interval = Duration::from_secs(1);
+        c
+    }
+
+    fn open(&self) -> Arc<Reconciler> {
+        Arc::new(Reconciler::open(self.config()).unwrap())
+    }
+
+    fn app(&self, tag: &str) -> String {
+        let name = unique(tag);
+        self.apps.lock().unwrap().push(name.clone());
+        name
+    }
+
+    /// An httpd app on a fresh loopback port, with a volume at /data and an http health check.
+    fn web(&self, name: &str, version: &str) -> AppSpec {
+        let port = free_port();
+        let mut s = AppSpec::new(name, version, IMAGE);
+        s.image_id = Some(image_id(&self.podman, IMAGE));
+        s.ports.push(PortSpec {
+            container: 8080,
+            host: port,
+            protocol: Protocol::Tcp,
+            bind: "127.0.0.1".parse().unwrap(),
+        });
+        s.volumes.push(VolumeSpec {
+            name: "data".into(),
+            target: "/data".into(),
+        });
+        s.command = vec![
+            "httpd".into(),
+            "-f".into(),
+            "-p".into(),
+            "8080".into(),
+            "-h".into(),
+            "/www".into(),
+        ];
+        s.health_check = Some(HealthCheck {
+            kind: HealthKind::Http,
+            port: Some(8080),
+            path: Some("/".into()),
+            command: vec![],
+            interval_secs: 1,
+            timeout_secs: 5,
+            retries: 20,
+        });
+        s.stop_grace_secs = 5;
+        s
+    }
+
+    fn container_ids(&self) -> Vec<String> {
+        let out = podman_ok(
+            &self.podman,
+            &[
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                &format!("label=archy.owner={}", self.owner),
+            ],
+        );
+        out.lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    fn volume_exists(&self, name: &str) -> bool {
+        sh_podman(&self.podman, &["volume", "exists", name])
+            .status
+            .success()
+    }
+
+    fn exec(&self, app: &str, script: &str) -> String {
+        podman_ok(
+            &self.podman,
+            &["exec", &format!("archy-{app}"), "sh", "-c", script],
+        )
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for id in self.container_ids_quiet() {
+            sh_podman(&self.podman, &["rm", "-f", "-t", "0", &id]);
+        }
+        for app in self.apps.lock().unwrap().iter() {
+            sh_podman(
+                &self.podman,
+                &["rm", "-f", "-t", "0", &format!("archy-{app}")],
+            );
+            let vols = sh_podman(
+                &self.podman,
+                &[
+                    "volume",
+                    "ls",
+                    "-q",
+                    "--filter",
+                    &format!("name=archy-{app}-"),
+                ],
+            );
+            for v in String::from_utf8_lossy(&vols.stdout).lines() {
+                sh_podman(&self.podman, &["volume", "rm", "-f", v.trim()]);
+            }
+            let secrets = sh_podman(&self.podman, &["secret", "ls", "--format", "{{.Name}}"]);
+            for s in String::from_utf8_lossy(&secrets.stdout).lines() {
+                if s.starts_with(&format!("archy-{app}-")) {
+                    sh_podman(&self.podman, &["secret", "rm", s.trim()]);
+                }
+            }
+        }
+        for img in self.images.lock().unwrap().iter() {
+            sh_podman(&self.podman, &["rmi", "-f", img]);
+        }
+    }
+}
+
+impl TestEnv {
+    fn container_ids_quiet(&self) -> Vec<String> {
+        let out = sh_podman(
+            &self.podman,
+            &[
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                &format!("label=archy.owner={}", self.owner),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Plain HTTP/1.0 GET on loopback; the body, or an error.
+fn http_get(port: u16, path: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    if !resp.starts_with("HTTP/1.") || !resp.contains(" 200 ") {
+        return Err(format!("unexpected response: {resp:?}"));
+    }
+    Ok(resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
+    let deadline = tokio::time::Instant::now() + SAFETY;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn running_id(outcome: &InstallOutcome) -> String {
+    match outcome {
+        InstallOutcome::Running { container_id, .. } => container_id.clone(),
+        other => panic!("expected running, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_serves_http_then_stop_start_restart() {
+    require_podman!();
+    let env = TestEnv::new();
+    let r = env.open();
+    let app = env.app("web");
+    let mut spec = env.web(&app, "1.0.0");
+    spec.resources.memory_mb = Some(64);
+    spec.resources.cpus = Some("0.5".into());
+    spec.capabilities = vec!["net_bind_service".into()];
+    let port = spec.ports[0].host;
+
+    let id = running_id(&r.install(spec.clone()).await.unwrap());
+    assert_eq!(http_get(port, "/").unwrap(), "archy test image\n");
+    let st = r.status(&app).await.unwrap();
+    assert_eq!(st.state, AppState::Running);
+    assert_eq!(st.healthy, Some(true));
+    assert_eq!(st.container_id.as_deref(), Some(id.as_str()));
+    // The container carries the labels and the locked-down settings.
+    let inspect = podman_ok(
+        &env.podman,
+        &[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"archy.spec-hash\"}} {{index .Config.Labels \"archy.version\"}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}}",
+            &id,
+        ],
+    );
+    assert!(
+        inspect.starts_with(&format!("{} 1.0.0", spec.spec_hash())),
+        "{inspect}"
+    );
+    assert!(inspect.contains("no-new-privileges"), "{inspect}");
+    let limits = podman_ok(
+        &env.podman,
+        &[
+            "inspect",
+            "--format",
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.EffectiveCaps}}",
+            &id,
+        ],
+    );
+    assert_eq!(limits, "67108864 500000000 [CAP_NET_BIND_SERVICE]");
+    let ports = podman_ok(&env.podman, &["port", &id]);
+    assert_eq!(
+        ports,
+        format!("8080/tcp -> 127.0.0.1:{port}"),
+        "published on loopback only"
+    );
+    // Installing the same spec again changes nothing.
+    assert_eq!(running_id(&r.install(spec.clone()).await.unwrap()), id);
+
+    let st = r.stop(&app).await.unwrap();
+    assert_eq!(st.state, AppState::Stopped, "{st:?}");
+    assert_eq!(st.intent, Intent::Stopped);
+    assert!(http_get(port, "/").is_err());
+
+    let st = r.start(&app).await.unwrap();
+    assert_eq!(st.state, AppState::Running, "{st:?}");
+    assert_eq!(
+        st.container_id.as_deref(),
+        Some(id.as_str()),
+        "start reuses the container"
+    );
+    http_get(port, "/").unwrap();
+
+    let before = podman_ok(
+        &env.podman,
+        &["inspect", "--format", "{{.State.StartedAt}}", &id],
+    );
+    let st = r.restart(&app).await.unwrap();
+    assert_eq!(st.state, AppState::Running, "{st:?}");
+    let after = podman_ok(
+        &env.podman,
+        &["inspect", "--format", "{{.State.StartedAt}}", &id],
+    );
+    assert_ne!(before, after, "restart must start the process again");
+    http_get(port, "/").unwrap();
+
+    let logs = r.logs(&app, Some(100)).await.unwrap();
+    assert!(logs.len() < 100_000);
+    let list = r.list().await.unwrap();
+    assert_eq!(list.len(), 1);
+    let json = serde_json::to_value(&list).unwrap();
+    assert_eq!(json[0]["state"], "running");
+
+    r.uninstall(&app, true).await.unwrap();
+    assert!(env.container_ids().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_app_stays_stopped_across_reconciler_restart() {
+    require_podman!();
+    let env = TestEnv::new();
+    let app = env.app("stay");
+    let spec = env.web(&app, "1.0.0");
+    {
+        let r = env.open();
+        running_id(&r.install(spec).await.unwrap());
+        assert_eq!(r.stop(&app).await.unwrap().state, AppState::Stopped);
+    }
+    let r = env.open();
+    for _ in 0..3 {
+        let report = r.reconcile_once().await.unwrap();
+        assert!(
+            report
+                .for_app(&app)
+                .all(|o| o.action != "start" && o.action != "create"),
+            "{report:?}"
+        );
+    }
+    // Also through the loop.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let looping = {
+        let r = r.clone();
+        tokio::spawn(async move {
+            r.run(async {
+                let _ = rx.await;
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tx.send(()).unwrap();
+    looping.await.unwrap();
+    let st = r.status(&app).await.unwrap();
+    assert_eq!(st.state, AppState::Stopped);
+    assert_eq!(st.intent, Intent::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_removed_behind_our_back_comes_back_and_intents_wake_the_loop() {
+    require_podman!();
+    let env = TestEnv::new();
+    let mut cfg = env.config();
+    // A timer this long proves the loop reacts to the intent change, not to the timer.
+    cfg.interval = Duration::from_secs(3600);
+    let r = Arc::new(Reconciler::open(cfg).unwrap());
+    let app = env.app("back");
+    let spec = env.web(&app, "1.0.0");
+    let port = spec.ports[0].host;
+    let old = running_id(&r.install(spec).await.unwrap());
+
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let looping = {
+        let r = r.clone();
+        tokio::spawn(async move {
+            r.run(async {
+                let _ = rx.await;
+            })
+            .await
+        })
+    };
+    podman_ok(&env.podman, &["rm", "-f", "-t", "0", &old]);
+    // Wake the loop the way the node will: an intent write (here a no-op one).
+    r.set_intent(&app, Intent::Running).unwrap();
+    eventually("the container to come back", || {
+        env.container_ids().iter().any(|id| id != &old) && http_get(port, "/").is_ok()
+    })
+    .await;
+    // Stop through an intent write only; the loop acts on it.
+    r.set_intent(&app, Intent::Stopped).unwrap();
+    eventually("the loop to stop the app", || http_get(port, "/").is_err()).await;
+    tx.send(()).unwrap();
+    looping.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciler_restart_adopts_healthy_containers() {
+    require_podman!();
+    let env = TestEnv::new();
+    let db = env.app("db");
+    let api = env.app("api");
+    let (db_id, api_id) = {
+        let r = env.open();
+        let mut db_spec = env.web(&db, "1.0.0");
+        db_spec.health_check = Some(HealthCheck {
+            kind: HealthKind::Exec,
+            port: None,
+            path: None,
+            command: vec![
+                "wget".into(),
+                "-q".into(),
+                "-O".into(),
+                "/dev/null".into(),
+                "http://127.0.0.1:8080/".into(),
+            ],
+            interval_secs: 1,
+            timeout_secs: 10,
+            retries: 20,
+        });
+        let db_id = running_id(&r.install(db_spec).await.unwrap());
+        let mut api_spec = env.web(&api, "1.0.0");
+        api_spec.health_check.as_mut().unwrap().kind = HealthKind::Tcp;
+        api_spec.dependencies = vec![db.clone()];
+        let api_id = running_id(&r.install(api_spec).await.unwrap());
+        (db_id, api_id)
+    };
+    let r = env.open();
+    let report = r.reconcile_once().await.unwrap();
+    let adopted: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.action == "adopt")
+        .collect();
+    assert_eq!(adopted.len(), 2, "{report:?}");
+    assert!(report.failures().next().is_none(), "{report:?}");
+    let mut ids = env.container_ids();
+    ids.sort();
+    let mut want = vec![db_id, api_id];
+    want.sort();
+    assert_eq!(ids, want, "same container ids after a reconciler restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_data_survives_restart_update_reinstall_and_purge_removes_it() {
+    require_podman!();
+    let env = TestEnv::new();
+    let app = env.app("vol");
+    let mut v1 = env.web(&app, "1.0.0");
+    v1.generated_secrets.push(SecretSpec {
+        name: "token".into(),
+        kind: SecretKind::Hex16,
+        env: "TOKEN".into(),
+    });
+    let r = env.open();
+    running_id(&r.install(v1.clone()).await.unwrap());
+    env.exec(&app, "echo precious > /data/file");
+    let token = env.exec(&app, "echo $TOKEN");
+    assert_eq!(token.len(), 32);
+
+    r.restart(&app).await.unwrap();
+    assert_eq!(env.exec(&app, "cat /data/file"), "precious");
+
+    // Update: a new version (new spec hash) replaces the container; data and secret stay.
+    let mut v2 = v1.clone();
+    v2.version = "2.0.0".into();
+    v2.env.insert("MODE".into(), "v2".into());
+    let id2 = running_id(&r.install(v2.clone()).await.unwrap());
+    assert_eq!(env.exec(&app, "cat /data/file"), "precious");
+    assert_eq!(env.exec(&app, "echo $MODE"), "v2");
+    assert_eq!(
+        env.exec(&app, "echo $TOKEN"),
+        token,
+        "secret reused across updates"
+    );
+    assert_eq!(
+        r.record(&app).unwrap().unwrap().previous.unwrap().version,
+        "1.0.0"
+    );
+
+    // Uninstall keeps volume and secrets; reinstall finds them.
+    r.uninstall(&app, false).await.unwrap();
+    assert!(env.container_ids().is_empty());
+    assert!(env.volume_exists(&format!("archy-{app}-data")));
+    assert!(env
+        .state_dir()
+        .join("secrets")
+        .join(&app)
+        .join("token")
+        .exists());
+    let id3 = running_id(&r.install(v2.clone()).await.unwrap());
+    assert_ne!(id2, id3);
+    assert_eq!(env.exec(&app, "cat /data/file"), "precious");
+    assert_eq!(env.exec(&app, "echo $TOKEN"), token);
+
+    // Purge removes everything.
+    r.uninstall(&app, true).await.unwrap();
+    assert!(env.container_ids().is_empty());
+    assert!(!env.volume_exists(&format!("archy-{app}-data")));
+    assert!(!env.state_dir().join("secrets").join(&app).exists());
+    assert!(r.record(&app).unwrap().is_none());
+    let secrets = podman_ok(&env.podman, &["secret", "ls", "--format", "{{.Name}}"]);
+    assert!(!secrets.contains(&format!("archy-{app}-token")));
+    // A fresh install after purge starts empty.
+    running_id(&r.install(v2).await.unwrap());
+    assert_eq!(env.exec(&app, "ls /data | wc -l"), "0");
+    r.uninstall(&app, true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_update_rolls_back_to_previous_spec_and_image_with_data_intact() {
+    require_podman!();
+    let env = TestEnv::new();
+    let app = env.app("upd");
+    let v1 = env.web(&app, "1.0.0");
+    let port = v1.ports[0].host;
+    let r = env.open();
+    let id1 = running_id(&r.install(v1.clone()).await.unwrap());
+    env.exec(&app, "echo v1-data > /data/file");
+
+    // A second image (another id) for the new version, made locally from the running one.
+    let image2 = format!("localhost/archy/{app}:2.0.0");
+    env.images.lock().unwrap().push(image2.clone());
+    podman_ok(&env.podman, &["commit", "-q", &id1, &image2]);
+    let mut v2 = v1.clone();
+    v2.version = "2.0.0".into();
+    v2.image = image2.clone();
+    v2.image_id = Some(image_id(&env.podman, &image2));
+    assert_ne!(v2.image_id, v1.image_id);
+    // Version 2 never serves HTTP: its health check must fail.
+    v2.command = vec!["sleep".into(), "1000".into()];
+    v2.health_check.as_mut().unwrap().retries = 3;
+
+    match r.install(v2.clone()).await.unwrap() {
+        InstallOutcome::RolledBack { version, reason } => {
+            assert_eq!(version, "1.0.0");
+            assert!(reason.contains("health"), "{reason}");
+        }
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    let st = r.status(&app).await.unwrap();
+    assert_eq!(st.version, "1.0.0");
+    assert_eq!(st.state, AppState::Running);
+    assert_eq!(st.rolled_back.as_ref().unwrap().from_version, "2.0.0");
+    assert_eq!(http_get(port, "/").unwrap(), "archy test image\n");
+    assert_eq!(env.exec(&app, "cat /data/file"), "v1-data");
+    let img = podman_ok(
+        &env.podman,
+        &["inspect", "--format", "{{.Image}}", &format!("archy-{app}")],
+    );
+    assert_eq!(
+        Some(format!("sha256:{img}")),
+        v1.image_id,
+        "back on the previous image"
+    );
+    // The loop does not retry the failed version.
+    let report = r.reconcile_once().await.unwrap();
+    assert!(
+        report.for_app(&app).all(|o| o.action == "adopt"),
+        "{report:?}"
+    );
+
+    // An update to an image that is not loaded is refused before anything is touched.
+    let mut v3 = v1.clone();
+    v3.version = "3.0.0".into();
+    v3.image_id = Some(format!("sha256:{}", "0".repeat(64)));
+    assert!(matches!(
+        r.install(v3).await,
+        Err(Error::ImageMissing { .. })
+    ));
+    http_get(port, "/").unwrap();
+    r.uninstall(&app, true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_ignoring_sigterm_is_killed_after_its_grace() {
+    require_podman!();
+    let env = TestEnv::new();
+    let app = env.app("term");
+    let mut s = AppSpec::new(&app, "1.0.0", IMAGE);
+    s.image_id = Some(image_id(&env.podman, IMAGE));
+    s.command = vec![
+        "sh".into(),
+        "-c".into(),
+        "trap '' TERM; while true; do sleep 1; done".into(),
+    ];
+    s.stop_grace_secs = 2;
+    let r = env.open();
+    let id = running_id(&r.install(s).await.unwrap());
+    let st = r.stop(&app).await.unwrap();
+    assert_eq!(st.state, AppState::Stopped, "{st:?}");
+    assert!(st.last_error.is_none(), "stop reports success: {st:?}");
+    let code = podman_ok(
+        &env.podman,
+        &["inspect", "--format", "{{.State.ExitCode}}", &id],
+    );
+    assert_eq!(code, "137", "killed by SIGKILL after the grace");
+    r.uninstall(&app, true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_looping_app_fails_with_its_reason_and_backs_off() {
+    require_podman!();
+    let env = TestEnv::new();
+    let mut cfg = env.config();
+    // Long enough that the next pass surely falls inside the back-off window.
+    cfg.backoff.base_ms = 600_000;
+    cfg.backoff.max_ms = 600_000;
+    let r = Reconciler::open(cfg).unwrap();
+    let app = env.app("crash");
+    let mut s = AppSpec::new(&app, "1.0.0", IMAGE);
+    s.image_id = Some(image_id(&env.podman, IMAGE));
+    s.command = vec!["sh".into(), "-c".into(), "exit 3".into()];
+    match r.install(s).await.unwrap() {
+        InstallOutcome::Failed { reason } => assert!(reason.contains("exit code 3"), "{reason}"),
+        other => panic!("expected failure, got {other:?}"),
+    }
+    let report = r.reconcile_once().await.unwrap();
+    let outcomes: Vec<_> = report.for_app(&app).collect();
+    assert_eq!(outcomes.len(), 1, "{report:?}");
+    assert_eq!(outcomes[0].status, OutcomeStatus::Blocked);
+    assert!(outcomes[0].message.contains("back-off"), "{report:?}");
+    let st = r.status(&app).await.unwrap();
+    assert_eq!(st.state, AppState::Stopped);
+    assert_eq!(st.restarts_backing_off, 1);
+    // An explicit start by the user resets the back-off and tries again.
+    let st = r.start(&app).await.unwrap();
+    assert!(st.last_error.unwrap().contains("exit code 3"));
+    r.uninstall(&app, true).await.unwrap();
+}
+
+/// Helper run in a child process by `reconciler_killed_mid_install_converges`: installs and
+/// waits to be killed. Does nothing when run by hand.
+#[tokio::test]
+#[ignore = "helper process for reconciler_killed_mid_install_converges"]
+async fn child_install_helper() {
+    let (Ok(state), Ok(owner), Ok(spec)) = (
+        std::env::var("ARCHY_CHILD_STATE"),
+        std::env::var("ARCHY_CHILD_OWNER"),
+        std::env::var("ARCHY_CHILD_SPEC"),
+    ) else {
+        return;
+    };
+    let mut cfg = Config::new(state);
+    cfg.owner = owner;
+    let r = Reconciler::open(cfg).unwrap();
+    let spec: AppSpec = serde_json::from_str(&spec).unwrap();
+    let _ = r.install(spec).await;
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciler_killed_mid_install_converges() {
+    require_podman!();
+    let env = TestEnv::new();
+    let app = env.app("kill");
+    let mut spec = env.web(&app, "1.0.0");
+    // Slow to become healthy, so the kill lands while install waits for the health check.
+    spec.command = vec![
+        "sh".into(),
+        "-c".into(),
+        "sleep 3; exec httpd -f -p 8080 -h /www".into(),
+    ];
+    let port = spec.ports[0].host;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_install_helper",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("ARCHY_CHILD_STATE", env.state_dir())
+        .env("ARCHY_CHILD_OWNER", &env.owner)
+        .env("ARCHY_CHILD_SPEC", serde_json::to_string(&spec).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the child to create the container", || {
+        !env.container_ids().is_empty()
+    })
+    .await;
+    // SIGKILL: no destructor, no flush, nothing graceful.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let r = env.open();
+    assert_eq!(
+        r.record(&app).unwrap().unwrap().intent,
+        Intent::Running,
+        "intent committed first"
+    );
+    let report = r.reconcile_once().await.unwrap();
+    assert!(report.failures().next().is_none(), "{report:?}");
+    let st = r.status(&app).await.unwrap();
+    assert_eq!(st.state, AppState::Running, "{st:?}");
+    assert_eq!(env.container_ids().len(), 1);
+    eventually("the app to answer", || http_get(port, "/").is_ok()).await;
+    r.uninstall(&app, true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_violations_never_reach_podman() {
+    require_podman!();
+    // A Podman that does not exist: any call would fail with a Podman error, not a policy one.
+    let fake = TestEnv::with_podman(PodmanCmd::from_argv(vec!["/nonexistent/podman".into()]));
+    let real = TestEnv::new();
+    let id = image_id(&real.podman, IMAGE);
+    for env in [&fake, &real] {
+        let r = env.open();
+        let app = env.app("evil");
+        let base = {
+            let mut s = AppSpec::new(&app, "1.0.0", IMAGE);
+            s.image_id = Some(id.clone());
+            s
+        };
+        let mut cap = base.clone();
+        cap.capabilities = vec!["SYS_ADMIN".into()];
+        let mut cap2 = base.clone();
+        cap2.capabilities = vec!["NET_RAW".into()];
+        let mut host_path = base.clone();
+        host_path.volumes.push(VolumeSpec {
+            name: "/etc".into(),
+            target: "/host-etc".into(),
+        });
+        let mut traversal = base.clone();
+        traversal.volumes.push(VolumeSpec {
+            name: "data".into(),
+            target: "/data/../etc".into(),
+        });
+        let mut public = base.clone();
+        public.ports.push(PortSpec {
+            container: 80,
+            host: 18081,
+            protocol: Protocol::Tcp,
+            bind: "0.0.0.0".parse().unwrap(),
+        });
+        for (bad, field) in [
+            (cap, "capabilities[0]"),
+            (cap2, "capabilities[0]"),
+            (host_path, "volumes[0].name"),
+            (traversal, "volumes[0].target"),
+            (public, "ports[0].bind"),
+        ] {
+            match r.install(bad).await {
+                Err(Error::Policy { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected a policy error on {field}, got {other:?}"),
+            }
+            assert!(r.record(&app).unwrap().is_none(), "nothing was written");
+        }
+        // `privileged` cannot even be expressed: the spec refuses unknown fields.
+        let mut json = serde_json::to_value(&base).unwrap();
+        json["privileged"] = true.into();
+        assert!(serde_json::from_value::<AppSpec>(json).is_err());
+    }
+    assert!(real.container_ids().is_empty());
+}
+
+/// Collects every log line of the current thread (the test runs on a current-thread runtime).
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn secrets_are_0600_delivered_and_never_logged() {
+    require_podman!();
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let env = TestEnv::new();
+    let app = env.app("sec");
+    let mut spec = env.web(&app, "1.0.0");
+    spec.generated_secrets = vec![
+        SecretSpec {
+            name: "db-password".into(),
+            kind: SecretKind::Hex32,
+            env: "DB_PASSWORD".into(),
+        },
+        SecretSpec {
+            name: "cookie".into(),
+            kind: SecretKind::Base64,
+            env: "COOKIE_KEY".into(),
+        },
+    ];
+    let r = env.open();
+    let id = running_id(&r.install(spec.clone()).await.unwrap());
+    let dir = env.state_dir().join("secrets").join(&app);
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let mut values = vec![];
+    for (name, var) in [("db-password", "DB_PASSWORD"), ("cookie", "COOKIE_KEY")] {
+        let path = dir.join(name);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let value = std::fs::read_to_string(&path).unwrap();
+        assert!(value.len() >= 44);
+        assert_eq!(
+            env.exec(&app, &format!("printf %s \"${var}\"")),
+            value,
+            "delivered as {var}"
+        );
+        values.push(value);
+    }
+    // Restart and an update keep the values.
+    r.restart(&app).await.unwrap();
+    let mut v2 = spec.clone();
+    v2.version = "1.0.1".into();
+    running_id(&r.install(v2).await.unwrap());
+    assert_eq!(env.exec(&app, "printf %s \"$DB_PASSWORD\""), values[0]);
+    r.list().await.unwrap();
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("podman"), "the capture works: {logs}");
+    assert!(
+        logs.contains("generated secret"),
+        "secret generation is logged (by name): {logs}"
+    );
+    let app_logs = r.logs(&app, None).await.unwrap();
+    let status = serde_json::to_string(&r.list().await.unwrap()).unwrap();
+    for v in &values {
+        assert!(
+            !logs.contains(v.as_str()),
+            "secret value leaked into the log"
+        );
+        assert!(!status.contains(v.as_str()), "secret value in the status");
+        assert!(
+            !app_logs.contains(v.as_str()),
+            "secret value in the container log"
+        );
+    }
+    let _ = id;
+    r.uninstall(&app, true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rootless_as_unprivileged_user() {
+    require_podman!();
+    // As root, drive Podman as the unprivileged user `archy`; as any other user, Podman is
+    // rootless already.
+    let podman = if unsafe_getuid() == 0 {
+        let ok = std::process::Command::new("id")
+            .arg("archy")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "user `archy` is missing: run `sudo tests/setup/podman.sh`"
+        );
+        PodmanCmd::runuser("archy", "/home/archy", "/tmp/archy-run")
+    } else {
+        PodmanCmd::new()
+    };
+    let env = TestEnv::with_podman(podman);
+    assert_eq!(
+        podman_ok(
+            &env.podman,
+            &["info", "--format", "{{.Host.Security.Rootless}}"]
+        ),
+        "true"
+    );
+    let app = env.app("rootless");
+    let mut spec = env.web(&app, "1.0.0");
+    spec.generated_secrets.push(SecretSpec {
+        name: "key".into(),
+        kind: SecretKind::Hex16,
+        env: "KEY".into(),
+    });
+    spec.read_only_root = true;
+    let port = spec.ports[0].host;
+    let r = env.open();
+    running_id(&r.install(spec).await.unwrap());
+    assert_eq!(http_get(port, "/").unwrap(), "archy test image\n");
+    env.exec(&app, "echo kept > /data/f");
+    assert!(env
+        .exec(&app, "touch /rootfs-write 2>&1 || echo refused")
+        .contains("refused"));
+    let user = podman_ok(&env.podman, &["top", &format!("archy-{app}"), "huser"]);
+    assert!(
+        !user.lines().skip(1).any(|l| l.trim() == "root"),
+        "host user of the app: {user}"
+    );
+    assert_eq!(r.stop(&app).await.unwrap().state, AppState::Stopped);
+    assert_eq!(r.start(&app).await.unwrap().state, AppState::Running);
+    assert_eq!(env.exec(&app, "cat /data/f"), "kept");
+    let report = r.uninstall(&app, true).await.unwrap();
+    assert!(
+        report
+            .for_app(&app)
+            .all(|o| o.status == OutcomeStatus::Done),
+        "{report:?}"
+    );
+    assert!(!env.volume_exists(&format!("archy-{app}-data")));
+}
+
+fn unsafe_getuid() -> u32 {
+    // No libc dependency: the uid is in /proc/self/status.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u.parse().unwrap_or(1)))
+        })
+        .unwrap_or(1)
+}
