@@ -35,7 +35,9 @@ const MAX_ATTEMPTS: u32 = 2;
 #[derive(Debug, Clone)]
 pub struct FetchRequest {
     pub hash: String,
-    pub size: u64,
+    /// The expected size; the fetch fails unless the blob has exactly this size. `None` only
+    /// for ad-hoc CLI gets without a manifest (the hash still verifies every byte).
+    pub size: Option<u64>,
     /// The manifest's origin; tried first on every fetch.
     pub origin: Option<PeerAddr>,
     /// Mirrors, most trusted first; used only when the origin is unreachable or stalls.
@@ -47,8 +49,16 @@ pub struct FetchRequest {
 impl FetchRequest {
     pub fn new(hash: impl Into<String>, size: u64) -> Self {
         FetchRequest {
+            size: Some(size),
+            ..FetchRequest::hash_only(hash)
+        }
+    }
+
+    /// A request without an expected size (see [`FetchRequest::size`]).
+    pub fn hash_only(hash: impl Into<String>) -> Self {
+        FetchRequest {
             hash: hash.into(),
-            size,
+            size: None,
             origin: None,
             peers: Vec::new(),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
@@ -60,7 +70,8 @@ impl FetchRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FetchProgress {
     pub hash: String,
-    pub size: u64,
+    /// The expected size, or the size the source announced when none was expected.
+    pub size: Option<u64>,
     /// Verified bytes of this blob held locally now (includes data from earlier fetches).
     pub have: u64,
     /// Payload bytes received by this fetch so far, all sources together.
@@ -94,6 +105,7 @@ pub enum FetchEvent {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FetchReport {
     pub hash: String,
+    /// The blob's size once complete (the expected size while it is not).
     pub size: u64,
     /// The blob was already complete locally; nothing was transferred.
     pub already_local: bool,
@@ -138,11 +150,12 @@ impl Swarm {
         let hex = h.to_hex();
         let mut report = FetchReport {
             hash: hex.clone(),
-            size: req.size,
+            size: req.size.unwrap_or(0),
             ..Default::default()
         };
         if let BlobStatus::Complete { size } = self.status(h).await? {
             check_size(&hex, req.size, size)?;
+            report.size = size;
             report.already_local = true;
             self.keep(h).await?;
             return Ok(report);
@@ -191,6 +204,7 @@ impl Swarm {
             )
             .await;
             let ctx = Attempt {
+                hash: h,
                 id: &id,
                 role,
                 req: &req,
@@ -234,7 +248,10 @@ impl Swarm {
         }
         fill(&mut report, &sel);
         match self.status(h).await? {
-            BlobStatus::Complete { size } => check_size(&hex, req.size, size)?,
+            BlobStatus::Complete { size } => {
+                check_size(&hex, req.size, size)?;
+                report.size = size;
+            }
             _ => return Err(SwarmError::NotFound { hash: hex }),
         }
         self.keep(h).await?;
@@ -249,7 +266,7 @@ impl Swarm {
         transferred: &mut u64,
         progress: &ProgressSender,
     ) -> Result<(), Failure> {
-        let h = parse_hash(&ctx.req.hash).map_err(|e| Failure::Transfer(e.to_string()))?;
+        let h = ctx.hash;
         let conn = match tokio::time::timeout(
             ctx.req.stall_timeout,
             self.endpoint.connect(addr.clone(), iroh_blobs::ALPN),
@@ -278,6 +295,7 @@ impl Swarm {
             .stream();
         tokio::pin!(stream);
         let mut last = 0u64;
+        let mut size = ctx.req.size;
         let result = loop {
             let Some(deadline) = sel.deadline() else {
                 break Err(Failure::Transfer("selector lost the current source".into()));
@@ -295,12 +313,21 @@ impl Swarm {
                     last = n;
                     *transferred += delta;
                     let elapsed = ctx.started.elapsed().as_secs_f64().max(1e-6);
+                    if size.is_none() {
+                        // Display only: the size the source announced (verified at the end).
+                        size = match self.status(h).await {
+                            Ok(BlobStatus::Partial { size }) => size,
+                            Ok(BlobStatus::Complete { size }) => Some(size),
+                            _ => None,
+                        };
+                    }
+                    let have = have_before + last;
                     emit(
                         progress,
                         FetchEvent::Progress(FetchProgress {
                             hash: h.to_hex(),
-                            size: ctx.req.size,
-                            have: (have_before + last).min(ctx.req.size),
+                            size,
+                            have: size.map_or(have, |s| have.min(s)),
                             transferred: *transferred,
                             rate_bytes_per_sec: *transferred as f64 / elapsed,
                             source: ctx.id.to_string(),
@@ -321,6 +348,7 @@ impl Swarm {
 }
 
 struct Attempt<'a> {
+    hash: iroh_blobs::Hash,
     id: &'a str,
     role: SourceRole,
     req: &'a FetchRequest,
@@ -339,8 +367,8 @@ fn classify(e: &GetError) -> Failure {
     }
 }
 
-fn check_size(hash: &str, expected: u64, actual: u64) -> Result<(), SwarmError> {
-    if expected != actual {
+fn check_size(hash: &str, expected: Option<u64>, actual: u64) -> Result<(), SwarmError> {
+    if let Some(expected) = expected.filter(|e| *e != actual) {
         return Err(SwarmError::SizeMismatch {
             hash: hash.to_string(),
             expected,

@@ -304,6 +304,15 @@ impl Swarm {
 fn load_or_create_key(path: &Path) -> Result<SecretKey, SwarmError> {
     match std::fs::read(path) {
         Ok(bytes) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(m) = std::fs::metadata(path) {
+                    if m.permissions().mode() & 0o077 != 0 {
+                        tracing::warn!(path = %path.display(), "secret key file is readable by others; chmod 600 it");
+                    }
+                }
+            }
             let arr: [u8; 32] =
                 bytes
                     .as_slice()

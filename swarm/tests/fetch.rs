@@ -48,11 +48,39 @@ async fn origin_up_bytes_come_from_origin_and_are_verified() {
     // Fetching again is a no-op; a wrong expected size is refused even for a local blob.
     let again = client.fetch(req.clone(), None).await.unwrap();
     assert!(again.already_local && again.transferred() == 0);
-    req.size += 1;
+    req.size = Some(blob.size + 1);
     let err = client.fetch(req, None).await.unwrap_err();
     assert!(matches!(err, SwarmError::SizeMismatch { .. }), "{err}");
 
-    for n in [&origin, &mirror, &client] {
+    // An ad-hoc get without a manifest size (`archy blob get HASH --from ...`).
+    let client2 = node(&tmp.path().join("client2")).await;
+    let mut req = FetchRequest::hash_only(&blob.hash);
+    req.origin = Some(origin.addr());
+    let (tx, mut rx) = mpsc::channel(4096);
+    let report = timeout(SAFETY, client2.fetch(req, Some(tx)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.size, blob.size);
+    let mut last = None;
+    while let Ok(ev) = rx.try_recv() {
+        if let FetchEvent::Progress(p) = ev {
+            last = Some(p);
+        }
+    }
+    let last = last.expect("progress events");
+    assert_eq!((last.size, last.have), (Some(blob.size), blob.size));
+
+    // The node identity is a 0600 key file and survives restarts (see the origin-down test).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = tmp.path().join("origin/iroh-secret.key");
+        let mode = std::fs::metadata(key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    for n in [&origin, &mirror, &client, &client2] {
         n.shutdown().await.unwrap();
     }
 }
@@ -131,6 +159,36 @@ async fn origin_down_mirror_serves_then_origin_back_wins_again() {
     for n in [&origin, &mirror, &client, &client2] {
         n.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_origin_falls_back_to_mirror() {
+    let tmp = tempfile::tempdir().unwrap();
+    let content = data("stall", MIB + 1);
+    // The "origin" accepts the connection and the request, then sends nothing.
+    let (stuck_router, stuck) = silent().await;
+    let mirror = node(&tmp.path().join("mirror")).await;
+    let blob = mirror.add_bytes(content.clone()).await.unwrap();
+    let client = node(&tmp.path().join("client")).await;
+    let mut req = request(&blob.hash, blob.size);
+    req.stall_timeout = Duration::from_secs(1);
+    req.origin = Some(stuck.clone());
+    req.peers = vec![mirror.addr()];
+    let report = timeout(SAFETY, client.fetch(req, None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    assert_eq!(report.failures[0].0, stuck.endpoint);
+    assert!(report.failures[0].1.contains("stalled"), "{report:?}");
+    assert!(
+        report.bad_sources.is_empty(),
+        "a stall is not evidence of malice"
+    );
+    assert_eq!(report.bytes_from(&mirror.endpoint_id()), blob.size);
+    stuck_router.shutdown().await.unwrap();
+    mirror.shutdown().await.unwrap();
+    client.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

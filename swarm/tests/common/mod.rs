@@ -149,3 +149,30 @@ pub async fn hostile(content: &[u8], flip_after: u64) -> (Router, PeerAddr) {
         .spawn();
     (router, peer)
 }
+
+/// A peer that accepts iroh-blobs connections and streams but never answers: a stalled source.
+#[derive(Debug, Clone)]
+pub struct Silent;
+
+impl ProtocolHandler for Silent {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let mut held = Vec::new();
+        while let Ok(pair) = conn.accept_bi().await {
+            held.push(pair);
+        }
+        Ok(())
+    }
+}
+
+pub async fn silent() -> (Router, PeerAddr) {
+    let ep = Endpoint::builder(presets::Minimal)
+        .relay_mode(RelayMode::Disabled)
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .expect("bind silent endpoint");
+    let peer = PeerAddr::new(&ep.id().to_string(), ep.bound_sockets()).unwrap();
+    let router = Router::builder(ep).accept(iroh_blobs::ALPN, Silent).spawn();
+    (router, peer)
+}

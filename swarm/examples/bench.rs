@@ -1,0 +1,137 @@
+//! Loopback transfer rate of `Swarm::fetch`, side by side with `sendme` (iroh's own tool)
+//! on the same data when it is installed (tests/setup/sendme.sh).
+//!
+//!   cargo run -p archy-swarm --example bench [--release] -- [MiB=100] [runs=5]
+//!
+//! Each run uses a fresh receiving node (nothing cached); the median of the runs is printed
+//! after one warm-up run. Numbers are for comparison on one machine, never test assertions.
+
+use std::{path::PathBuf, process::Stdio, time::Instant};
+
+use archy_swarm::{FetchRequest, Network, Swarm, SwarmConfig};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+async fn node(dir: PathBuf) -> anyhow::Result<Swarm> {
+    Ok(Swarm::open(SwarmConfig {
+        dir,
+        network: Network::Local {
+            bind: "127.0.0.1:0".parse()?,
+        },
+    })
+    .await?)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mib: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(100);
+    let runs: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let size = mib * 1024 * 1024;
+    let tmp = tempfile::tempdir()?;
+    let mut content = vec![0u8; size];
+    blake3::Hasher::new()
+        .update(b"bench")
+        .finalize_xof()
+        .fill(&mut content);
+    let file = tmp.path().join("payload.bin");
+    std::fs::write(&file, &content)?;
+    drop(content);
+
+    let origin = node(tmp.path().join("origin")).await?;
+    let blob = origin.add_file(&file).await?;
+    let mut ours = Vec::new();
+    let mut ours_export = Vec::new();
+    for run in 0..=runs {
+        let client = node(tmp.path().join(format!("client{run}"))).await?;
+        let mut req = FetchRequest::new(&blob.hash, blob.size);
+        req.origin = Some(origin.addr());
+        let t = Instant::now();
+        let report = client.fetch(req, None).await?;
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(report.transferred(), blob.size);
+        let out = tmp.path().join(format!("out{run}.bin"));
+        client.export(&blob.hash, &out).await?;
+        let secs_export = t.elapsed().as_secs_f64();
+        std::fs::remove_file(&out)?;
+        if run > 0 {
+            ours.push(size as f64 / secs / 1e6);
+            ours_export.push(size as f64 / secs_export / 1e6);
+        }
+        client.shutdown().await?;
+        std::fs::remove_dir_all(tmp.path().join(format!("client{run}")))?;
+    }
+    let ours = median(ours);
+    let ours_export = median(ours_export);
+    println!("archy-swarm fetch: {mib} MiB, median of {runs}: {ours:.0} MB/s ({ours_export:.0} MB/s including export to a file)");
+
+    let sendme = std::env::var_os("SENDME").map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/archy-tools/bin/sendme"))
+    });
+    let Some(sendme) = sendme.filter(|p| p.is_file()) else {
+        println!("sendme not installed: no side-by-side number (tests/setup/sendme.sh)");
+        return Ok(());
+    };
+    let offline = [
+        "--relay",
+        "disabled",
+        "--magic-ipv4-addr",
+        "127.0.0.1:0",
+        "--magic-ipv6-addr",
+        "[::1]:0",
+        "--no-progress",
+    ];
+    let share = tmp.path().join("share");
+    std::fs::create_dir_all(&share)?;
+    std::fs::rename(&file, share.join("payload.bin"))?;
+    let mut sender = tokio::process::Command::new(&sendme)
+        .args(["send", "payload.bin"])
+        .args(offline)
+        .current_dir(&share)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(sender.stdout.take().expect("piped")).lines();
+    let mut ticket = None;
+    while let Some(line) = lines.next_line().await? {
+        if let Some(t) = line.split_whitespace().find(|w| w.starts_with("blob")) {
+            ticket = Some(t.to_string());
+            break;
+        }
+    }
+    let ticket = ticket.ok_or_else(|| anyhow::anyhow!("sendme printed no ticket"))?;
+    let mut theirs = Vec::new();
+    for run in 0..=runs {
+        let dir = tmp.path().join(format!("recv{run}"));
+        std::fs::create_dir_all(&dir)?;
+        let t = Instant::now();
+        let status = tokio::process::Command::new(&sendme)
+            .arg("receive")
+            .arg(&ticket)
+            .args(offline)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await?;
+        let secs = t.elapsed().as_secs_f64();
+        anyhow::ensure!(status.success(), "sendme receive failed");
+        if run > 0 {
+            theirs.push(size as f64 / secs / 1e6);
+        }
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let theirs = median(theirs);
+    println!(
+        "sendme receive (process start + fetch + write file): median {theirs:.0} MB/s; archy (fetch + export) / sendme = {:.2}",
+        ours_export / theirs
+    );
+    sender.kill().await.ok();
+    origin.shutdown().await?;
+    Ok(())
+}
