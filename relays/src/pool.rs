@@ -11,9 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nostr_sdk::prelude::{
-    Client, Event, EventId, Filter, RelayOptions, RelayUrl, ReqExitPolicy, Timestamp,
-};
+use nostr_sdk::prelude::{Client, Event, EventId, Filter, RelayOptions, RelayUrl, Timestamp};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -91,7 +89,8 @@ pub struct RelayHealth {
     pub status: String,
     /// The last error seen on this relay (connect, publish, fetch or probe), if any.
     pub last_error: Option<String>,
-    /// Round-trip of the probe REQ up to its EOSE, in milliseconds (None when not connected).
+    /// Round-trip of a probe REQ (matches nothing) up to its EOSE, in milliseconds; None when
+    /// not connected or the probe failed.
     pub rtt_ms: Option<f64>,
 }
 
@@ -254,13 +253,11 @@ impl RelayPool {
     }
 
     /// Probes every relay: connection state, last error, and the round-trip of a REQ that
-    /// matches nothing (over the live connection, so no handshake is timed).
+    /// matches nothing (the connection handshake is not timed).
     pub async fn health(&self) -> Vec<RelayHealth> {
         let relays = self.client.relays().await;
-        let probe = Filter::new().id(EventId::all_zeros()).limit(1);
         let probes = self.urls.iter().map(|url| {
             let relay = relays.get(url).cloned();
-            let probe = probe.clone();
             async move {
                 let Some(relay) = relay else {
                     return RelayHealth {
@@ -273,12 +270,8 @@ impl RelayPool {
                 };
                 let mut rtt_ms = None;
                 if relay.is_connected() {
-                    let started = Instant::now();
-                    match relay
-                        .fetch_events(probe, self.config.timeouts.probe, ReqExitPolicy::ExitOnEOSE)
-                        .await
-                    {
-                        Ok(_) => rtt_ms = Some(started.elapsed().as_secs_f64() * 1000.0),
+                    match probe_rtt(url, self.config.timeouts.probe).await {
+                        Ok(rtt) => rtt_ms = Some(rtt.as_secs_f64() * 1000.0),
                         Err(e) => self.shared.record_error(url, &format!("probe failed: {e}")),
                     }
                 } else {
@@ -514,6 +507,28 @@ impl RelayPool {
     /// Closes the pool's write connections. Subscriptions end when dropped.
     pub async fn shutdown(&self) {
         self.client.shutdown().await;
+    }
+}
+
+/// Times a REQ that matches nothing, from sending it to its EOSE, on a fresh connection of
+/// our own (the handshake is not timed).
+///
+/// Not on nostr-sdk's connection: it does not set TCP_NODELAY, so a REQ sent right after a
+/// CLOSE waits for the delayed ACK (~40 ms on Linux) and the figure would measure that
+/// instead of the relay. Not with `Relay::fetch_events` either, for the same reason.
+async fn probe_rtt(url: &RelayUrl, timeout: Duration) -> Result<Duration, String> {
+    let probe = async {
+        let mut ws = wire::connect(url, timeout).await?;
+        let filter = Filter::new().id(EventId::all_zeros()).limit(1);
+        let started = Instant::now();
+        wire::req_until_eose(&mut ws, "archy-probe", &filter).await?;
+        let rtt = started.elapsed();
+        let _ = ws.close(None).await;
+        Ok(rtt)
+    };
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no EOSE within {}s", timeout.as_secs())),
     }
 }
 

@@ -6,7 +6,8 @@
 # which no longer compiles on current Rust (E0282). We unpack the published crate, move `time`
 # to 0.3.36 in its lock file, and install from that path with the rest of the lock intact.
 #
-# Needs: cargo, curl (or a reachable crates.io for `cargo fetch`), protobuf-compiler (protoc).
+# Needs: cargo (with its registry reachable), protobuf-compiler (protoc; installed via apt if
+# missing and running as root).
 # Env: ARCHY_TOOLS (install root), CARGO_BUILD_JOBS (defaults to 1: the build is long and
 # shares the machine), NOSTR_RS_RELAY_TARGET (cargo target dir, default under /tmp).
 set -euo pipefail
@@ -33,17 +34,12 @@ fi
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/nostr-rs-relay-src.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
-CRATE="$WORK/nostr-rs-relay-$VERSION.crate"
 SRC="$WORK/nostr-rs-relay-$VERSION"
 
-# 1. The crate source: the registry's download endpoint, else the local cargo cache via `cargo fetch`.
-if curl -fsSL --retry 3 -o "$CRATE" \
-        "https://crates.io/api/v1/crates/nostr-rs-relay/$VERSION/download" 2>/dev/null; then
-    tar -xzf "$CRATE" -C "$WORK"
-else
-    echo "nostr-rs-relay.sh: direct download failed, using cargo fetch" >&2
-    mkdir -p "$WORK/scratch/src"
-    cat > "$WORK/scratch/Cargo.toml" <<TOML
+# 1. The crate source, through cargo's own registry client: a scratch project that depends on
+#    the exact version, `cargo fetch`, then a copy out of cargo's unpacked sources.
+mkdir -p "$WORK/scratch/src"
+cat > "$WORK/scratch/Cargo.toml" <<TOML
 [package]
 name = "scratch"
 version = "0.0.0"
@@ -51,11 +47,15 @@ edition = "2021"
 [dependencies]
 nostr-rs-relay = "=$VERSION"
 TOML
-    echo "" > "$WORK/scratch/src/lib.rs"
-    (cd "$WORK/scratch" && cargo fetch >&2)
-    FOUND="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/nostr-rs-relay-"$VERSION" | head -n1)"
-    cp -r "$FOUND" "$SRC"
+: > "$WORK/scratch/src/lib.rs"
+(cd "$WORK/scratch" && cargo fetch >&2)
+FOUND="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/nostr-rs-relay-"$VERSION" 2>/dev/null | head -n1 || true)"
+if [ -z "$FOUND" ] || [ ! -f "$FOUND/Cargo.lock" ]; then
+    echo "nostr-rs-relay.sh: crate source not found after cargo fetch" >&2
+    exit 1
 fi
+cp -r "$FOUND" "$SRC"
+chmod -R u+w "$SRC"
 
 # 2. Fix the one lock entry that no longer builds; keep every other pinned version.
 cd "$SRC"
