@@ -2,8 +2,8 @@
 //! with a quorum, one-pass fetches and live subscriptions that survive reconnects.
 //!
 //! Writes and connection health go through a `nostr_sdk::Client` (it keeps one connection per
-//! relay and reconnects on its own). Reads go through [`crate::wire`] on their own connections:
-//! nostr-sdk drops events whose signature fails, and the node must see those (PROTOCOL.md §4.1,
+//! relay and reconnects on its own). Reads go through the crate's raw NIP-01 reader on their
+//! own connections: nostr-sdk drops events whose signature fails, and the node must see those (PROTOCOL.md §4.1,
 //! rule 1, `event-invalid`). **Events returned by `fetch` and `subscribe` are therefore NOT
 //! verified** unless [`PoolConfig::drop_invalid_events`] is set: the caller checks them.
 
