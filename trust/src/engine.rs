@@ -100,8 +100,16 @@ impl Walk {
 
     /// Power iteration warm-started from the current estimate `p + r` (one Jacobi step ahead
     /// of `p`): converges in a few iterations when the estimate is already close.
+    ///
+    /// The start is rescaled to total mass 1 (the exact solution's total whenever there is an
+    /// anchor): pushes leave Σr = α(1 − Σp) ≠ 0, and that component would otherwise decay only
+    /// by (1−α) per iteration instead of at the graph's much faster mixing rate.
     pub fn solve_warm(&mut self, tolerance: f64, max_iterations: u32) -> u32 {
-        let p: Vec<f64> = self.p.iter().zip(&self.r).map(|(p, r)| p + r).collect();
+        let mut p: Vec<f64> = self.p.iter().zip(&self.r).map(|(p, r)| p + r).collect();
+        let total: f64 = p.iter().sum();
+        if !self.restart.is_empty() && total > 0.0 {
+            p.iter_mut().for_each(|x| *x /= total);
+        }
         self.iterate(p, tolerance, max_iterations)
     }
 

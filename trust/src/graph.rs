@@ -236,6 +236,39 @@ impl TrustGraph {
         }
     }
 
+    /// The current signal set after replacement (one contact list per author, one label and
+    /// one report per (author, target)), sorted: enough to rebuild an equal graph with
+    /// [`TrustGraph::apply_signal`], e.g. after persisting it as JSON.
+    pub fn export_signals(&self) -> Vec<Signal> {
+        let follows = self
+            .follows
+            .iter()
+            .map(|(author, (created_at, follows))| Signal::Follows {
+                author: *author,
+                created_at: *created_at,
+                follows: follows.clone(),
+            });
+        let labels = self
+            .labels
+            .iter()
+            .map(|((author, target), (created_at, label))| Signal::Label {
+                author: *author,
+                target: *target,
+                created_at: *created_at,
+                label: *label,
+            });
+        let reports = self
+            .reports
+            .iter()
+            .map(|((author, target), (created_at, reason))| Signal::Report {
+                author: *author,
+                target: *target,
+                created_at: *created_at,
+                reason: *reason,
+            });
+        follows.chain(labels).chain(reports).collect()
+    }
+
     /// Counts one observation against `key`.
     pub fn add_evidence(&mut self, key: Key, evidence: Evidence) {
         let e = self.evidence.entry(key).or_default();

@@ -48,8 +48,8 @@
 //! the result is a pure function of the signal set.
 //!
 //! *Why α = 0.25:* the sybil bound below scales with (1−α)/α (3 at 0.25, 5.7 at the web's
-//! 0.15), and the penalty cap α/(1−α) (1/3) leaves room for strong penalties; trust still
-//! reaches 3 hops with 42 % of a direct edge's weight.
+//! 0.15), and the penalty cap α/(1−α) (1/3) leaves room for strong penalties; each hop still
+//! passes on 75 % of the mass, so friends of friends of friends are reachable.
 //!
 //! **Negative signals** are penalties in mass units weighted by the reporter's own trust:
 //! a `distrust` label or a report by r against v subtracts λ·p(r) from p(v), with λ from
@@ -96,7 +96,9 @@
 //! (Z'_vr/Z'_vv)·Δp(v), and Σ_{r≠v} Z'_vr/Z'_vv ≤ (1−α)/α, so the extra penalty is at most
 //! λ_max·(1−α)/α·Δp(v) ≤ Δp(v) because every λ ≤ α/(1−α) ([`TrustConfig::validate`]
 //! enforces it). Hence an endorsement never lowers its target's score, and symmetrically a
-//! distrust label or report never raises it.
+//! distrust label or report never raises it. (The cap is sufficient, not necessary: since
+//! p(r) ≥ (Z_vr/Z_vv)·p(v) as well, a target whose mass survives its penalties is hard to
+//! push down this way even with larger λ; the cap makes it a proof.)
 //!
 //! ## Incremental update
 //! [`TrustGraph::compute_incremental`] keeps the last (p, r) where r = α·s + (1−α)·p·W − p is
@@ -104,7 +106,26 @@
 //! matrix; residual is then pushed (p_x += r_x; neighbours get (1−α)·r_x·W_x) until every
 //! |r_x| ≤ `incremental_epsilon`. Work is proportional to how far the change spreads, and
 //! unpushed residual stays on the books, so errors do not accumulate over many updates.
-//! Changes of anchors, denylist or config recompute from scratch.
+//! When a change at a heavy key (an anchor, a popular key) would need more than ~2 sweeps'
+//! worth of pushes, the rest is finished by power iteration warm-started from the current
+//! estimate (rescaled to mass 1), which needs far fewer iterations than a cold start and no
+//! rebuild. Changes of anchors, denylist or config recompute from scratch.
+//!
+//! Measured (`cargo run --release -p archy-trust --example scale`, 100k keys, 1.02M edges,
+//! 2 shared cores): full computation 0.34–0.55 s including the graph build (21 iterations),
+//! peak RSS ~133 MB after it; one new endorsement by a typical key 24–29 ms median (of which
+//! ~15 ms is the fixed cost of re-deriving 100k scores), a new contact list of a popular key
+//! or an anchor's endorsement ~55 ms; incremental and full results differ by < 1e-10.
+//!
+//! ## Using it from the node
+//! Build one [`TrustGraph`] at start-up (anchors = node key + configured keys), feed it every
+//! verified kind 3/1984/1985 event with [`TrustGraph::apply_event`], catalog observations with
+//! [`TrustGraph::add_evidence`] / [`TrustGraph::set_history`], then call
+//! [`TrustGraph::compute_incremental`] after each batch (it falls back to a full computation
+//! when needed) and keep the returned [`Scores`]: [`Scores::tier`] and [`Scores::decide`] are
+//! O(1); [`Scores::get`] explains one key. [`TrustGraph::collection_targets`] says whose
+//! contact lists and labels to fetch; [`TrustGraph::export_signals`] gives the current
+//! signal set for persistence.
 
 pub mod config;
 mod engine;

@@ -321,3 +321,19 @@ fn collection_targets_walk_out_from_the_anchors() {
     assert!(two.contains(&p) && two.contains(&q));
     assert_eq!(g.collection_targets(5, 3).len(), 3);
 }
+
+#[test]
+fn exported_signals_rebuild_an_identical_graph() {
+    let (mut g, [anchor, a, _, _, p, _]) = small_world();
+    g.apply_event(&endorse(a, &[p], 11));
+    g.apply_event(&report(anchor, key(7), "impersonation", 12));
+    let exported = g.export_signals();
+    let json = serde_json::to_string(&exported).unwrap();
+    let mut rebuilt = TrustGraph::new(g.config().clone()).unwrap();
+    for s in serde_json::from_str::<Vec<archy_trust::Signal>>(&json).unwrap() {
+        assert!(rebuilt.apply_signal(s));
+    }
+    let (x, y) = (g.compute_at(NOW), rebuilt.compute_at(NOW));
+    assert_eq!(x.all(), y.all());
+    assert_eq!(rebuilt.export_signals(), exported);
+}
