@@ -8,17 +8,11 @@
 
 use std::{path::PathBuf, process::Stdio, time::Instant};
 
-use archy_swarm::{FetchRequest, Network, Swarm, SwarmConfig};
+use archy_swarm::{FetchRequest, Swarm, SwarmConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 async fn node(dir: PathBuf) -> anyhow::Result<Swarm> {
-    Ok(Swarm::open(SwarmConfig {
-        dir,
-        network: Network::Local {
-            bind: "127.0.0.1:0".parse()?,
-        },
-    })
-    .await?)
+    Ok(Swarm::open(SwarmConfig::local(dir, "127.0.0.1:0".parse()?)).await?)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

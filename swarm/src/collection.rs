@@ -60,14 +60,7 @@ impl Swarm {
         .map_err(|_| unreachable("transfer did not finish in time".into()))?
         .map_err(|e| unreachable(format!("{e:#}")))?;
         conn.close(0u32.into(), b"done");
-        self.store
-            .tags()
-            .set(
-                format!("archy/collection/{}", h.to_hex()),
-                HashAndFormat::hash_seq(h),
-            )
-            .await
-            .map_err(|e| SwarmError::store("tagging a collection", e))?;
+        self.keep_fetched(HashAndFormat::hash_seq(h)).await?;
         let collection = Collection::load(h, &*self.store)
             .await
             .map_err(|e| SwarmError::store("reading a collection", e))?;
@@ -94,14 +87,8 @@ impl Swarm {
             .await
             .map_err(|e| SwarmError::store("storing a collection", e))?;
         let root = tt.hash();
-        self.store
-            .tags()
-            .set(
-                format!("archy/collection/{}", root.to_hex()),
-                HashAndFormat::hash_seq(root),
-            )
-            .await
-            .map_err(|e| SwarmError::store("tagging a collection", e))?;
+        // Published by us: the root is served, and with it the members it names.
+        self.keep_own(HashAndFormat::hash_seq(root)).await?;
         let addr = self.addr().to_endpoint_addr()?;
         Ok(BlobTicket::new(addr, root, BlobFormat::HashSeq).to_string())
     }

@@ -157,7 +157,7 @@ impl Swarm {
             check_size(&hex, req.size, size)?;
             report.size = size;
             report.already_local = true;
-            self.keep(h).await?;
+            self.keep_fetched(HashAndFormat::raw(h)).await?;
             return Ok(report);
         }
 
@@ -254,7 +254,7 @@ impl Swarm {
             }
             _ => return Err(SwarmError::NotFound { hash: hex }),
         }
-        self.keep(h).await?;
+        self.keep_fetched(HashAndFormat::raw(h)).await?;
         Ok(report)
     }
 

@@ -12,6 +12,7 @@
 //!   drop corrupt sources, report progress and per-source bytes.
 //! - [`image`]: Podman export (`podman save`) and checked import (`podman load` + id check).
 //! - [`mirror`]: the persisted set of mirrored blob hashes, for re-announcement.
+//! - [`serve`]: which blobs we answer requests for (own + mirrored by default).
 //! - [`collection`]: iroh-blobs tickets and collections, for interop with `sendme`.
 
 pub mod addr;
@@ -22,6 +23,7 @@ pub mod image;
 pub mod mirror;
 pub mod node;
 pub mod select;
+pub mod serve;
 
 pub use addr::{parse_hash, PeerAddr};
 pub use collection::Ticket;
@@ -32,3 +34,4 @@ pub use fetch::{
 pub use image::{normalize_id, ArchiveFormat, ExportedImage, Podman};
 pub use node::{BlobInfo, Network, Swarm, SwarmConfig};
 pub use select::SourceRole;
+pub use serve::ServePolicy;

@@ -43,6 +43,10 @@ impl MirrorSet {
         })
     }
 
+    pub(crate) fn contains(&self, hex: &str) -> bool {
+        self.hashes.lock().expect("mirror set lock").contains(hex)
+    }
+
     fn snapshot(&self) -> BTreeSet<String> {
         self.hashes.lock().expect("mirror set lock").clone()
     }
@@ -69,7 +73,8 @@ fn save(path: &Path, set: &BTreeSet<String>) -> Result<(), SwarmError> {
 }
 
 impl Swarm {
-    /// Marks a complete local blob as mirrored (served and re-announced). Returns false if it
+    /// Marks a complete local blob as mirrored: served from now on (whatever the serve policy)
+    /// and listed for re-announcement. Returns false if it
     /// already was. Refuses blobs that are not complete: a mirror must be able to serve all of it.
     pub async fn mirror_add(&self, hash: &str) -> Result<bool, SwarmError> {
         let h = parse_hash(hash)?;
@@ -91,7 +96,7 @@ impl Swarm {
 
     pub fn is_mirrored(&self, hash: &str) -> bool {
         parse_hash(hash)
-            .map(|h| self.mirrors.snapshot().contains(&h.to_hex()))
+            .map(|h| self.mirrors.contains(&h.to_hex()))
             .unwrap_or(false)
     }
 }

@@ -4,7 +4,10 @@ use std::{
     io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
 };
+
+use futures::StreamExt;
 
 use iroh::{
     endpoint::{presets, RelayMode},
@@ -15,7 +18,12 @@ use iroh_blobs::{api::proto::BlobStatus, store::fs::FsStore, BlobsProtocol, Hash
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::{addr::parse_hash, mirror::MirrorSet, PeerAddr, SwarmError};
+use crate::{
+    addr::parse_hash,
+    mirror::MirrorSet,
+    serve::{request_filter, OwnSet, ServePolicy},
+    PeerAddr, SwarmError,
+};
 
 /// Where the endpoint lives on the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +40,33 @@ pub struct SwarmConfig {
     /// The node's swarm home: secret key, blob store and mirror list live here.
     pub dir: PathBuf,
     pub network: Network,
+    /// Which blobs others may fetch from us.
+    pub serve: ServePolicy,
+}
+
+impl SwarmConfig {
+    /// Offline / LAN / tests: no relays, dial by direct address. Serves own + mirrored blobs.
+    pub fn local(dir: impl Into<PathBuf>, bind: SocketAddr) -> Self {
+        SwarmConfig {
+            dir: dir.into(),
+            network: Network::Local { bind },
+            serve: ServePolicy::default(),
+        }
+    }
+
+    /// Real deployments: iroh's relays and discovery. Serves own + mirrored blobs.
+    pub fn internet(dir: impl Into<PathBuf>) -> Self {
+        SwarmConfig {
+            dir: dir.into(),
+            network: Network::Internet,
+            serve: ServePolicy::default(),
+        }
+    }
+
+    pub fn with_serve(mut self, serve: ServePolicy) -> Self {
+        self.serve = serve;
+        self
+    }
 }
 
 /// A blob in the store: its BLAKE3 hash (64 hex) and size in bytes.
@@ -41,7 +76,7 @@ pub struct BlobInfo {
     pub size: u64,
 }
 
-/// A running swarm node. Cheap to share behind an `Arc`; all methods take `&self`.
+/// A running swarm node. Share it behind an `Arc`; all methods take `&self`.
 #[derive(Debug)]
 pub struct Swarm {
     pub(crate) dir: PathBuf,
@@ -49,11 +84,14 @@ pub struct Swarm {
     pub(crate) store: FsStore,
     router: Router,
     local: bool,
-    pub(crate) mirrors: MirrorSet,
+    pub(crate) mirrors: Arc<MirrorSet>,
+    pub(crate) own: Arc<OwnSet>,
 }
 
 const KEY_FILE: &str = "iroh-secret.key";
-const TAG_PREFIX: &str = "archy/blob/";
+/// Tags keep blobs out of garbage collection and remember why we hold them.
+pub(crate) const OWN_TAG: &str = "archy/own/";
+pub(crate) const FETCHED_TAG: &str = "archy/fetched/";
 
 impl Swarm {
     /// Opens (or creates) the node's identity and store in `config.dir` and starts serving the
@@ -94,11 +132,22 @@ impl Swarm {
         let store = FsStore::load(&store_dir)
             .await
             .map_err(|e| SwarmError::store("opening the store", e))?;
-        let blobs = BlobsProtocol::new(&store, None);
+        let own = Arc::new(OwnSet::default());
+        let mut tags = store
+            .tags()
+            .list_prefix(OWN_TAG)
+            .await
+            .map_err(|e| SwarmError::store("listing own blobs", e))?;
+        while let Some(tag) = tags.next().await {
+            let tag = tag.map_err(|e| SwarmError::store("listing own blobs", e))?;
+            own.insert(tag.hash);
+        }
+        let mirrors = Arc::new(MirrorSet::load(dir.join("mirrors.json"))?);
+        let events = request_filter(config.serve, own.clone(), mirrors.clone());
+        let blobs = BlobsProtocol::new(&store, events);
         let router = Router::builder(endpoint.clone())
             .accept(iroh_blobs::ALPN, blobs)
             .spawn();
-        let mirrors = MirrorSet::load(dir.join("mirrors.json"))?;
         let swarm = Swarm {
             dir,
             endpoint,
@@ -106,6 +155,7 @@ impl Swarm {
             router,
             local,
             mirrors,
+            own,
         };
         info!(endpoint = %swarm.addr(), "swarm node up");
         Ok(swarm)
@@ -172,7 +222,7 @@ impl Swarm {
             .temp_tag()
             .await
             .map_err(|e| SwarmError::store("adding a file", e))?;
-        self.keep(tag.hash()).await?;
+        self.keep_own(tag.hash_and_format()).await?;
         self.info(tag.hash()).await
     }
 
@@ -186,7 +236,7 @@ impl Swarm {
             .temp_tag()
             .await
             .map_err(|e| SwarmError::store("adding bytes", e))?;
-        self.keep(tag.hash()).await?;
+        self.keep_own(tag.hash_and_format()).await?;
         self.info(tag.hash()).await
     }
 
@@ -287,16 +337,30 @@ impl Swarm {
         }
     }
 
-    /// A named tag per blob keeps it out of any garbage collection.
-    pub(crate) async fn keep(&self, h: Hash) -> Result<(), SwarmError> {
+    /// Something we fetched: kept, but served only if mirrored.
+    pub(crate) async fn keep_fetched(
+        &self,
+        content: iroh_blobs::HashAndFormat,
+    ) -> Result<(), SwarmError> {
         self.store
             .tags()
-            .set(
-                format!("{TAG_PREFIX}{}", h.to_hex()),
-                iroh_blobs::HashAndFormat::raw(h),
-            )
+            .set(format!("{FETCHED_TAG}{}", content.hash.to_hex()), content)
             .await
             .map_err(|e| SwarmError::store("tagging a blob", e))
+    }
+
+    /// Something we published: kept and served.
+    pub(crate) async fn keep_own(
+        &self,
+        content: iroh_blobs::HashAndFormat,
+    ) -> Result<(), SwarmError> {
+        self.store
+            .tags()
+            .set(format!("{OWN_TAG}{}", content.hash.to_hex()), content)
+            .await
+            .map_err(|e| SwarmError::store("tagging a blob", e))?;
+        self.own.insert(content.hash);
+        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use archy_swarm::{FetchEvent, FetchRequest, SwarmError};
+use archy_swarm::{FetchEvent, FetchRequest, ServePolicy, SwarmError};
 use common::*;
 use tokio::{sync::mpsc, time::timeout};
 
@@ -99,7 +99,30 @@ async fn origin_down_mirror_serves_then_origin_back_wins_again() {
     let mut req = request(&blob.hash, blob.size);
     req.origin = Some(origin_addr.clone());
     mirror.fetch(req.clone(), None).await.unwrap();
+
+    // Fetched but not (yet) mirrored: the mirror keeps it to itself.
+    let probe = node(&tmp.path().join("probe")).await;
+    let mut only_mirror = request(&blob.hash, blob.size);
+    only_mirror.peers = vec![mirror.addr()];
+    let err = timeout(SAFETY, probe.fetch(only_mirror.clone(), None))
+        .await
+        .unwrap()
+        .unwrap_err();
+    match err {
+        SwarmError::Exhausted { report, .. } => {
+            assert!(report.bad_sources.is_empty(), "a refusal is not bad bytes");
+            assert_eq!(report.transferred(), 0);
+        }
+        e => panic!("expected Exhausted, got {e}"),
+    }
+
     assert!(mirror.mirror_add(&blob.hash).await.unwrap());
+    let served = timeout(SAFETY, probe.fetch(only_mirror, None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(served.bytes_from(&mirror.endpoint_id()), blob.size);
+    probe.shutdown().await.unwrap();
     assert_eq!(mirror.mirrors(), vec![blob.hash.clone()]);
 
     origin.shutdown().await.unwrap();
@@ -157,6 +180,31 @@ async fn origin_down_mirror_serves_then_origin_back_wins_again() {
     assert!(mirror.mirrors().is_empty());
 
     for n in [&origin, &mirror, &client, &client2] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_everything_policy_serves_fetched_blobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let content = data("serve-all", MIB / 2);
+    let origin = node(&tmp.path().join("origin")).await;
+    let blob = origin.add_bytes(content).await.unwrap();
+    let open_node = node_with(&tmp.path().join("open"), ServePolicy::Everything).await;
+    let mut req = request(&blob.hash, blob.size);
+    req.origin = Some(origin.addr());
+    open_node.fetch(req, None).await.unwrap();
+    assert!(open_node.mirrors().is_empty());
+
+    let client = node(&tmp.path().join("client")).await;
+    let mut req = request(&blob.hash, blob.size);
+    req.peers = vec![open_node.addr()];
+    let report = timeout(SAFETY, client.fetch(req, None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.bytes_from(&open_node.endpoint_id()), blob.size);
+    for n in [&origin, &open_node, &client] {
         n.shutdown().await.unwrap();
     }
 }

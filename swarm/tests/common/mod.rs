@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
-use archy_swarm::{Network, PeerAddr, Swarm, SwarmConfig};
+use archy_swarm::{PeerAddr, ServePolicy, Swarm, SwarmConfig};
 use bytes::Bytes;
 use iroh::{
     endpoint::{presets, Connection, RelayMode, VarInt},
@@ -21,29 +21,21 @@ use iroh_blobs::{
 /// Generous safety net against hangs; never a performance assertion.
 pub const SAFETY: Duration = Duration::from_secs(120);
 
-pub fn loopback() -> Network {
-    Network::Local {
-        bind: "127.0.0.1:0".parse().unwrap(),
-    }
+pub async fn node(dir: &Path) -> Swarm {
+    node_with(dir, ServePolicy::OwnAndMirrored).await
 }
 
-pub async fn node(dir: &Path) -> Swarm {
-    Swarm::open(SwarmConfig {
-        dir: dir.to_path_buf(),
-        network: loopback(),
-    })
-    .await
-    .expect("open swarm node")
+pub async fn node_with(dir: &Path, serve: ServePolicy) -> Swarm {
+    Swarm::open(SwarmConfig::local(dir, "127.0.0.1:0".parse().unwrap()).with_serve(serve))
+        .await
+        .expect("open swarm node")
 }
 
 /// Reopens a node's directory on the same socket, as a restarted origin would be.
 pub async fn reopen(dir: &Path, bind: SocketAddr) -> Swarm {
-    Swarm::open(SwarmConfig {
-        dir: dir.to_path_buf(),
-        network: Network::Local { bind },
-    })
-    .await
-    .expect("reopen swarm node")
+    Swarm::open(SwarmConfig::local(dir, bind))
+        .await
+        .expect("reopen swarm node")
 }
 
 /// Deterministic pseudo-random test data (BLAKE3 XOF of a seed).
