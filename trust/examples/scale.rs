@@ -228,4 +228,23 @@ fn main() {
         "incremental vs full: max score difference {max_diff:.2e}, tier differences {tier_diffs}"
     );
     println!("peak RSS (VmHWM): {}", vm_hwm());
+
+    // Ingestion through the node's path: RawEvent (hex tags) -> signals -> graph.
+    let events: Vec<archy_trust::RawEvent> = (0..10_000)
+        .map(|i| archy_trust::RawEvent {
+            pubkey: keys[i].to_hex(),
+            kind: archy_trust::KIND_CONTACTS,
+            created_at: 100,
+            tags: (0..per_key)
+                .map(|_| vec!["p".to_string(), keys[rng.below(n)].to_hex()])
+                .collect(),
+        })
+        .collect();
+    let t = Instant::now();
+    let changed: usize = events.iter().map(|e| graph.apply_event(e)).sum();
+    let dt = t.elapsed();
+    println!(
+        "apply_event: 10,000 contact lists ({per_key} p tags each, {changed} changed) in {dt:.2?} ({:.0} events/s)",
+        10_000.0 / dt.as_secs_f64()
+    );
 }

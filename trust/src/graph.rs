@@ -501,7 +501,7 @@ impl TrustGraph {
                 && row
                     .iter()
                     .zip(cache.walk.rows[u].iter())
-                    .all(|(a, b)| a.to == b.to && a.w == b.w);
+                    .all(|(a, b)| a.to == b.to && a.w == b.w && a.kinds == b.kinds);
             if !same {
                 cache.walk.replace_row(u, row, &mut touched);
             }

@@ -378,7 +378,7 @@ impl Scores {
             .iter()
             .map(|(u, v)| self.mass(u) * self.transition(u, v))
             .sum::<f64>()
-            .max(0.0); // an empty sum is -0.0
+            + 0.0; // an empty sum is -0.0
         (1.0 - a) / a * flow
     }
 

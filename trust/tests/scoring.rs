@@ -337,3 +337,24 @@ fn exported_signals_rebuild_an_identical_graph() {
     assert_eq!(x.all(), y.all());
     assert_eq!(rebuilt.export_signals(), exported);
 }
+
+#[test]
+fn graph_and_scores_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<TrustGraph>();
+    assert_send_sync::<archy_trust::Scores>();
+}
+
+#[test]
+fn incremental_update_keeps_edge_kinds_current() {
+    let [anchor, v] = [key(0), key(1)];
+    let mut g = graph_with_anchor(anchor);
+    g.apply_event(&follows(anchor, &[v], 1));
+    g.compute_at(NOW);
+    // Same single target, same normalised weight, but now an endorsement only.
+    g.apply_event(&follows(anchor, &[], 2));
+    g.apply_event(&endorse(anchor, &[v], 2));
+    let r = g.compute_incremental_at(NOW).get(&v);
+    let kinds = r.explanation.endorsers[0].kinds;
+    assert!(kinds.endorse && !kinds.follow, "{kinds:?}");
+}

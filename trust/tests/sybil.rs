@@ -145,3 +145,34 @@ fn attacker_region_is_bounded_by_its_attack_edges() {
     }
     eprintln!("largest honest score drop from 10,000 attacker reports: {worst:.2e}");
 }
+
+/// Worst case for the defender: the attacker fools the k honest keys with the *most* trust
+/// (excluding the anchor). The bound still holds; attacker keys can then rise, as they
+/// should, since the best-trusted keys vouched for them, but only in proportion to that trust.
+#[test]
+fn bound_holds_when_the_best_trusted_keys_are_fooled() {
+    let mut g = build();
+    let base = g.compute_at(1_800_000_000);
+    let mut ranked: Vec<(f64, u64)> = (1..HONEST).map(|u| (base.mass(&honest(u)), u)).collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut rng = Rng(5);
+    let attack: Vec<(Key, Key)> = ranked
+        .iter()
+        .take(10)
+        .map(|(_, u)| (honest(*u), sybil(rng.below(SYBILS as usize) as u64)))
+        .collect();
+    for (u, v) in &attack {
+        g.apply_event(&endorse(*u, &[*v], 2));
+    }
+    let scores = g.compute_at(1_800_000_000);
+    let mass: f64 = (0..SYBILS).map(|s| scores.mass(&sybil(s))).sum();
+    let total: f64 = (0..SYBILS).map(|s| scores.score(&sybil(s))).sum();
+    let bound = scores.escape_bound(&attack);
+    eprintln!(
+        "top-10 sources: attacker mass {mass:.3e} <= bound {bound:.3e}; total score {total:.3} <= {:.3}",
+        bound / scores.reference_mass()
+    );
+    assert!(mass > 0.0);
+    assert!(mass <= bound + 1e-9);
+    assert!(total <= bound / scores.reference_mass() + 1e-6);
+}
