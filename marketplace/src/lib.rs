@@ -17,8 +17,10 @@ pub mod identity;
 pub mod jcs;
 pub mod jws;
 pub mod manifest;
+pub mod node;
 pub mod reason;
 pub mod release;
+pub mod side_events;
 
 /// Unix seconds now. The one place the crate reads the clock, so tests can pass their own `now`.
 pub fn unix_now() -> u64 {

@@ -1,4 +1,5 @@
-//! Shared support for the end-to-end tests in `tests/tests/`: forged and honest events, and
-//! starting real relays, iroh nodes and Podman-backed reconcilers on loopback.
+//! Shared support for the end-to-end tests in `tests/tests/`: forged and honest events, the
+//! real `archy` binary (one-shot commands and running nodes), relays, iroh and Podman on loopback.
 
+pub mod cli;
 pub mod forge;

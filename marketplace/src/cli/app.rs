@@ -5,6 +5,7 @@ use crate::envelope::{self, Envelope};
 use crate::home::Home;
 use crate::identity::Identity;
 use crate::manifest::{self, PolicyConfig, Violation};
+use crate::node::rpc::Request;
 use crate::unix_now;
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -25,6 +26,16 @@ pub enum AppCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Sign a manifest and publish it as a release event (the publisher profile goes first,
+    /// once). Prints the event id and each relay's answer.
+    Publish {
+        file: PathBuf,
+        /// Relays to publish to (default: the node's own relays).
+        #[arg(long = "relay", value_name = "URL")]
+        relays: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify an envelope: DID signature, schema and policy.
     Verify {
         file: PathBuf,
@@ -33,7 +44,7 @@ pub enum AppCmd {
     },
 }
 
-pub fn run(home: &Home, cmd: AppCmd) -> Result<()> {
+pub async fn run(home: &Home, cmd: AppCmd) -> Result<()> {
     let policy = PolicyConfig::default();
     match cmd {
         AppCmd::Validate { file, json } => {
@@ -57,17 +68,31 @@ pub fn run(home: &Home, cmd: AppCmd) -> Result<()> {
             })
         }
         AppCmd::Sign { file, out } => {
-            let identity = Identity::load(home)?;
-            let mut manifest = read_manifest(&file)?;
-            if let Err(v) = envelope::fill_publisher(&mut manifest, &identity, unix_now()) {
-                return report(&[v], false, String::new);
-            }
-            let violations = manifest::validate(&manifest, &policy, unix_now());
-            if !violations.is_empty() {
-                return report(&violations, false, String::new);
-            }
-            let env = envelope::sign(manifest, &identity);
+            let env = sign_file(home, &file, &policy)?;
             write_output(out.as_deref(), &env.to_json_pretty())
+        }
+        AppCmd::Publish { file, relays, json } => {
+            let env = sign_file(home, &file, &policy)?;
+            let envelope = serde_json::to_value(&env)?;
+            let out = super::call(home, Request::Publish { envelope, relays }).await?;
+            if json {
+                return super::print_json(&out);
+            }
+            println!(
+                "published {} {} as event {}",
+                out["app"].as_str().unwrap_or(""),
+                out["version"].as_str().unwrap_or(""),
+                out["event_id"].as_str().unwrap_or("")
+            );
+            for a in out["relays"].as_array().into_iter().flatten() {
+                println!(
+                    "  {}: {} {}",
+                    a["relay"].as_str().unwrap_or(""),
+                    a["outcome"].as_str().unwrap_or(""),
+                    a["message"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
         }
         AppCmd::Verify { file, json } => {
             let text = std::fs::read_to_string(&file)
@@ -89,6 +114,20 @@ pub fn run(home: &Home, cmd: AppCmd) -> Result<()> {
             }
         }
     }
+}
+
+/// Reads, completes (publisher, published_at), validates and signs a manifest file.
+fn sign_file(home: &Home, file: &Path, policy: &PolicyConfig) -> Result<Envelope> {
+    let identity = Identity::load(home)?;
+    let mut manifest = read_manifest(file)?;
+    if let Err(v) = envelope::fill_publisher(&mut manifest, &identity, unix_now()) {
+        report(&[v], false, String::new)?;
+    }
+    let violations = manifest::validate(&manifest, policy, unix_now());
+    if !violations.is_empty() {
+        report(&violations, false, String::new)?;
+    }
+    Ok(envelope::sign(manifest, &identity))
 }
 
 /// Reads a YAML or JSON manifest file; a file that is not an object is a rejected input.

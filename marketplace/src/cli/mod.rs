@@ -3,6 +3,8 @@
 
 mod app;
 mod id;
+mod market;
+mod node;
 
 use crate::home::Home;
 use clap::{Parser, Subcommand};
@@ -31,6 +33,24 @@ enum Command {
     /// Validate, sign, verify and publish app manifests.
     #[command(subcommand)]
     App(app::AppCmd),
+    /// Discover, search and inspect releases.
+    #[command(subcommand)]
+    Market(market::MarketCmd),
+    /// Run the node.
+    #[command(subcommand)]
+    Node(node::NodeCmd),
+    /// Show the node's configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Print every setting with its effective value.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A failure that should exit with status 1 after its message was printed.
@@ -54,13 +74,17 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = (|| {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async {
         let home = Home::resolve(cli.home)?;
         match cli.command {
             Command::Id(cmd) => id::run(&home, cmd),
-            Command::App(cmd) => app::run(&home, cmd),
+            Command::App(cmd) => app::run(&home, cmd).await,
+            Command::Market(cmd) => market::run(&home, cmd).await,
+            Command::Node(cmd) => node::run(&home, cmd).await,
+            Command::Config(ConfigCmd::Show { json }) => node::config_show(&home, json).await,
         }
-    })();
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Rejected>() => ExitCode::from(1),
@@ -69,6 +93,20 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Sends a request to this home's running node, or handles it in-process when none runs.
+pub(crate) async fn call(
+    home: &Home,
+    req: crate::node::rpc::Request,
+) -> anyhow::Result<serde_json::Value> {
+    if let Some(client) = crate::node::api::Client::connect(home).await? {
+        return client.call(&req).await;
+    }
+    let config = crate::node::config::NodeConfig::load(home)?;
+    let relays = config.relays.urls.clone();
+    let core = crate::node::NodeCore::open(home.clone(), config, relays)?;
+    crate::node::rpc::handle(&core, req).await
 }
 
 /// Prints a value as pretty JSON on stdout.

@@ -11,7 +11,7 @@ mod validate;
 
 pub use policy::PolicyConfig;
 pub use typed::*;
-pub use validate::{validate, Violation};
+pub use validate::{is_hex64, validate, Violation};
 
 #[cfg(test)]
 pub(crate) mod tests;

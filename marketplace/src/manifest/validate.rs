@@ -127,7 +127,7 @@ fn is_env_key(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-pub(crate) fn is_hex64(s: &str) -> bool {
+pub fn is_hex64(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -644,12 +644,12 @@ impl Checker<'_> {
                     ),
                     Ok(ip) if !is_loopback(&ip) && !self.policy.allow_non_loopback_binds => self
                         .policy(
-                        &join(&p, "bind"),
-                        "bind-not-loopback",
-                        format!(
+                            &join(&p, "bind"),
+                            "bind-not-loopback",
+                            format!(
                             "{bind} is not loopback and the operator does not allow other binds"
                         ),
-                    ),
+                        ),
                     Ok(_) => {}
                 }
             }

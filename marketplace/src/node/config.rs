@@ -1,0 +1,177 @@
+//! The node's configuration: one TOML file in the home (`config.toml`), every setting documented
+//! with a safe default. `archy config show` prints the effective values.
+
+use crate::home::Home;
+use crate::manifest::PolicyConfig;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// File name of the configuration inside the home.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Everything a node can be told.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub relays: RelaysConfig,
+    pub swarm: SwarmSection,
+    pub trust: TrustSection,
+    pub policy: PolicyConfig,
+    pub apps: AppsSection,
+    pub api: ApiSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaysConfig {
+    /// Run the node's own relay on loopback (the offline default; it serves releases publicly).
+    pub embedded: bool,
+    /// Where the embedded relay listens. Port 0 picks a free port once and keeps it.
+    pub embedded_bind: String,
+    /// Other relays to publish to and discover from (ws:// or wss://).
+    pub urls: Vec<String>,
+    /// How many relays must accept a published event.
+    pub quorum: usize,
+    /// Seconds between discovery passes (a live subscription runs in between).
+    pub sync_interval_secs: u64,
+}
+
+impl Default for RelaysConfig {
+    fn default() -> Self {
+        RelaysConfig {
+            embedded: true,
+            embedded_bind: "127.0.0.1:0".into(),
+            urls: Vec::new(),
+            quorum: 1,
+            sync_interval_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwarmSection {
+    /// `local`: no iroh relays, direct loopback/LAN addresses (tests, offline). `internet`:
+    /// iroh's defaults (public relays and discovery).
+    pub network: String,
+    /// Local mode's bind address (port 0 = a free port, kept across restarts).
+    pub bind: String,
+    /// After a verified fetch, serve the blob to others and announce it (PROTOCOL §4.3).
+    pub mirror: bool,
+    /// Seconds without progress after which a source counts as stalled.
+    pub stall_timeout_secs: u64,
+}
+
+impl Default for SwarmSection {
+    fn default() -> Self {
+        SwarmSection {
+            network: "local".into(),
+            bind: "127.0.0.1:0".into(),
+            mirror: true,
+            stall_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustSection {
+    /// Keys (npub, hex or DID) this operator trusts besides the node's own key.
+    pub anchors: Vec<String>,
+    /// Keys never to install from (added to the shipped denylist).
+    pub blocked: Vec<String>,
+    /// The lowest tier that installs without confirmation: trusted | known | unknown.
+    pub install_tier: String,
+    /// Apply new versions of installed apps automatically (only for publishers at
+    /// `install_tier` or above); otherwise they are offered by `archy apps update`.
+    pub auto_update: bool,
+}
+
+impl Default for TrustSection {
+    fn default() -> Self {
+        TrustSection {
+            anchors: Vec::new(),
+            blocked: Vec::new(),
+            install_tier: "trusted".into(),
+            auto_update: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppsSection {
+    /// Seconds between reconcile passes (a change of intent triggers one at once).
+    pub reconcile_interval_secs: u64,
+    /// Prefix of every podman call, e.g. ["runuser", "-u", "archy", "--"] to run apps as
+    /// another (unprivileged) user. Empty: podman as the user running the node (rootless
+    /// unless that user is root).
+    pub podman_prefix: Vec<String>,
+}
+
+impl Default for AppsSection {
+    fn default() -> Self {
+        AppsSection {
+            reconcile_interval_secs: 15,
+            podman_prefix: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    /// Where the local API listens. Only loopback addresses are accepted.
+    pub bind: String,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            bind: "127.0.0.1:0".into(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads `config.toml` from the home; a missing file means all defaults.
+    pub fn load(home: &Home) -> Result<NodeConfig> {
+        let path = home.join(CONFIG_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("{} is not a valid Archy configuration", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeConfig::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Writes the configuration (used by commands that change it, e.g. `trust anchor add`).
+    pub fn save(&self, home: &Home) -> Result<()> {
+        home.ensure()?;
+        let path = home.join(CONFIG_FILE);
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, self.to_toml())?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration is TOML")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_unknown_keys_are_errors() {
+        let c = NodeConfig::default();
+        assert_eq!(toml::from_str::<NodeConfig>(&c.to_toml()).unwrap(), c);
+        assert!(toml::from_str::<NodeConfig>("[relays]\nembeded = true\n").is_err());
+        let partial: NodeConfig = toml::from_str("[trust]\nauto_update = true\n").unwrap();
+        assert!(partial.trust.auto_update);
+        assert_eq!(partial.trust.install_tier, "trusted");
+        assert!(partial.relays.embedded);
+    }
+}

@@ -1,0 +1,125 @@
+//! The node: one long-running process per home that wires relays, discovery, the catalog,
+//! trust, the swarm and the reconciler together, and serves the local API.
+//!
+//! Every operation is a [`rpc::Request`] handled by [`NodeCore`]. The CLI sends requests to
+//! the running node through the local API ([`api`]) and, when no node runs, handles them
+//! in-process with a short-lived `NodeCore` — so there is one implementation of each operation.
+//! (redb allows one process per database: while a node runs, only the node opens it.)
+
+pub mod api;
+pub mod config;
+pub mod discovery;
+pub mod publish;
+pub mod rpc;
+pub mod run;
+
+use crate::catalog::{AppRecord, Catalog};
+use crate::home::Home;
+use crate::identity::Identity;
+use anyhow::{bail, Context, Result};
+use archy_relays::{PoolConfig, RelayPool};
+use config::NodeConfig;
+use tokio::sync::OnceCell;
+
+/// The catalog file inside the home.
+pub const CATALOG_FILE: &str = "catalog.redb";
+
+/// The node's state and components. Components start on first use, so a one-shot CLI command
+/// only pays for what it touches.
+pub struct NodeCore {
+    pub home: Home,
+    pub config: NodeConfig,
+    pub identity: Identity,
+    pub catalog: Catalog,
+    relay_urls: Vec<String>,
+    pool: OnceCell<RelayPool>,
+}
+
+/// Opens the catalog, waiting a little if another `archy` process holds it (a one-shot command
+/// that started just before the node): redb allows one process per database.
+fn open_catalog(home: &Home) -> Result<Catalog> {
+    let mut attempts = 0;
+    loop {
+        match Catalog::open(&home.join(CATALOG_FILE)) {
+            Ok(c) => return Ok(c),
+            Err(e) if attempts < 50 && format!("{e:#}").contains("already open") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl NodeCore {
+    /// Opens the home: configuration, identity (created on first use), catalog.
+    /// `relay_urls` are the relays this core talks to (the embedded relay's URL first, if any).
+    pub fn open(home: Home, config: NodeConfig, relay_urls: Vec<String>) -> Result<NodeCore> {
+        home.ensure()?;
+        let identity = Identity::load_or_create(&home)?;
+        let catalog = open_catalog(&home)?;
+        Ok(NodeCore {
+            home,
+            config,
+            identity,
+            catalog,
+            relay_urls,
+            pool: OnceCell::new(),
+        })
+    }
+
+    /// The relays this node uses.
+    pub fn relay_urls(&self) -> &[String] {
+        &self.relay_urls
+    }
+
+    /// The relay pool (connected on first use).
+    pub async fn pool(&self) -> Result<&RelayPool> {
+        self.pool
+            .get_or_try_init(|| async {
+                if self.relay_urls.is_empty() {
+                    bail!("no relays configured: pass --relay URL, or set [relays] urls / embedded in config.toml");
+                }
+                let config = PoolConfig {
+                    quorum: self.config.relays.quorum.clamp(1, self.relay_urls.len()),
+                    ..PoolConfig::default()
+                };
+                RelayPool::connect(&self.relay_urls, config)
+                    .await
+                    .context("connecting to the relays")
+            })
+            .await
+    }
+
+    /// A pool over other relays than the node's own (for `--relay` on a running node).
+    pub async fn pool_for(&self, urls: &[String]) -> Result<RelayPool> {
+        let config = PoolConfig {
+            quorum: self.config.relays.quorum.clamp(1, urls.len().max(1)),
+            ..PoolConfig::default()
+        };
+        Ok(RelayPool::connect(urls, config).await?)
+    }
+
+    /// Finds an app by `id` or `did/id` (PROTOCOL §4.1 "Which app is hello").
+    pub fn resolve_app(&self, name: &str) -> Result<AppRecord> {
+        let apps = self.catalog.apps()?;
+        if let Some((did, id)) = name.rsplit_once('/') {
+            return apps
+                .into_iter()
+                .find(|a| a.did == did && a.app == id)
+                .with_context(|| format!("no app {id} from {did} in the catalog"));
+        }
+        let matching: Vec<AppRecord> = apps.into_iter().filter(|a| a.app == name).collect();
+        match matching.len() {
+            0 => bail!("no app {name:?} in the catalog (try `archy market sync`, then `archy market search`)"),
+            1 => Ok(matching.into_iter().next().expect("one")),
+            _ => {
+                let names: Vec<String> = matching.iter().map(|a| format!("{}/{}", a.did, a.app)).collect();
+                bail!(
+                    "several publishers have an app {name:?}; name one of them:\n  {}",
+                    names.join("\n  ")
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The operations of a node, as requests: the local API's body and the CLI's in-process calls.
+
+use super::discovery;
+use super::publish;
+use super::NodeCore;
+use crate::envelope::Envelope;
+use crate::unix_now;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// One request to a node. The JSON form is `{"method": "...", "params": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "method",
+    content = "params",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
+pub enum Request {
+    /// Identity, relays and their health.
+    Status,
+    /// The effective configuration.
+    ConfigShow,
+    /// One discovery pass (over `relays`, or the node's own when empty).
+    MarketSync {
+        relays: Vec<String>,
+    },
+    MarketSearch {
+        text: String,
+    },
+    MarketShow {
+        app: String,
+    },
+    MarketRejected,
+    /// Publish a signed envelope (made by this node's identity) as a release event.
+    Publish {
+        envelope: Value,
+        relays: Vec<String>,
+    },
+}
+
+/// Handles a request. Errors are for a person to read.
+pub async fn handle(core: &NodeCore, req: Request) -> Result<Value> {
+    match req {
+        Request::Status => {
+            let mut relays = Vec::new();
+            if !core.relay_urls().is_empty() {
+                if let Ok(pool) = core.pool().await {
+                    relays = pool.health().await;
+                }
+            }
+            Ok(json!({
+                "home": core.home.root(),
+                "identity": core.identity.public(),
+                "relays": relays,
+            }))
+        }
+        Request::ConfigShow => Ok(serde_json::to_value(&core.config)?),
+        Request::MarketSync { relays } => {
+            let now = unix_now();
+            let report = if relays.is_empty() {
+                discovery::sync_once(core.pool().await?, &core.catalog, &core.config.policy, now)
+                    .await?
+            } else {
+                let pool = core.pool_for(&relays).await?;
+                let r = discovery::sync_once(&pool, &core.catalog, &core.config.policy, now).await;
+                pool.shutdown().await;
+                r?
+            };
+            Ok(serde_json::to_value(report)?)
+        }
+        Request::MarketSearch { text } => Ok(serde_json::to_value(core.catalog.search(&text)?)?),
+        Request::MarketShow { app } => {
+            let rec = core.resolve_app(&app)?;
+            let releases = core.catalog.releases(&rec.did, &rec.app)?;
+            let expired: Vec<_> = core
+                .catalog
+                .rejected()?
+                .into_iter()
+                .filter(|r| {
+                    r.reason == crate::reason::Reason::Expired
+                        && r.app
+                            .as_ref()
+                            .is_some_and(|(d, a, _)| d == &rec.did && a == &rec.app)
+                })
+                .collect();
+            let latest = releases.first().map(|r| r.envelope["manifest"].clone());
+            Ok(json!({
+                "app": rec,
+                "latest_manifest": latest,
+                "releases": releases.iter().map(|r| json!({
+                    "version": r.version, "event_id": r.event_id, "created_at": r.created_at,
+                    "latest": r.version == rec.latest,
+                })).collect::<Vec<_>>(),
+                "expired": expired,
+            }))
+        }
+        Request::MarketRejected => Ok(serde_json::to_value(core.catalog.rejected()?)?),
+        Request::Publish { envelope, relays } => {
+            let env = Envelope::from_value(envelope).map_err(|v| anyhow::anyhow!("{v}"))?;
+            let outcome = if relays.is_empty() {
+                publish::publish_release(
+                    core.pool().await?,
+                    &core.home,
+                    &core.identity,
+                    &env,
+                    unix_now(),
+                )
+                .await?
+            } else {
+                let pool = core.pool_for(&relays).await?;
+                let r =
+                    publish::publish_release(&pool, &core.home, &core.identity, &env, unix_now())
+                        .await;
+                pool.shutdown().await;
+                r?
+            };
+            Ok(serde_json::to_value(outcome)?)
+        }
+    }
+}

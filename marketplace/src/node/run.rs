@@ -1,0 +1,194 @@
+//! `archy node run`: start every component, serve the API, run the loops, stop cleanly on
+//! SIGTERM/SIGINT. A SIGKILL loses nothing: every state change was committed when it happened.
+
+use super::api::{self, NodeInfo};
+use super::config::NodeConfig;
+use super::discovery::{self, SyncReport};
+use super::NodeCore;
+use crate::home::Home;
+use crate::side_events::release_filter;
+use crate::unix_now;
+use anyhow::{Context, Result};
+use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig, StreamItem};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Where the embedded relay's chosen address is remembered, so its URL survives restarts.
+const RELAY_ADDR_FILE: &str = "relay/addr";
+
+/// Resolves a bind address whose port may be 0 ("pick one"), reusing the one picked last time.
+///
+/// A fresh pick comes from below the kernel's ephemeral range (32768+): a port from that range
+/// can be taken by any outgoing connection while the node is down, and the relay's URL (or the
+/// origin address in published manifests) must survive restarts.
+pub(crate) fn sticky_addr(home: &Home, file: &str, configured: &str) -> Result<SocketAddr> {
+    let addr: SocketAddr = configured
+        .parse()
+        .with_context(|| format!("{configured:?} is not an ip:port"))?;
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    if let Some(saved) = std::fs::read_to_string(home.join(file))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        return Ok(saved);
+    }
+    Ok(SocketAddr::new(addr.ip(), pick_port(addr.ip())))
+}
+
+/// A port in 20000..32000 that is free for both TCP and UDP right now (0 if none is found,
+/// which lets the OS choose).
+pub fn pick_port(ip: std::net::IpAddr) -> u16 {
+    for _ in 0..200 {
+        let mut b = [0u8; 2];
+        rand::fill(&mut b);
+        let port = 20_000 + u16::from_le_bytes(b) % 12_000;
+        let free = std::net::TcpListener::bind((ip, port)).is_ok()
+            && std::net::UdpSocket::bind((ip, port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    0
+}
+
+pub(crate) fn remember_addr(home: &Home, file: &str, addr: SocketAddr) -> Result<()> {
+    let path = home.join(file);
+    std::fs::create_dir_all(path.parent().expect("file in a folder"))?;
+    std::fs::write(path, addr.to_string())?;
+    Ok(())
+}
+
+async fn start_embedded_relay(home: &Home, config: &NodeConfig) -> Result<EmbeddedRelay> {
+    let bind = sticky_addr(home, RELAY_ADDR_FILE, &config.relays.embedded_bind)?;
+    let cfg = EmbeddedRelayConfig {
+        bind,
+        db_dir: Some(home.join("relay/db")),
+        ..EmbeddedRelayConfig::default()
+    };
+    let relay = match EmbeddedRelay::start(cfg.clone()).await {
+        Ok(r) => r,
+        // The remembered port may have been taken meanwhile: pick a new one.
+        Err(e) if bind.port() != 0 && config.relays.embedded_bind.ends_with(":0") => {
+            tracing::warn!("embedded relay could not reuse {bind}: {e}; picking a new port");
+            EmbeddedRelay::start(EmbeddedRelayConfig {
+                bind: SocketAddr::new(bind.ip(), 0),
+                ..cfg
+            })
+            .await?
+        }
+        Err(e) => return Err(e).context("starting the embedded relay"),
+    };
+    remember_addr(home, RELAY_ADDR_FILE, relay.local_addr())?;
+    Ok(relay)
+}
+
+/// Runs the node until SIGTERM or SIGINT.
+pub async fn run(home: Home) -> Result<()> {
+    home.ensure()?;
+    let config = NodeConfig::load(&home)?;
+    let embedded = if config.relays.embedded {
+        Some(start_embedded_relay(&home, &config).await?)
+    } else {
+        None
+    };
+    let mut relay_urls: Vec<String> = embedded.iter().map(|r| r.url().to_string()).collect();
+    relay_urls.extend(config.relays.urls.iter().cloned());
+    let core = Arc::new(NodeCore::open(home.clone(), config.clone(), relay_urls)?);
+
+    let token = api::ensure_token(&home)?;
+    let listener = api::bind(&config.api.bind).await?;
+    let api_addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut stop = stop_rx.clone();
+    let api_task = tokio::spawn(api::serve(listener, core.clone(), token, async move {
+        let _ = stop.changed().await;
+    }));
+    let discovery_task = tokio::spawn(discovery_loop(core.clone(), stop_rx.clone()));
+
+    api::write_node_info(
+        &home,
+        &NodeInfo {
+            api: api_addr,
+            pid: std::process::id(),
+        },
+    )?;
+    println!("archy node running (pid {})", std::process::id());
+    println!("  home:  {}", home.root().display());
+    println!("  did:   {}", core.identity.did());
+    println!("  nostr: {}", core.identity.nostr_hex());
+    println!("  api:   http://{api_addr}/v1/rpc");
+    if let Some(r) = &embedded {
+        println!("  relay: {}", r.url());
+    }
+    for url in &config.relays.urls {
+        println!("  relay: {url} (external)");
+    }
+
+    wait_for_signal().await;
+    println!("archy node stopping");
+    let _ = stop_tx.send(true);
+    let _ = discovery_task.await;
+    let _ = api_task.await;
+    if let Ok(pool) = core.pool().await {
+        pool.shutdown().await;
+    }
+    if let Some(r) = embedded {
+        r.shutdown().await;
+    }
+    api::remove_node_info(&home);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// A discovery pass at start and every `sync_interval_secs`, and a live subscription between.
+async fn discovery_loop(core: Arc<NodeCore>, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_secs(core.config.relays.sync_interval_secs.max(1));
+    let pool = match core.pool().await {
+        Ok(p) => p.clone(),
+        Err(e) => {
+            tracing::warn!("discovery is off: {e:#}");
+            return;
+        }
+    };
+    let since = discovery::subscription_since(&core.catalog).unwrap_or(None);
+    let mut sub = pool.subscribe(release_filter(), since);
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {
+                match discovery::sync_once(&pool, &core.catalog, &core.config.policy, unix_now()).await {
+                    Ok(r) if r.accepted + r.rejected + r.history > 0 => tracing::info!(?r, "discovery pass"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("discovery pass failed: {e:#}"),
+                }
+            }
+            item = sub.recv() => match item {
+                Some(StreamItem::Event { event, .. }) => {
+                    let mut r = SyncReport::default();
+                    if let Err(e) = discovery::ingest(&core.catalog, vec![*event], &core.config.policy, unix_now(), &mut r) {
+                        tracing::warn!("ingesting a live event failed: {e:#}");
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    tracing::warn!("the live subscription ended; passes continue");
+                    sub = pool.subscribe(release_filter(), discovery::subscription_since(&core.catalog).unwrap_or(None));
+                }
+            }
+        }
+    }
+}
