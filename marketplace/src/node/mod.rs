@@ -18,8 +18,12 @@ use crate::home::Home;
 use crate::identity::Identity;
 use anyhow::{bail, Context, Result};
 use archy_relays::{PoolConfig, RelayPool};
+use archy_swarm::{Swarm, SwarmConfig};
 use config::NodeConfig;
 use tokio::sync::OnceCell;
+
+/// Where the swarm's chosen local address is remembered.
+const SWARM_ADDR_FILE: &str = "swarm/addr";
 
 /// The catalog file inside the home.
 pub const CATALOG_FILE: &str = "catalog.redb";
@@ -33,6 +37,7 @@ pub struct NodeCore {
     pub catalog: Catalog,
     relay_urls: Vec<String>,
     pool: OnceCell<RelayPool>,
+    swarm: OnceCell<Swarm>,
 }
 
 /// Opens the catalog, waiting a little if another `archy` process holds it (a one-shot command
@@ -65,6 +70,7 @@ impl NodeCore {
             catalog,
             relay_urls,
             pool: OnceCell::new(),
+            swarm: OnceCell::new(),
         })
     }
 
@@ -89,6 +95,41 @@ impl NodeCore {
                     .context("connecting to the relays")
             })
             .await
+    }
+
+    /// The iroh swarm: endpoint + blob store in `<home>/swarm` (opened on first use). In local
+    /// mode its UDP port is sticky, so the origin address in published manifests stays valid.
+    pub async fn swarm(&self) -> Result<&Swarm> {
+        self.swarm
+            .get_or_try_init(|| async {
+                let dir = self.home.join("swarm");
+                let config = match self.config.swarm.network.as_str() {
+                    "local" => {
+                        let bind = run::sticky_addr(&self.home, SWARM_ADDR_FILE, &self.config.swarm.bind)?;
+                        SwarmConfig::local(dir, bind)
+                    }
+                    "internet" => SwarmConfig::internet(dir),
+                    other => bail!("[swarm] network = {other:?}: use \"local\" or \"internet\""),
+                };
+                let swarm = Swarm::open(config).await.context("starting the iroh swarm")?;
+                if let Some(addr) = swarm.addr().addrs.first() {
+                    run::remember_addr(&self.home, SWARM_ADDR_FILE, *addr)?;
+                }
+                Ok(swarm)
+            })
+            .await
+    }
+
+    /// The swarm, if it was started (for shutdown).
+    pub fn swarm_if_started(&self) -> Option<&Swarm> {
+        self.swarm.get()
+    }
+
+    /// The podman command (with the configured prefix) for image export/import.
+    pub fn podman(&self) -> archy_swarm::Podman {
+        let mut words = self.config.apps.podman_prefix.clone();
+        words.push("podman".into());
+        archy_swarm::Podman::from_prefix(&words.join(" "))
     }
 
     /// A pool over other relays than the node's own (for `--relay` on a running node).

@@ -99,6 +99,8 @@ pub async fn run(home: Home) -> Result<()> {
     relay_urls.extend(config.relays.urls.iter().cloned());
     let core = Arc::new(NodeCore::open(home.clone(), config.clone(), relay_urls)?);
 
+    // The swarm serves this node's blobs (it is the origin of what it publishes).
+    let swarm_addr = core.swarm().await?.addr();
     let token = api::ensure_token(&home)?;
     let listener = api::bind(&config.api.bind).await?;
     let api_addr = listener.local_addr()?;
@@ -125,6 +127,7 @@ pub async fn run(home: Home) -> Result<()> {
     if let Some(r) = &embedded {
         println!("  relay: {}", r.url());
     }
+    println!("  swarm: {swarm_addr}");
     for url in &config.relays.urls {
         println!("  relay: {url} (external)");
     }
@@ -136,6 +139,11 @@ pub async fn run(home: Home) -> Result<()> {
     let _ = api_task.await;
     if let Ok(pool) = core.pool().await {
         pool.shutdown().await;
+    }
+    if let Some(swarm) = core.swarm_if_started() {
+        if let Err(e) = swarm.shutdown().await {
+            tracing::warn!("iroh endpoint shutdown: {e}");
+        }
     }
     if let Some(r) = embedded {
         r.shutdown().await;
