@@ -390,6 +390,11 @@ impl Reconciler {
         Ok(self.status_of(&rec, &observed))
     }
 
+    /// The last failure this process saw for an app (cleared by a later success).
+    pub fn last_error(&self, app: &str) -> Option<String> {
+        self.mem().last_error.get(app).cloned()
+    }
+
     /// The stored record (current/previous spec, intent).
     pub fn record(&self, app: &str) -> Result<Option<AppRecord>, Error> {
         self.store.get(app)
@@ -454,10 +459,22 @@ impl Reconciler {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = self.notify.notified() => {}
-                _ = tokio::time::sleep(self.cfg.interval) => {}
+                _ = tokio::time::sleep(self.next_wake()) => {}
             }
         }
         tracing::info!("reconciler stopped");
+    }
+
+    /// The timer period, or sooner when a crash-loop back-off ends (so a failed app is retried
+    /// on time even with a long period).
+    fn next_wake(&self) -> Duration {
+        let now = self.now_ms();
+        let m = self.mem();
+        m.backoff
+            .values()
+            .filter(|b| b.not_before_ms > now)
+            .map(|b| Duration::from_millis(b.not_before_ms - now + 50))
+            .fold(self.cfg.interval, Duration::min)
     }
 
     /// The containers this reconciler owns (`archy.owner` label).
@@ -1118,4 +1135,19 @@ impl Reconciler {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+/// Compile-time check: the node spawns these futures on a multi-threaded runtime.
+#[allow(dead_code)]
+fn futures_are_send(r: &'static Reconciler, spec: AppSpec) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(r.install(spec));
+    is_send(r.reconcile_once());
+    is_send(r.run(std::future::pending::<()>()));
+    is_send(r.start("x"));
+    is_send(r.stop("x"));
+    is_send(r.restart("x"));
+    is_send(r.uninstall("x", true));
+    is_send(r.logs("x", None));
+    is_send(r.list());
 }

@@ -280,13 +280,21 @@ fn http_get(port: u16, path: &str) -> Result<String, String> {
     Ok(resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
 }
 
-async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
+async fn eventually<F: FnMut() -> bool>(what: &str, f: F) {
+    eventually_or(what, f, String::new).await
+}
+
+/// Polls `f` until true; on the (generous) safety timeout fails with `context()`.
+async fn eventually_or<F: FnMut() -> bool, C: FnOnce() -> String>(
+    what: &str,
+    mut f: F,
+    context: C,
+) {
     let deadline = tokio::time::Instant::now() + SAFETY;
     while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting for: {what} {}", context());
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -456,9 +464,18 @@ async fn container_removed_behind_our_back_comes_back_and_intents_wake_the_loop(
     podman_ok(&env.podman, &["rm", "-f", "-t", "0", &old]);
     // Wake the loop the way the node will: an intent write (here a no-op one).
     r.set_intent(&app, Intent::Running).unwrap();
-    eventually("the container to come back", || {
-        env.container_ids().iter().any(|id| id != &old) && http_get(port, "/").is_ok()
-    })
+    let r2 = r.clone();
+    eventually_or(
+        "the container to come back",
+        || env.container_ids().iter().any(|id| id != &old) && http_get(port, "/").is_ok(),
+        || {
+            format!(
+                "{:?} last error: {:?}",
+                r2.record(&app),
+                r2.last_error(&app)
+            )
+        },
+    )
     .await;
     // Stop through an intent write only; the loop acts on it.
     r.set_intent(&app, Intent::Stopped).unwrap();

@@ -1,0 +1,151 @@
+//! Measures the reconciler against raw Podman on this machine (needs tests/setup/podman.sh).
+//!
+//! `cargo run -p archy-orchestrator --example measure --release -- [N_APPS] [ROUNDS]`
+//!
+//! Reports medians, side by side in one run: a no-op pass over N adopted apps vs. the raw
+//! `podman ps -a --format json` it is built on, and install-to-healthy of one app vs. a raw
+//! `podman run -d` of the same container.
+
+use std::time::{Duration, Instant};
+
+use archy_orchestrator::{
+    AppSpec, Config, HealthCheck, HealthKind, PodmanCmd, PortSpec, Reconciler,
+};
+
+const IMAGE: &str = "localhost/archy/busybox:latest";
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spec(name: &str) -> AppSpec {
+    let mut s = AppSpec::new(name, "1.0.0", IMAGE);
+    s.ports.push(PortSpec {
+        container: 8080,
+        host: port(),
+        protocol: Default::default(),
+        bind: "127.0.0.1".parse().unwrap(),
+    });
+    s.command = ["httpd", "-f", "-p", "8080", "-h", "/www"]
+        .map(String::from)
+        .to_vec();
+    s.health_check = Some(HealthCheck {
+        kind: HealthKind::Http,
+        port: Some(8080),
+        path: Some("/".into()),
+        command: vec![],
+        interval_secs: 1,
+        timeout_secs: 5,
+        retries: 30,
+    });
+    s.stop_grace_secs = 2;
+    s
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let n = args.first().copied().unwrap_or(5);
+    let rounds = args.get(1).copied().unwrap_or(7);
+    let dir = tempfile::tempdir().unwrap();
+    let owner = format!("measure-{}", std::process::id());
+    let mut cfg = Config::new(dir.path());
+    cfg.owner = owner.clone();
+    let r = Reconciler::open(cfg).unwrap();
+    let podman = PodmanCmd::new();
+    let names: Vec<String> = (0..n)
+        .map(|i| format!("m{}-{i}", std::process::id()))
+        .collect();
+
+    let mut install = vec![];
+    for name in &names {
+        let t = Instant::now();
+        let out = r.install(spec(name)).await.unwrap();
+        install.push(t.elapsed());
+        assert!(
+            matches!(out, archy_orchestrator::InstallOutcome::Running { .. }),
+            "{out:?}"
+        );
+    }
+    let mut raw_run = vec![];
+    for i in 0..n {
+        let t = Instant::now();
+        let name = format!("raw-{}-{i}", std::process::id());
+        let p = port();
+        let out = std::process::Command::new("podman")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "-p",
+                &format!("127.0.0.1:{p}:8080"),
+                IMAGE,
+            ])
+            .args(["httpd", "-f", "-p", "8080", "-h", "/www"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        raw_run.push(t.elapsed());
+        std::process::Command::new("podman")
+            .args(["rm", "-f", "-t", "0", &name])
+            .output()
+            .unwrap();
+    }
+
+    let mut pass = vec![];
+    let mut ps = vec![];
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let report = r.reconcile_once().await.unwrap();
+        pass.push(t.elapsed());
+        assert!(
+            report.outcomes.iter().all(|o| o.action == "adopt"),
+            "{report:?}"
+        );
+        let t = Instant::now();
+        podman
+            .ok(
+                &[
+                    "ps",
+                    "-a",
+                    "--format",
+                    "json",
+                    "--filter",
+                    &format!("label=archy.owner={owner}"),
+                ]
+                .map(String::from),
+                None,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        ps.push(t.elapsed());
+    }
+    for name in &names {
+        r.uninstall(name, true).await.unwrap();
+    }
+    let (pass, ps) = (median(pass), median(ps));
+    let (install, raw_run) = (median(install), median(raw_run));
+    println!("apps={n} rounds={rounds}");
+    println!(
+        "no-op pass (adopt all): {pass:?}  raw podman ps: {ps:?}  ratio {:.2}",
+        pass.as_secs_f64() / ps.as_secs_f64()
+    );
+    println!(
+        "install to healthy: {install:?}  raw podman run -d: {raw_run:?}  ratio {:.2}",
+        install.as_secs_f64() / raw_run.as_secs_f64()
+    );
+}
