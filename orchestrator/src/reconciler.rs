@@ -265,9 +265,15 @@ impl Reconciler {
                 container_id: c.id.clone(),
                 version: spec.version,
             }),
-            (_, Some(f)) => Ok(InstallOutcome::Failed {
-                reason: f.message.clone(),
-            }),
+            (_, Some(f)) => {
+                let mut reason = f.message.clone();
+                if f.status == OutcomeStatus::Blocked {
+                    if let Some(last) = self.last_error(&name) {
+                        reason = format!("{reason}; last failure: {last}");
+                    }
+                }
+                Ok(InstallOutcome::Failed { reason })
+            }
             (None, None) => Ok(InstallOutcome::Failed {
                 reason: "no container is running after the pass".into(),
             }),
@@ -536,7 +542,10 @@ impl Reconciler {
                 OutcomeStatus::Failed | OutcomeStatus::Blocked
             ) {
                 failed.insert(app.clone());
-                self.mem().last_error.insert(app, outcome.message.clone());
+                // A back-off notice must not hide the failure that caused it.
+                if outcome.status == OutcomeStatus::Failed {
+                    self.mem().last_error.insert(app, outcome.message.clone());
+                }
             } else if outcome.action != "adopt" {
                 self.mem().last_error.remove(&app);
             }
