@@ -130,11 +130,17 @@ else
     log "root: podman run works after the fix"
 fi
 
-# Rootless: the store must see the same subuid ranges; `system migrate` is cheap and idempotent.
-as_user podman system migrate >/dev/null 2>&1 || true
 import_image user
-out="$(try_run as_user)" || die "rootless podman run fails: $out"
-log "rootless: podman run works"
+if out="$(try_run as_user)"; then
+    log "rootless: podman run works"
+else
+    # Typically subuid ranges added after the user's store was created: `system migrate` makes
+    # the store pick them up (it restarts the user's containers, so only when needed).
+    log "rootless: podman run failed: $(printf '%s' "$out" | tail -n 2); running podman system migrate"
+    as_user podman system migrate >/dev/null 2>&1 || true
+    out="$(try_run as_user)" || die "rootless podman run fails: $out"
+    log "rootless: podman run works after system migrate"
+fi
 # Rootless port publishing goes through slirp4netns, which needs /dev/net/tun.
 try_net() {
     as_user podman run --rm -p 127.0.0.1::8080 "$IMAGE" true 2>&1
