@@ -789,6 +789,79 @@ async fn reconciler_killed_mid_install_converges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciler_killed_mid_failing_update_rolls_back_after_restart() {
+    require_podman!();
+    let env = TestEnv::new();
+    let app = env.app("killupd");
+    let v1 = env.web(&app, "1.0.0");
+    let port = v1.ports[0].host;
+    {
+        let r = env.open();
+        running_id(&r.install(v1.clone()).await.unwrap());
+        env.exec(&app, "echo v1-data > /data/file");
+    }
+    // Version 2 never answers its health check; the child is killed while it waits for it.
+    let mut v2 = v1.clone();
+    v2.version = "2.0.0".into();
+    v2.command = vec!["sleep".into(), "1000".into()];
+    // Long enough (>= 15 s of probes) that the kill lands first; short enough for the rerun.
+    v2.health_check.as_mut().unwrap().retries = 15;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_install_helper",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("ARCHY_CHILD_STATE", env.state_dir())
+        .env("ARCHY_CHILD_OWNER", &env.owner)
+        .env("ARCHY_CHILD_SPEC", serde_json::to_string(&v2).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let version_of_running = || {
+        sh_podman(
+            &env.podman,
+            &[
+                "inspect",
+                "--format",
+                "{{.State.Status}} {{index .Config.Labels \"archy.version\"}}",
+                &format!("archy-{app}"),
+            ],
+        )
+    };
+    eventually("the child to start version 2", || {
+        String::from_utf8_lossy(&version_of_running().stdout).trim() == "running 2.0.0"
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let r = env.open();
+    let rec = r.record(&app).unwrap().unwrap();
+    assert!(
+        rec.update_pending && rec.current.version == "2.0.0",
+        "{rec:?}"
+    );
+    // The restarted reconciler must not adopt the unverified update as if it were healthy.
+    let report = r.reconcile_once().await.unwrap();
+    assert!(
+        report
+            .for_app(&app)
+            .any(|o| o.status == OutcomeStatus::RolledBack),
+        "{report:?}"
+    );
+    let st = r.status(&app).await.unwrap();
+    assert_eq!(
+        (st.version.as_str(), st.state),
+        ("1.0.0", AppState::Running)
+    );
+    assert_eq!(http_get(port, "/").unwrap(), "archy test image\n");
+    assert_eq!(env.exec(&app, "cat /data/file"), "v1-data");
+    r.uninstall(&app, true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_violations_never_reach_podman() {
     require_podman!();
     // A Podman that does not exist: any call would fail with a Podman error, not a policy one.
