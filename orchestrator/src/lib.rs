@@ -5,7 +5,7 @@
 //! Module map (pure logic apart from I/O, in the sans-IO style):
 //! - [`spec`] — [`AppSpec`], [`Intent`], [`Policy`]; defensive validation and the spec hash
 //!   that labels each container (pure).
-//! - [`plan`] — the planner: (desired, observed, back-off, now) → ordered [`Action`]s (pure,
+//! - [`plan`](mod@plan) — the planner: (desired, observed, back-off, now) → ordered [`Action`]s (pure,
 //!   unit-tested without Podman).
 //! - [`store`] — desired state (current + previous spec, intent) in redb, committed before
 //!   anything acts on it.
