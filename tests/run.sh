@@ -18,4 +18,9 @@ step "Node interop packages";      (cd tests/interop && npm ci --no-audit --no-f
 
 step "cargo fmt --check";  cargo fmt --all -- --check
 step "cargo clippy";       cargo clippy --workspace --all-targets -- -D warnings
+# Build everything once, so the end-to-end tests use this build of the `archy` binary instead
+# of building their own (with other features).
+step "cargo build";        cargo build --workspace --all-targets
+export ARCHY_BIN="$PWD/target/debug/archy"
 step "cargo test";         cargo test --workspace
+step "lifecycle gate (ARCHY_ITERATIONS=${ARCHY_ITERATIONS:-1})"; bash tests/lifecycle.sh

@@ -2,7 +2,7 @@
 //!
 //! The binary comes from tests/setup/sendme.sh (`$ARCHY_TOOLS/bin/sendme`, default
 //! `~/.cache/archy-tools/bin/sendme`, or `$SENDME`). Without it the test is skipped with a
-//! message, unless `ARCHY_REQUIRE_SENDME=1` (CI), where its absence is a failure.
+//! message, unless `ARCHY_REQUIRE_TOOLS` is set (tests/run.sh sets it), where its absence is a failure.
 
 mod common;
 
@@ -25,7 +25,7 @@ fn sendme() -> Option<PathBuf> {
     let found = candidates.into_iter().flatten().find(|p| p.is_file());
     if found.is_none() {
         assert!(
-            std::env::var("ARCHY_REQUIRE_SENDME").as_deref() != Ok("1"),
+            std::env::var_os("ARCHY_REQUIRE_TOOLS").is_none(),
             "sendme is required but missing: run tests/setup/sendme.sh"
         );
         eprintln!("SKIPPED: sendme not installed; run tests/setup/sendme.sh");

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Archy end to end on one machine: an embedded relay, a publisher node and a consumer node on
+# loopback. The publisher builds and publishes the sample app (apps/hello-web); the consumer
+# discovers it, scores its publisher, fetches the image over iroh, runs it under Podman.
+#   bash apps/demo.sh          run it (nodes and app stay up; the last lines say how to stop)
+#   bash apps/demo.sh --down   stop the nodes and remove the demo app
+# ARCHY_DEMO_DIR (default /tmp/archy-demo) holds the two homes and the logs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="$(pwd)"
+DEMO="${ARCHY_DEMO_DIR:-/tmp/archy-demo}"
+PUB="$DEMO/publisher"
+CON="$DEMO/consumer"
+ARCHY="$REPO/target/debug/archy"
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+stop_node() { # home
+  if [ -f "$1/node.pid" ]; then
+    kill -TERM "$(cat "$1/node.pid")" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$(cat "$1/node.pid")" 2>/dev/null || break; sleep 0.2; done
+    rm -f "$1/node.pid"
+  fi
+}
+
+if [ "${1:-}" = "--down" ]; then
+  [ -x "$ARCHY" ] && [ -d "$CON" ] && "$ARCHY" --home "$CON" apps uninstall hello-web 2>/dev/null || true
+  stop_node "$CON"; stop_node "$PUB"
+  echo "demo stopped (homes kept in $DEMO; delete the folder to start from scratch)"
+  exit 0
+fi
+
+step "1/8 installing what is missing (packages, Podman set-up)"
+bash tests/setup/deps.sh
+if [ "$(id -u)" -eq 0 ]; then
+  bash tests/setup/podman.sh >/dev/null
+  # Apps run rootless, as the unprivileged user `archy`, even though the nodes run as root.
+  PODMAN_PREFIX='["runuser", "-u", "archy", "--", "env", "XDG_RUNTIME_DIR=/tmp/archy-run", "HOME=/home/archy"]'
+  PODMAN="runuser -u archy -- env XDG_RUNTIME_DIR=/tmp/archy-run HOME=/home/archy podman"
+else
+  command -v podman >/dev/null || { echo "podman is missing: run this once as root (or with sudo) to install it" >&2; exit 1; }
+  PODMAN_PREFIX='[]'
+  PODMAN="podman"
+fi
+
+step "2/8 building archy"
+cargo build -q -p archy-marketplace --bin archy
+
+step "3/8 building the sample app image (apps/hello-web, busybox httpd)"
+IMAGE="$(PODMAN="$PODMAN" bash apps/hello-web/build.sh 1.0.0)"
+echo "image: $IMAGE"
+
+step "4/8 starting the publisher node (embedded relay + iroh origin)"
+stop_node "$CON"; stop_node "$PUB"
+rm -rf "$DEMO"; mkdir -p "$PUB" "$CON"
+cat >"$PUB/config.toml" <<CONF
+[apps]
+podman_prefix = $PODMAN_PREFIX
+CONF
+"$ARCHY" --home "$PUB" id new >/dev/null
+"$ARCHY" --home "$PUB" node run >"$DEMO/publisher.log" 2>&1 &
+echo $! >"$PUB/node.pid"
+for _ in $(seq 300); do [ -f "$PUB/node.json" ] && break; sleep 0.1; done
+[ -f "$PUB/node.json" ] || { cat "$DEMO/publisher.log"; exit 1; }
+RELAY="ws://$(cat "$PUB/relay/addr")"
+sed 's/^/  /' "$DEMO/publisher.log"
+
+step "5/8 publishing hello-web 1.0.0 (image exported into the publisher's iroh store)"
+"$ARCHY" --home "$PUB" app publish apps/hello-web/manifest.yaml --image "$IMAGE"
+
+step "6/8 starting the consumer node (reads the publisher's relay; trusts the publisher as an anchor)"
+PUB_NPUB="$("$ARCHY" --home "$PUB" id show --json | sed -n 's/.*"npub": "\(npub[a-z0-9]*\)".*/\1/p')"
+cat >"$CON/config.toml" <<CONF
+[relays]
+embedded = false
+urls = ["$RELAY"]
+sync_interval_secs = 5
+
+[trust]
+anchors = ["$PUB_NPUB"]
+
+[apps]
+podman_prefix = $PODMAN_PREFIX
+CONF
+"$ARCHY" --home "$CON" node run >"$DEMO/consumer.log" 2>&1 &
+echo $! >"$CON/node.pid"
+for _ in $(seq 300); do [ -f "$CON/node.json" ] && break; sleep 0.1; done
+[ -f "$CON/node.json" ] || { cat "$DEMO/consumer.log"; exit 1; }
+
+step "7/8 discovering and scoring"
+"$ARCHY" --home "$CON" market sync
+"$ARCHY" --home "$CON" market search
+"$ARCHY" --home "$CON" trust show "$PUB_NPUB" | head -8
+
+step "8/8 installing hello-web: fetch over iroh from the origin, verify, load into Podman, run"
+"$ARCHY" --home "$CON" apps install hello-web
+URL="http://127.0.0.1:18080/"
+for _ in $(seq 50); do curl -fsS "$URL" >/dev/null 2>&1 && break; sleep 0.2; done
+echo
+echo "The app answers on $URL :"
+curl -fsS "$URL"
+echo
+echo "Both nodes and the app keep running. Try:"
+echo "  $ARCHY --home $CON apps list"
+echo "  $ARCHY --home $CON market show hello-web"
+echo "Stop everything with:  bash apps/demo.sh --down"
