@@ -5,6 +5,7 @@ mod app;
 mod id;
 mod market;
 mod node;
+mod trust;
 
 use crate::home::Home;
 use clap::{Parser, Subcommand};
@@ -36,6 +37,9 @@ enum Command {
     /// Discover, search and inspect releases.
     #[command(subcommand)]
     Market(market::MarketCmd),
+    /// Publisher trust: scores, tiers and why; anchors and blocks.
+    #[command(subcommand)]
+    Trust(trust::TrustCmd),
     /// Run the node.
     #[command(subcommand)]
     Node(node::NodeCmd),
@@ -82,6 +86,7 @@ pub fn main() -> ExitCode {
             Command::App(cmd) => app::run(&home, cmd).await,
             Command::Market(cmd) => market::run(&home, cmd).await,
             Command::Node(cmd) => node::run(&home, cmd).await,
+            Command::Trust(cmd) => trust::run(&home, cmd).await,
             Command::Config(ConfigCmd::Show { json }) => node::config_show(&home, json).await,
         }
     });

@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod publish;
 pub mod rpc;
 pub mod run;
+pub mod trust;
 
 use crate::catalog::{AppRecord, Catalog};
 use crate::home::Home;
@@ -38,6 +39,7 @@ pub struct NodeCore {
     relay_urls: Vec<String>,
     pool: OnceCell<RelayPool>,
     swarm: OnceCell<Swarm>,
+    trust: OnceCell<trust::TrustState>,
 }
 
 /// Opens the catalog, waiting a little if another `archy` process holds it (a one-shot command
@@ -71,6 +73,7 @@ impl NodeCore {
             relay_urls,
             pool: OnceCell::new(),
             swarm: OnceCell::new(),
+            trust: OnceCell::new(),
         })
     }
 
@@ -93,6 +96,17 @@ impl NodeCore {
                 RelayPool::connect(&self.relay_urls, config)
                     .await
                     .context("connecting to the relays")
+            })
+            .await
+    }
+
+    /// The trust graph and latest scores (built on first use from config, the persisted
+    /// signals and the catalog; `trust::refresh` collects new signals from the relays).
+    /// The install flow asks `core.trust().await?.decide(&publisher_nostr_hex)`.
+    pub async fn trust(&self) -> Result<&trust::TrustState> {
+        self.trust
+            .get_or_try_init(|| async {
+                trust::TrustState::open(&self.home, &self.config, &self.identity, &self.catalog)
             })
             .await
     }

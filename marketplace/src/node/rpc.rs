@@ -33,6 +33,22 @@ pub enum Request {
         app: String,
     },
     MarketRejected,
+    /// Score, tier and explanation of a key (npub, hex or a DID in the catalog).
+    TrustShow {
+        key: String,
+    },
+    /// Add or remove a trust anchor (persisted to config.toml).
+    TrustAnchor {
+        key: String,
+        add: bool,
+    },
+    /// Block or unblock a key (persisted to config.toml).
+    TrustBlock {
+        key: String,
+        block: bool,
+    },
+    /// Collect trust signals from the relays and recompute.
+    TrustRefresh,
     /// Publish a signed envelope (made by this node's identity) as a release event.
     Publish {
         envelope: Value,
@@ -70,7 +86,9 @@ pub async fn handle(core: &NodeCore, req: Request) -> Result<Value> {
             };
             Ok(serde_json::to_value(report)?)
         }
-        Request::MarketSearch { text } => Ok(serde_json::to_value(core.catalog.search(&text)?)?),
+        Request::MarketSearch { text } => {
+            super::trust::annotate_apps(core, core.catalog.search(&text)?).await
+        }
         Request::MarketShow { app } => {
             let rec = core.resolve_app(&app)?;
             let releases = core.catalog.releases(&rec.did, &rec.app)?;
@@ -86,8 +104,12 @@ pub async fn handle(core: &NodeCore, req: Request) -> Result<Value> {
                 })
                 .collect();
             let latest = releases.first().map(|r| r.envelope["manifest"].clone());
+            let trust = super::trust::app_trust(core, &rec).await?;
+            let mut app = serde_json::to_value(&rec)?;
+            app["tier"] = trust["tier"].clone();
             Ok(json!({
-                "app": rec,
+                "app": app,
+                "trust": trust,
                 "latest_manifest": latest,
                 "releases": releases.iter().map(|r| json!({
                     "version": r.version, "event_id": r.event_id, "created_at": r.created_at,
@@ -97,6 +119,10 @@ pub async fn handle(core: &NodeCore, req: Request) -> Result<Value> {
             }))
         }
         Request::MarketRejected => Ok(serde_json::to_value(core.catalog.rejected()?)?),
+        Request::TrustShow { key } => super::trust::show(core, &key).await,
+        Request::TrustAnchor { key, add } => super::trust::set_anchor(core, &key, add).await,
+        Request::TrustBlock { key, block } => super::trust::set_blocked(core, &key, block).await,
+        Request::TrustRefresh => Ok(serde_json::to_value(super::trust::refresh(core).await?)?),
         Request::Publish { envelope, relays } => {
             let env = Envelope::from_value(envelope).map_err(|v| anyhow::anyhow!("{v}"))?;
             let outcome = if relays.is_empty() {

@@ -183,6 +183,10 @@ async fn discovery_loop(core: Arc<NodeCore>, mut stop: watch::Receiver<bool>) {
                     Ok(_) => {}
                     Err(e) => tracing::warn!("discovery pass failed: {e:#}"),
                 }
+                // Trust signals about the (possibly new) publishers, after each pass.
+                if let Err(e) = super::trust::refresh(&core).await {
+                    tracing::warn!("trust refresh failed: {e:#}");
+                }
             }
             item = sub.recv() => match item {
                 Some(StreamItem::Event { event, .. }) => {
