@@ -102,13 +102,16 @@ impl NodeCore {
 
     /// The trust graph and latest scores (built on first use from config, the persisted
     /// signals and the catalog; `trust::refresh` collects new signals from the relays).
-    /// The install flow asks `core.trust().await?.decide(&publisher_nostr_hex)`.
-    pub async fn trust(&self) -> Result<&trust::TrustState> {
-        self.trust
-            .get_or_try_init(|| async {
-                trust::TrustState::open(&self.home, &self.config, &self.identity, &self.catalog)
-            })
-            .await
+    /// The install flow asks `core.trust()?.decide(&publisher_nostr_hex)`. Synchronous: opening
+    /// reads local files only (two racing first calls both open; one result is kept).
+    pub fn trust(&self) -> Result<&trust::TrustState> {
+        if let Some(t) = self.trust.get() {
+            return Ok(t);
+        }
+        let state =
+            trust::TrustState::open(&self.home, &self.config, &self.identity, &self.catalog)?;
+        let _ = self.trust.set(state);
+        Ok(self.trust.get().expect("set above or by a racing call"))
     }
 
     /// The iroh swarm: endpoint + blob store in `<home>/swarm` (opened on first use). In local

@@ -386,7 +386,7 @@ impl TrustState {
 /// Collects signals from the node's relays (bounded, see the module doc), adds the catalog's
 /// evidence and history, recomputes incrementally and persists the signal set.
 pub async fn refresh(core: &NodeCore) -> Result<RefreshReport> {
-    let state = core.trust().await?;
+    let state = core.trust()?;
     let _one_at_a_time = state.refreshing.lock().await;
     let pool = core.pool().await?;
     let now = unix_now();
@@ -505,7 +505,7 @@ fn report_json(state: &TrustState, r: &Report) -> Result<Value> {
 /// `trust show KEY`: the report of the key (for a DID, of each of its keys: the first in
 /// the top-level fields, the others under `other_keys`), with names for the keys it mentions.
 pub async fn show(core: &NodeCore, key: &str) -> Result<Value> {
-    let state = core.trust().await?;
+    let state = core.trust()?;
     let keys = resolve_key(&core.catalog, key)?;
     recompute(core, state)?;
     let reports: Vec<Report> = keys.iter().map(|k| state.report(k)).collect();
@@ -570,7 +570,7 @@ fn persist_list(
 
 /// `trust anchor add|rm KEY`.
 pub async fn set_anchor(core: &NodeCore, key: &str, add: bool) -> Result<Value> {
-    let state = core.trust().await?;
+    let state = core.trust()?;
     let keys = resolve_key(&core.catalog, key)?;
     if !add && keys.contains(&state.own) {
         bail!("{key} is this node's own key, which is always an anchor");
@@ -608,7 +608,7 @@ pub async fn set_anchor(core: &NodeCore, key: &str, add: bool) -> Result<Value> 
 
 /// `trust block|unblock KEY`.
 pub async fn set_blocked(core: &NodeCore, key: &str, block: bool) -> Result<Value> {
-    let state = core.trust().await?;
+    let state = core.trust()?;
     let keys = resolve_key(&core.catalog, key)?;
     if block && keys.contains(&state.own) {
         bail!("{key} is this node's own key; it cannot be blocked");
@@ -645,14 +645,14 @@ pub fn publisher_trust(scores: &Scores, app: &AppRecord) -> Value {
 
 /// The trust of one app's publisher (`{"tier", "score"}`), for `market show`.
 pub async fn app_trust(core: &NodeCore, app: &AppRecord) -> Result<Value> {
-    let state = core.trust().await?;
+    let state = core.trust()?;
     recompute(core, state)?;
     Ok(publisher_trust(&state.scores(), app))
 }
 
 /// Apps as JSON, each with its publisher's `tier` and `score`.
 pub async fn annotate_apps(core: &NodeCore, apps: Vec<AppRecord>) -> Result<Value> {
-    let state = core.trust().await?;
+    let state = core.trust()?;
     recompute(core, state)?;
     let scores = state.scores();
     let mut out = Vec::with_capacity(apps.len());
