@@ -152,7 +152,7 @@ async fn trust_signals_through_a_real_relay_move_a_publisher() {
         format!("[relays]\nembedded = false\nurls = [{url:?}]\nsync_interval_secs = 3600\n"),
     )
     .unwrap();
-    let _node = tokio::task::spawn_blocking({
+    let mut node = tokio::task::spawn_blocking({
         let h = consumer.clone();
         move || NodeProc::start(&h).unwrap()
     })
@@ -333,6 +333,15 @@ async fn trust_signals_through_a_real_relay_move_a_publisher() {
         s3["tier"]
     );
     eprintln!("{text}");
+
+    // With the node stopped, a one-shot command scores from the persisted signals and the
+    // catalog: the same answer.
+    tokio::task::spawn_blocking(move || node.stop())
+        .await
+        .unwrap();
+    let offline = scene.show(&p_hex).await;
+    assert!((score(&offline) - score(&s3)).abs() < 1e-6, "{offline:#}");
+    assert_eq!(offline["tier"], s3["tier"]);
 
     // Without the anchor, nothing leads to P any more.
     cli_json(&consumer, &["trust", "anchor", "rm", &a_hex, "--json"]).await;
