@@ -5,6 +5,7 @@ use crate::envelope::{self, Envelope};
 use crate::home::Home;
 use crate::identity::Identity;
 use crate::manifest::{self, PolicyConfig, Violation};
+use crate::node::blobs::ImageFields;
 use crate::node::rpc::Request;
 use crate::unix_now;
 use anyhow::{Context, Result};
@@ -33,6 +34,14 @@ pub enum AppCmd {
         /// Relays to publish to (default: the node's own relays).
         #[arg(long = "relay", value_name = "URL")]
         relays: Vec<String>,
+        /// Export this Podman image into the blob store and fill `image.id`, `image.archive`,
+        /// `origin` (this node) and, if the file names none, `image.name` before signing.
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<String>,
+        /// Archive format of the exported image.
+        #[arg(long, value_name = "FORMAT", default_value = "oci-archive",
+              value_parser = ["oci-archive", "docker-archive"], requires = "image")]
+        format: String,
         #[arg(long)]
         json: bool,
     },
@@ -71,12 +80,36 @@ pub async fn run(home: &Home, cmd: AppCmd) -> Result<()> {
             let env = sign_file(home, &file, &policy)?;
             write_output(out.as_deref(), &env.to_json_pretty())
         }
-        AppCmd::Publish { file, relays, json } => {
-            let env = sign_file(home, &file, &policy)?;
+        AppCmd::Publish {
+            file,
+            relays,
+            image,
+            format,
+            json,
+        } => {
+            let fields = match &image {
+                Some(image) => Some(export_image(home, image, &format).await?),
+                None => None,
+            };
+            let env = sign_file_with(home, &file, &policy, fields.as_ref())?;
             let envelope = serde_json::to_value(&env)?;
-            let out = super::call(home, Request::Publish { envelope, relays }).await?;
+            let mut out = super::call(home, Request::Publish { envelope, relays }).await?;
+            if let (Some(f), Some(o)) = (&fields, out.as_object_mut()) {
+                o.insert("image".into(), serde_json::to_value(f)?);
+            }
             if json {
                 return super::print_json(&out);
+            }
+            if let Some(f) = &fields {
+                println!(
+                    "image {} ({}): archive {} ({} bytes, {}), origin {}",
+                    f.name,
+                    f.id,
+                    f.archive.blake3,
+                    f.archive.size,
+                    f.archive.format.as_str(),
+                    f.origin.endpoint
+                );
             }
             println!(
                 "published {} {} as event {}",
@@ -116,10 +149,46 @@ pub async fn run(home: &Home, cmd: AppCmd) -> Result<()> {
     }
 }
 
+/// Exports a Podman image through the node (or in-process) for `app publish --image`.
+async fn export_image(home: &Home, image: &str, format: &str) -> Result<ImageFields> {
+    let format = match format {
+        "docker-archive" => archy_swarm::ArchiveFormat::DockerArchive,
+        _ => archy_swarm::ArchiveFormat::OciArchive,
+    };
+    let node_runs = crate::node::api::Client::connect(home).await?.is_some();
+    let req = Request::ImageExport {
+        image: image.to_owned(),
+        format,
+    };
+    let fields: ImageFields = serde_json::from_value(super::call(home, req).await?)?;
+    if !node_runs {
+        eprintln!(
+            "warning: no node runs for {}: consumers can fetch the image archive {} only while \
+             `archy node run` (or `archy blob serve`) runs for this home",
+            home.root().display(),
+            fields.archive.blake3
+        );
+    }
+    Ok(fields)
+}
+
 /// Reads, completes (publisher, published_at), validates and signs a manifest file.
 fn sign_file(home: &Home, file: &Path, policy: &PolicyConfig) -> Result<Envelope> {
+    sign_file_with(home, file, policy, None)
+}
+
+/// [`sign_file`], with the exported image's fields written in first (they are signed too).
+fn sign_file_with(
+    home: &Home,
+    file: &Path,
+    policy: &PolicyConfig,
+    image: Option<&ImageFields>,
+) -> Result<Envelope> {
     let identity = Identity::load(home)?;
     let mut manifest = read_manifest(file)?;
+    if let Some(fields) = image {
+        fields.fill(&mut manifest);
+    }
     if let Err(v) = envelope::fill_publisher(&mut manifest, &identity, unix_now()) {
         report(&[v], false, String::new)?;
     }

@@ -2,6 +2,7 @@
 //! 2 usage error (clap's own).
 
 mod app;
+mod blob;
 mod id;
 mod market;
 mod node;
@@ -40,6 +41,9 @@ enum Command {
     /// Publisher trust: scores, tiers and why; anchors and blocks.
     #[command(subcommand)]
     Trust(trust::TrustCmd),
+    /// The BLAKE3 blob store: add, list, fetch (verified), serve over iroh.
+    #[command(subcommand)]
+    Blob(blob::BlobCmd),
     /// Run the node.
     #[command(subcommand)]
     Node(node::NodeCmd),
@@ -86,6 +90,7 @@ pub fn main() -> ExitCode {
             Command::App(cmd) => app::run(&home, cmd).await,
             Command::Market(cmd) => market::run(&home, cmd).await,
             Command::Node(cmd) => node::run(&home, cmd).await,
+            Command::Blob(cmd) => blob::run(&home, cmd).await,
             Command::Trust(cmd) => trust::run(&home, cmd).await,
             Command::Config(ConfigCmd::Show { json }) => node::config_show(&home, json).await,
         }
@@ -111,7 +116,14 @@ pub(crate) async fn call(
     let config = crate::node::config::NodeConfig::load(home)?;
     let relays = config.relays.urls.clone();
     let core = crate::node::NodeCore::open(home.clone(), config, relays)?;
-    crate::node::rpc::handle(&core, req).await
+    let out = crate::node::rpc::handle(&core, req).await;
+    // Flush the blob store before the process exits (a request may have written to it).
+    if let Some(swarm) = core.swarm_if_started() {
+        if let Err(e) = swarm.shutdown().await {
+            tracing::warn!("closing the blob store: {e}");
+        }
+    }
+    out
 }
 
 /// Prints a value as pretty JSON on stdout.

@@ -7,6 +7,7 @@
 //! (redb allows one process per database: while a node runs, only the node opens it.)
 
 pub mod api;
+pub mod blobs;
 pub mod config;
 pub mod discovery;
 pub mod publish;

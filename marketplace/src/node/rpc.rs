@@ -1,5 +1,6 @@
 //! The operations of a node, as requests: the local API's body and the CLI's in-process calls.
 
+use super::blobs;
 use super::discovery;
 use super::publish;
 use super::NodeCore;
@@ -53,6 +54,41 @@ pub enum Request {
     Publish {
         envelope: Value,
         relays: Vec<String>,
+    },
+    /// Add a file (an absolute path on the node's machine) to the blob store.
+    BlobAdd {
+        path: std::path::PathBuf,
+    },
+    /// Complete blobs in the store.
+    BlobLs,
+    /// Fetch a blob: `from[0]` as the origin, the rest as peers; `find_mirrors` adds the §4.3
+    /// mirrors; `mirror` serves and announces it afterwards; `out` exports it to a file.
+    BlobGet {
+        hash: String,
+        from: Vec<String>,
+        #[serde(default)]
+        size: Option<u64>,
+        #[serde(default)]
+        find_mirrors: bool,
+        #[serde(default)]
+        mirror: bool,
+        #[serde(default)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Verified bytes of a blob held locally (progress of a fetch the node runs).
+    BlobHave {
+        hash: String,
+    },
+    /// Serve a complete blob and publish its mirror announcement.
+    BlobMirror {
+        hash: String,
+    },
+    /// This node's swarm address (what others pass to `--from`).
+    SwarmAddr,
+    /// Export a Podman image into the store; returns the manifest fields (`image`, `origin`).
+    ImageExport {
+        image: String,
+        format: archy_swarm::ArchiveFormat,
     },
 }
 
@@ -123,6 +159,34 @@ pub async fn handle(core: &NodeCore, req: Request) -> Result<Value> {
         Request::TrustAnchor { key, add } => super::trust::set_anchor(core, &key, add).await,
         Request::TrustBlock { key, block } => super::trust::set_blocked(core, &key, block).await,
         Request::TrustRefresh => Ok(serde_json::to_value(super::trust::refresh(core).await?)?),
+        Request::BlobAdd { path } => Ok(serde_json::to_value(blobs::add(core, &path).await?)?),
+        Request::BlobLs => Ok(serde_json::to_value(blobs::list(core).await?)?),
+        Request::BlobGet {
+            hash,
+            from,
+            size,
+            find_mirrors,
+            mirror,
+            out,
+        } => {
+            let args = blobs::GetArgs {
+                hash,
+                from,
+                size,
+                find_mirrors,
+                mirror,
+                out,
+            };
+            blobs::get(core, args, None).await
+        }
+        Request::BlobHave { hash } => blobs::have(core, &hash).await,
+        Request::BlobMirror { hash } => Ok(serde_json::to_value(
+            blobs::announce_mirror(core, &hash).await?,
+        )?),
+        Request::SwarmAddr => Ok(json!({"addr": core.swarm().await?.addr().to_string()})),
+        Request::ImageExport { image, format } => Ok(serde_json::to_value(
+            blobs::export_image(core, &image, format).await?,
+        )?),
         Request::Publish { envelope, relays } => {
             let env = Envelope::from_value(envelope).map_err(|v| anyhow::anyhow!("{v}"))?;
             let outcome = if relays.is_empty() {

@@ -111,6 +111,14 @@ pub async fn run(home: Home) -> Result<()> {
         let _ = stop.changed().await;
     }));
     let discovery_task = tokio::spawn(discovery_loop(core.clone(), stop_rx.clone()));
+    // Mirrored blobs are announced again: the address may have changed, relays may have lost them.
+    let mirrors_core = core.clone();
+    tokio::spawn(async move {
+        let n = super::blobs::reannounce_mirrors(&mirrors_core).await;
+        if n > 0 {
+            tracing::info!(mirrors = n, "mirror announcements re-published");
+        }
+    });
 
     api::write_node_info(
         &home,

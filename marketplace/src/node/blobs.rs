@@ -1,0 +1,463 @@
+//! Blobs and images on the node (issue 5, items 3–5): the store (`archy blob add|ls|get`), the
+//! publisher side of images (`archy app publish --image`), and mirrors (PROTOCOL §4.3).
+//!
+//! - [`fetch_blob`]: what the install flow calls with a verified manifest's hash, size and
+//!   origin. It looks mirrors up on the relays, ranks them (the caller's `rank_mirrors`; trust
+//!   scoring plugs in there), and fetches origin-first by the §5 rules.
+//! - [`announce_mirror`]: serve a complete blob and publish the §4.3 announcement.
+//! - [`export_image`]: `podman save` into the store; [`ImageFields::fill`] writes the result
+//!   into a manifest before it is signed.
+//!
+//! The pure parts ([`mirror_candidates`], [`newest_first`], [`ImageFields::fill`]) are apart from
+//! the I/O so they are unit-tested without relays or iroh.
+
+use super::NodeCore;
+use crate::side_events::{
+    build_mirror_event, mirror_filter, parse_mirror_event, MirrorAnnouncement,
+};
+use anyhow::{bail, Context, Result};
+use archy_swarm::{ArchiveFormat, BlobInfo, FetchReport, FetchRequest, PeerAddr, ProgressSender};
+use nostr_sdk::prelude::Event;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// A peer that announced (§4.3) that it serves a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorCandidate {
+    /// The announcer's Nostr key (hex): whom trust evidence is recorded against.
+    pub nostr: String,
+    pub peer: PeerAddr,
+    /// The announcement's `created_at` (unix seconds).
+    pub created_at: u64,
+}
+
+/// The default mirror order until trust scores are wired in: newest announcement first
+/// (a fresh announcement is likelier to name a node that is still up).
+pub fn newest_first(mut candidates: Vec<MirrorCandidate>) -> Vec<MirrorCandidate> {
+    candidates.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.nostr.cmp(&b.nostr)));
+    candidates
+}
+
+/// Reads §4.3 announcements for `hash` into candidates: invalid events, other hashes and our own
+/// key (`own_nostr`) are skipped; per announcer only the newest announcement counts.
+pub fn mirror_candidates(events: &[Event], hash: &str, own_nostr: &str) -> Vec<MirrorCandidate> {
+    let mut by_author: std::collections::BTreeMap<String, MirrorCandidate> = Default::default();
+    for event in events {
+        let nostr = event.pubkey.to_hex();
+        if nostr == own_nostr {
+            continue;
+        }
+        let ann = match parse_mirror_event(event, hash) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(event = %event.id, "ignoring mirror announcement: {e:#}");
+                continue;
+            }
+        };
+        let addrs = ann.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        let Ok(peer) = PeerAddr::new(&ann.endpoint, addrs) else {
+            continue;
+        };
+        let cand = MirrorCandidate {
+            nostr: nostr.clone(),
+            peer,
+            created_at: event.created_at.as_secs(),
+        };
+        match by_author.get(&nostr) {
+            Some(old) if old.created_at >= cand.created_at => {}
+            _ => {
+                by_author.insert(nostr, cand);
+            }
+        }
+    }
+    by_author.into_values().collect()
+}
+
+/// Mirrors of `hash` announced on the node's relays (excluding this node), unordered.
+pub async fn find_mirrors(core: &NodeCore, hash: &str) -> Result<Vec<MirrorCandidate>> {
+    let hash = archy_swarm::parse_hash(hash)?.to_hex();
+    let pool = core.pool().await?;
+    let events = pool
+        .fetch(mirror_filter(&hash), None)
+        .await
+        .context("looking up mirror announcements")?;
+    Ok(mirror_candidates(
+        &events,
+        &hash,
+        &core.identity.nostr_hex(),
+    ))
+}
+
+/// The stall timeout configured for this node.
+fn stall_timeout(core: &NodeCore) -> Duration {
+    Duration::from_secs(core.config.swarm.stall_timeout_secs.max(1))
+}
+
+/// Fetches a blob named by a verified manifest (§5): `hash` and `size` from the manifest, the
+/// manifest's `origin` first, then `extra_peers`, then mirrors announced on the relays in the
+/// order `rank_mirrors` gives (pass [`newest_first`] until trust scores are available; a ranker
+/// may also drop candidates below the trust threshold). A failed mirror look-up (relays down)
+/// only loses the mirrors. The report names bad sources (for trust evidence) and the bytes each
+/// source sent.
+pub async fn fetch_blob(
+    core: &NodeCore,
+    hash: &str,
+    size: u64,
+    origin: PeerAddr,
+    extra_peers: Vec<PeerAddr>,
+    rank_mirrors: impl FnOnce(Vec<MirrorCandidate>) -> Vec<MirrorCandidate>,
+    progress: ProgressSender,
+) -> Result<FetchReport> {
+    let mut req = FetchRequest::new(hash, size);
+    req.origin = Some(origin);
+    req.peers = extra_peers;
+    fetch_with_mirrors(core, req, true, rank_mirrors, progress).await
+}
+
+/// The general fetch behind [`fetch_blob`] and `archy blob get`: `req.origin`/`req.peers` as
+/// given, plus (when `lookup_mirrors`) the announced mirrors ranked by `rank_mirrors`.
+/// Duplicates (and the origin among the peers) are dropped, first mention wins.
+pub async fn fetch_with_mirrors(
+    core: &NodeCore,
+    mut req: FetchRequest,
+    lookup_mirrors: bool,
+    rank_mirrors: impl FnOnce(Vec<MirrorCandidate>) -> Vec<MirrorCandidate>,
+    progress: ProgressSender,
+) -> Result<FetchReport> {
+    let swarm = core.swarm().await?;
+    req.stall_timeout = stall_timeout(core);
+    if lookup_mirrors && !swarm.has(&req.hash).await? {
+        match find_mirrors(core, &req.hash).await {
+            Ok(found) => {
+                let ranked = rank_mirrors(found);
+                tracing::info!(hash = %req.hash, mirrors = ranked.len(), "mirror look-up");
+                req.peers.extend(ranked.into_iter().map(|c| c.peer));
+            }
+            Err(e) => tracing::warn!("mirror look-up failed, fetching without mirrors: {e:#}"),
+        }
+    }
+    let mut seen: std::collections::HashSet<String> =
+        req.origin.iter().map(|o| o.endpoint.clone()).collect();
+    req.peers.retain(|p| seen.insert(p.endpoint.clone()));
+    let report = swarm.fetch(req, progress).await?;
+    Ok(report)
+}
+
+/// What `archy blob get` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct GetArgs {
+    pub hash: String,
+    /// The first address is dialled as the origin, the others as peers in order.
+    pub from: Vec<String>,
+    pub size: Option<u64>,
+    pub find_mirrors: bool,
+    pub mirror: bool,
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// `archy blob get`: fetch (origin = first `--from`), optionally export to a file and become a
+/// mirror. Returns the report and what was done, as JSON.
+pub async fn get(core: &NodeCore, args: GetArgs, progress: ProgressSender) -> Result<Value> {
+    let mut addrs = Vec::new();
+    for f in &args.from {
+        addrs.push(f.parse::<PeerAddr>()?);
+    }
+    if addrs.is_empty() && !args.find_mirrors {
+        bail!("no source: pass --from ENDPOINT_ADDR (what `archy blob serve` prints), or --find-mirrors to look mirrors up on the relays");
+    }
+    let mut req = match args.size {
+        Some(size) => FetchRequest::new(&args.hash, size),
+        None => FetchRequest::hash_only(&args.hash),
+    };
+    let mut addrs = addrs.into_iter();
+    req.origin = addrs.next();
+    req.peers = addrs.collect();
+    let report = fetch_with_mirrors(core, req, args.find_mirrors, newest_first, progress).await?;
+    if let Some(out) = &args.out {
+        core.swarm().await?.export(&report.hash, out).await?;
+    }
+    let announced = if args.mirror {
+        Some(announce_mirror(core, &report.hash).await?)
+    } else {
+        None
+    };
+    Ok(json!({
+        "hash": report.hash,
+        "size": report.size,
+        "out": args.out,
+        "report": report,
+        "mirror": announced,
+    }))
+}
+
+/// `archy blob add`: a file into the store, served from now on (it is ours).
+pub async fn add(core: &NodeCore, path: &Path) -> Result<BlobInfo> {
+    Ok(core.swarm().await?.add_file(path).await?)
+}
+
+/// A blob in `archy blob ls`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobEntry {
+    pub hash: String,
+    pub size: u64,
+    pub mirrored: bool,
+}
+
+/// `archy blob ls`: complete blobs in the store.
+pub async fn list(core: &NodeCore) -> Result<Vec<BlobEntry>> {
+    let swarm = core.swarm().await?;
+    Ok(swarm
+        .list()
+        .await?
+        .into_iter()
+        .map(|b| BlobEntry {
+            mirrored: swarm.is_mirrored(&b.hash),
+            hash: b.hash,
+            size: b.size,
+        })
+        .collect())
+}
+
+/// Verified bytes of `hash` held locally (for progress while a running node fetches).
+pub async fn have(core: &NodeCore, hash: &str) -> Result<Value> {
+    let swarm = core.swarm().await?;
+    Ok(json!({
+        "hash": hash,
+        "have": swarm.local_bytes(hash).await?,
+        "complete": swarm.has(hash).await?,
+    }))
+}
+
+/// The result of [`announce_mirror`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MirrorAnnounced {
+    pub hash: String,
+    pub event_id: String,
+    pub endpoint: PeerAddr,
+    pub accepted: usize,
+}
+
+/// Serves a complete local blob to others and publishes the §4.3 announcement (replaceable:
+/// a newer one from this node replaces the older on the relays).
+pub async fn announce_mirror(core: &NodeCore, hash: &str) -> Result<MirrorAnnounced> {
+    let swarm = core.swarm().await?;
+    let hash = archy_swarm::parse_hash(hash)?.to_hex();
+    swarm
+        .mirror_add(&hash)
+        .await
+        .with_context(|| format!("mirroring {hash}"))?;
+    let addr = swarm.addr();
+    let ann = MirrorAnnouncement {
+        endpoint: addr.endpoint.clone(),
+        addrs: addr.addrs.iter().map(ToString::to_string).collect(),
+    };
+    let event = build_mirror_event(core.identity.nostr_keys(), &hash, &ann)?;
+    let report = core
+        .pool()
+        .await?
+        .publish(&event)
+        .await
+        .with_context(|| format!("publishing the mirror announcement of {hash}"))?;
+    tracing::info!(%hash, event = %event.id, "mirror announced");
+    Ok(MirrorAnnounced {
+        hash,
+        event_id: event.id.to_hex(),
+        endpoint: addr,
+        accepted: report.accepted,
+    })
+}
+
+/// Re-publishes the announcement of every mirrored blob (at node start: the address may have
+/// changed, and relays may have dropped old events). Returns how many were announced.
+pub async fn reannounce_mirrors(core: &NodeCore) -> usize {
+    let hashes = match core.swarm().await {
+        Ok(s) => s.mirrors(),
+        Err(e) => {
+            tracing::warn!("mirrors not re-announced: {e:#}");
+            return 0;
+        }
+    };
+    let mut done = 0;
+    for hash in hashes {
+        match announce_mirror(core, &hash).await {
+            Ok(_) => done += 1,
+            Err(e) => tracing::warn!("re-announcing mirror {hash}: {e:#}"),
+        }
+    }
+    done
+}
+
+/// What `archy app publish --image` writes into the manifest before signing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageFields {
+    /// The image reference that was exported (the manifest's `image.name` unless it names one).
+    pub name: String,
+    /// `sha256:<64 hex>`
+    pub id: String,
+    pub archive: ArchiveRef,
+    pub origin: OriginRef,
+}
+
+/// A manifest `BlobRef` for the image archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRef {
+    pub blake3: String,
+    pub size: u64,
+    pub format: ArchiveFormat,
+}
+
+/// The manifest's `origin`: this node's swarm address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginRef {
+    pub endpoint: String,
+    pub addrs: Vec<String>,
+}
+
+impl ImageFields {
+    /// Sets `origin`, `image.id` and `image.archive`; `image.name` only when the manifest has no
+    /// non-empty one. Other `image` keys are kept.
+    pub fn fill(&self, manifest: &mut Map<String, Value>) {
+        manifest.insert("origin".into(), json!(self.origin));
+        let image = manifest
+            .entry("image")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !image.is_object() {
+            *image = Value::Object(Map::new());
+        }
+        let image = image.as_object_mut().expect("an object");
+        let named = image
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.trim().is_empty());
+        if !named {
+            image.insert("name".into(), json!(self.name));
+        }
+        image.insert("id".into(), json!(self.id));
+        image.insert("archive".into(), json!(self.archive));
+    }
+}
+
+/// Publisher side of images: `podman save` of `image_ref` into the store (served as ours) and
+/// the manifest fields that describe it, with this node as the origin.
+pub async fn export_image(
+    core: &NodeCore,
+    image_ref: &str,
+    format: ArchiveFormat,
+) -> Result<ImageFields> {
+    let swarm = core.swarm().await?;
+    let exported = swarm
+        .export_image(&core.podman(), image_ref, format)
+        .await
+        .with_context(|| format!("exporting image {image_ref}"))?;
+    let addr = swarm.addr();
+    Ok(ImageFields {
+        name: image_ref.to_owned(),
+        id: exported.image_id,
+        archive: ArchiveRef {
+            blake3: exported.archive.hash,
+            size: exported.archive.size,
+            format: exported.format,
+        },
+        origin: OriginRef {
+            endpoint: addr.endpoint,
+            addrs: addr.addrs.iter().map(ToString::to_string).collect(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nostr_sdk::prelude::Keys;
+
+    fn ann(keys: &Keys, hash: &str, port: u16) -> Event {
+        let endpoint = iroh_id(port as u8);
+        build_mirror_event(
+            keys,
+            hash,
+            &MirrorAnnouncement {
+                endpoint,
+                addrs: vec![format!("127.0.0.1:{port}"), "not an addr".into()],
+            },
+        )
+        .unwrap()
+    }
+
+    /// A valid Ed25519 public key in hex (an iroh endpoint id).
+    fn iroh_id(seed: u8) -> String {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        hex::encode(sk.verifying_key().to_bytes())
+    }
+
+    #[test]
+    fn candidates_skip_own_key_other_hashes_and_keep_one_per_author() {
+        let hash = "ab".repeat(32);
+        let (me, a, b) = (Keys::generate(), Keys::generate(), Keys::generate());
+        let events = vec![
+            ann(&me, &hash, 1001),
+            ann(&a, &hash, 1002),
+            ann(&a, &hash, 1003),
+            ann(&b, &"cd".repeat(32), 1004),
+            ann(&b, &hash, 1005),
+        ];
+        let got = mirror_candidates(&events, &hash, &me.public_key().to_hex());
+        let authors: Vec<&str> = got.iter().map(|c| c.nostr.as_str()).collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(authors.contains(&a.public_key().to_hex().as_str()));
+        assert!(authors.contains(&b.public_key().to_hex().as_str()));
+        let bc = got
+            .iter()
+            .find(|c| c.nostr == b.public_key().to_hex())
+            .unwrap();
+        assert_eq!(bc.peer.addrs, vec!["127.0.0.1:1005".parse().unwrap()]);
+        assert_eq!(bc.peer.endpoint, iroh_id(1005u16 as u8));
+    }
+
+    #[test]
+    fn newest_first_orders_by_created_at() {
+        let peer = PeerAddr::new(&iroh_id(1), vec![]).unwrap();
+        let c = |n: &str, t| MirrorCandidate {
+            nostr: n.into(),
+            peer: peer.clone(),
+            created_at: t,
+        };
+        let got = newest_first(vec![c("a", 1), c("b", 3), c("c", 2)]);
+        let order: Vec<&str> = got.iter().map(|c| c.nostr.as_str()).collect();
+        assert_eq!(order, ["b", "c", "a"]);
+    }
+
+    #[test]
+    fn fill_sets_origin_id_archive_and_keeps_a_named_image() {
+        let fields = ImageFields {
+            name: "localhost/x:1".into(),
+            id: format!("sha256:{}", "11".repeat(32)),
+            archive: ArchiveRef {
+                blake3: "22".repeat(32),
+                size: 42,
+                format: ArchiveFormat::OciArchive,
+            },
+            origin: OriginRef {
+                endpoint: "33".repeat(32),
+                addrs: vec!["127.0.0.1:5".into()],
+            },
+        };
+        let mut named: Map<String, Value> = serde_json::from_value(json!({
+            "image": {"name": "localhost/acme/web:1.0", "id": "old"},
+            "origin": {"endpoint": "00", "addrs": []}
+        }))
+        .unwrap();
+        fields.fill(&mut named);
+        assert_eq!(named["image"]["name"], "localhost/acme/web:1.0");
+        assert_eq!(named["image"]["id"], json!(fields.id));
+        assert_eq!(
+            named["image"]["archive"],
+            json!({"blake3": "22".repeat(32), "size": 42, "format": "oci-archive"})
+        );
+        assert_eq!(named["origin"]["addrs"], json!(["127.0.0.1:5"]));
+        let mut bare = Map::new();
+        fields.fill(&mut bare);
+        assert_eq!(bare["image"]["name"], "localhost/x:1");
+    }
+}

@@ -1,0 +1,505 @@
+//! Blobs and images between real `archy` processes (issue 5, items 3–5): iroh endpoints on
+//! loopback, a real relay over WebSocket for releases and mirror announcements, real Podman.
+//!
+//! - `archy blob add` → `archy blob serve` → `archy blob get --from` on another home;
+//! - `archy app publish --image` fills `image.id`, `image.archive` and `origin` in the signed
+//!   release, and a consumer fetches the archive by the manifest's hash and size from the origin;
+//! - mirrors: a consumer fetches and announces; with the origin down, another consumer finds
+//!   the mirror through the relay and fetches from it; with the origin back, the origin serves.
+
+use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig};
+use archy_tests::cli::{archy, archy_json, have_tool, repo, NodeProc};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Runs a blocking CLI call off the async runtime (the relay under test lives on it).
+async fn cli(home: &Path, args: &[&str]) -> std::process::Output {
+    let home = home.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        archy(&home, &a)
+    })
+    .await
+    .unwrap()
+}
+
+async fn cli_json(home: &Path, args: &[&str]) -> Value {
+    let home = home.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        archy_json(&home, &a)
+    })
+    .await
+    .unwrap()
+}
+
+async fn start_node(home: &Path) -> NodeProc {
+    let h = home.to_path_buf();
+    tokio::task::spawn_blocking(move || NodeProc::start(&h).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A home that uses `relay` only (no embedded relay) and gives up on a silent source after
+/// a few seconds (a safety bound for the dead-origin case, not a timing assertion).
+fn home_with_relay(dir: &Path, name: &str, relay: Option<&str>) -> PathBuf {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).unwrap();
+    let urls = relay.map(|r| format!("{r:?}")).unwrap_or_default();
+    std::fs::write(
+        home.join("config.toml"),
+        format!(
+            "[relays]\nembedded = false\nurls = [{urls}]\nquorum = 1\nsync_interval_secs = 3600\n\
+             [swarm]\nstall_timeout_secs = 3\n"
+        ),
+    )
+    .unwrap();
+    home
+}
+
+async fn relay() -> (EmbeddedRelay, tempfile::TempDir) {
+    let db = tempfile::tempdir().unwrap();
+    let relay = EmbeddedRelay::start(EmbeddedRelayConfig {
+        db_dir: Some(db.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    (relay, db)
+}
+
+/// Deterministic pseudo-random bytes (BLAKE3 in XOF mode).
+fn test_bytes(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(seed.as_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+fn endpoint_of(addr: &str) -> &str {
+    addr.split('@').next().unwrap()
+}
+
+/// Verified bytes a fetch report says came from `endpoint`.
+fn bytes_from(report: &Value, endpoint: &str) -> u64 {
+    report["bytes_per_source"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s[0] == endpoint)
+        .map(|s| s[1].as_u64().unwrap())
+        .sum()
+}
+
+/// What `archy blob serve` prints for a home whose node runs: the node's swarm address.
+async fn node_addr(home: &Path) -> String {
+    let out = cli(home, &["blob", "serve"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let addr = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(addr.contains('@'), "not an endpoint address: {addr}");
+    addr
+}
+
+/// A running `archy blob serve`, stopped with SIGTERM on drop.
+struct BlobServe {
+    child: Child,
+    addr: String,
+}
+
+impl BlobServe {
+    fn start(home: &Path) -> BlobServe {
+        use std::io::BufRead;
+        let mut child = Command::new(archy_tests::cli::archy_bin())
+            .arg("--home")
+            .arg(home)
+            .args(["blob", "serve"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line.trim().to_owned();
+        assert!(addr.contains('@'), "blob serve printed {line:?}");
+        BlobServe { child, addr }
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "blob serve exited with {status}");
+    }
+}
+
+impl Drop for BlobServe {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn blob_add_serve_and_get_on_another_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = home_with_relay(dir.path(), "a", None);
+    let b = home_with_relay(dir.path(), "b", None);
+    let data = test_bytes("round trip", 3 * 1024 * 1024 + 17);
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, &data).unwrap();
+    let hash = blake3::hash(&data).to_hex().to_string();
+
+    let added = archy_json(&a, &["blob", "add", file.to_str().unwrap(), "--json"]);
+    assert_eq!(added["hash"], hash.as_str());
+    assert_eq!(added["size"], data.len() as u64);
+
+    let mut serve = BlobServe::start(&a);
+    // While it serves, other commands for the home go through it (and see the store)...
+    let ls = archy_json(&a, &["blob", "ls", "--json"]);
+    assert!(
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["hash"] == hash.as_str()),
+        "{ls}"
+    );
+    // ...and a second `blob serve` names the running one's address.
+    let again = archy(&a, &["blob", "serve"]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), serve.addr);
+
+    let out = dir.path().join("got.bin");
+    let got = archy_json(
+        &b,
+        &[
+            "blob",
+            "get",
+            &hash,
+            "--from",
+            &serve.addr,
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), data, "the bytes differ");
+    let origin = endpoint_of(&serve.addr);
+    assert_eq!(
+        bytes_from(&got["report"], origin),
+        data.len() as u64,
+        "{got}"
+    );
+    assert_eq!(got["report"]["completed_by"], origin);
+    let ls = archy_json(&b, &["blob", "ls", "--json"]);
+    assert!(
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["hash"] == hash.as_str() && e["size"] == data.len() as u64),
+        "{ls}"
+    );
+    serve.stop();
+    assert!(
+        !a.join("node.json").exists(),
+        "blob serve left node.json behind"
+    );
+    // A wrong expected size is refused (the size comes from the caller, never the peer).
+    let mut serve = BlobServe::start(&a);
+    let c = home_with_relay(dir.path(), "c", None);
+    let bad = archy(
+        &c,
+        &[
+            "blob",
+            "get",
+            &hash,
+            "--from",
+            &serve.addr,
+            "--size",
+            "5",
+            "--json",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("size"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    serve.stop();
+}
+
+/// A unique tag of the test image, removed on drop (the image itself stays).
+struct ImageTag(String);
+
+impl ImageTag {
+    fn new(base: &str) -> Option<ImageTag> {
+        let ok = Command::new("podman")
+            .args(["image", "exists", base])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return None;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let tag = format!(
+            "localhost/archy/busybox:blobs-{}-{nanos}",
+            std::process::id()
+        );
+        let st = Command::new("podman")
+            .args(["tag", base, &tag])
+            .status()
+            .unwrap();
+        assert!(st.success(), "podman tag failed");
+        Some(ImageTag(tag))
+    }
+
+    fn id(&self) -> String {
+        let out = Command::new("podman")
+            .args(["image", "inspect", "--format", "{{.Id}}", &self.0])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
+
+impl Drop for ImageTag {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["untag", &self.0, &self.0])
+            .output();
+    }
+}
+
+fn hello_manifest(dir: &Path) -> String {
+    let path = dir.join("hello.yaml");
+    std::fs::copy(repo().join("apps/hello-web/manifest.yaml"), &path).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// `origin` of a manifest as the CLI's `--from` form.
+fn origin_addr(origin: &Value) -> String {
+    let addrs: Vec<&str> = origin["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    format!(
+        "{}@{}",
+        origin["endpoint"].as_str().unwrap(),
+        addrs.join(",")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_with_image_fills_the_release_and_the_consumer_fetches_the_archive() {
+    let Some(tag) = ImageTag::new("localhost/archy/busybox:latest") else {
+        have_tool(
+            false,
+            "podman with localhost/archy/busybox:latest (tests/setup/podman.sh)",
+        );
+        return;
+    };
+    let image_id = tag.id();
+    let (relay, _db) = relay().await;
+    let url = relay.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let p = home_with_relay(dir.path(), "publisher", Some(&url));
+    let c = home_with_relay(dir.path(), "consumer", Some(&url));
+    let node = start_node(&p).await;
+    let p_addr = node_addr(&p).await;
+
+    let m = hello_manifest(dir.path());
+    let out = cli_json(&p, &["app", "publish", &m, "--image", &tag.0, "--json"]).await;
+    assert_eq!(out["accepted"], 1, "{out}");
+    assert_eq!(out["image"]["id"], format!("sha256:{image_id}"), "{out}");
+
+    let sync = cli_json(&c, &["market", "sync", "--json"]).await;
+    assert_eq!(sync["accepted"], 1, "{sync}");
+    let show = cli_json(&c, &["market", "show", "hello-web", "--json"]).await;
+    let manifest = &show["latest_manifest"];
+    let image = &manifest["image"];
+    assert_eq!(image["id"], format!("sha256:{image_id}"), "{manifest}");
+    // The file names the image, so its name stays; the archive and origin are this node's.
+    assert_eq!(image["name"], "localhost/archy/hello-web:1.0.0");
+    assert_eq!(image["archive"]["format"], "oci-archive");
+    let blake = image["archive"]["blake3"].as_str().unwrap().to_owned();
+    let size = image["archive"]["size"].as_u64().unwrap();
+    assert!(size > 0);
+    assert_eq!(manifest["origin"]["endpoint"], endpoint_of(&p_addr));
+    assert_eq!(origin_addr(&manifest["origin"]), p_addr);
+
+    // The consumer fetches by the manifest's hash and size, from the manifest's origin.
+    let file = dir.path().join("image.tar");
+    let got = cli_json(
+        &c,
+        &[
+            "blob",
+            "get",
+            &blake,
+            "--from",
+            &origin_addr(&manifest["origin"]),
+            "--size",
+            &size.to_string(),
+            "--out",
+            file.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(blake3::hash(&bytes).to_hex().as_str(), blake);
+    assert_eq!(bytes.len() as u64, size);
+    assert_eq!(bytes_from(&got["report"], endpoint_of(&p_addr)), size);
+    drop(node);
+
+    // Publishing without a running node works too, with a warning that nothing serves it then.
+    let q = home_with_relay(dir.path(), "offline-publisher", Some(&url));
+    let out = cli(
+        &q,
+        &[
+            "app",
+            "publish",
+            &m,
+            "--image",
+            &tag.0,
+            "--format",
+            "docker-archive",
+            "--json",
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("no node runs"), "{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["image"]["archive"]["format"], "docker-archive");
+    assert_eq!(v["image"]["id"], format!("sha256:{image_id}"));
+    // The archive is in q's store, ready for when q serves.
+    let ls = cli_json(&q, &["blob", "ls", "--json"]).await;
+    assert!(
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["hash"] == v["image"]["archive"]["blake3"]),
+        "{ls}"
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_found_through_the_relay_serves_while_the_origin_is_down() {
+    let (relay, _db) = relay().await;
+    let url = relay.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let o = home_with_relay(dir.path(), "origin", Some(&url));
+    let a = home_with_relay(dir.path(), "mirror-a", Some(&url));
+    let b = home_with_relay(dir.path(), "consumer-b", Some(&url));
+    let c = home_with_relay(dir.path(), "consumer-c", Some(&url));
+    let data = test_bytes("mirrored", 1024 * 1024 + 5);
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, &data).unwrap();
+    let size = data.len().to_string();
+
+    let mut origin = start_node(&o).await;
+    let added = cli_json(&o, &["blob", "add", file.to_str().unwrap(), "--json"]).await;
+    let hash = added["hash"].as_str().unwrap().to_owned();
+    let o_addr = node_addr(&o).await;
+
+    // A fetches from the origin (through its running node) and becomes a mirror.
+    let node_a = start_node(&a).await;
+    let a_addr = node_addr(&a).await;
+    let got = cli_json(
+        &a,
+        &[
+            "blob", "get", &hash, "--from", &o_addr, "--size", &size, "--mirror", "--json",
+        ],
+    )
+    .await;
+    assert_eq!(
+        bytes_from(&got["report"], endpoint_of(&o_addr)),
+        data.len() as u64
+    );
+    assert!(got["mirror"]["accepted"].as_u64().unwrap() >= 1, "{got}");
+    let ls = cli_json(&a, &["blob", "ls", "--json"]).await;
+    assert!(
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["hash"] == hash.as_str() && e["mirrored"] == true),
+        "{ls}"
+    );
+
+    // The origin goes away: B is told only the origin, finds A through the relay.
+    origin.stop();
+    let out = dir.path().join("b.bin");
+    let got = cli_json(
+        &b,
+        &[
+            "blob",
+            "get",
+            &hash,
+            "--from",
+            &o_addr,
+            "--size",
+            &size,
+            "--find-mirrors",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    let report = &got["report"];
+    assert_eq!(
+        bytes_from(report, endpoint_of(&a_addr)),
+        data.len() as u64,
+        "{report}"
+    );
+    assert_eq!(bytes_from(report, endpoint_of(&o_addr)), 0, "{report}");
+    assert_eq!(report["completed_by"], endpoint_of(&a_addr));
+
+    // The origin is back (same address): the next fetch takes its bytes, not the mirror's.
+    let origin = start_node(&o).await;
+    assert_eq!(node_addr(&o).await, o_addr, "the origin's address changed");
+    let got = cli_json(
+        &c,
+        &[
+            "blob",
+            "get",
+            &hash,
+            "--from",
+            &o_addr,
+            "--size",
+            &size,
+            "--find-mirrors",
+            "--json",
+        ],
+    )
+    .await;
+    let report = &got["report"];
+    assert_eq!(
+        bytes_from(report, endpoint_of(&o_addr)),
+        data.len() as u64,
+        "{report}"
+    );
+    assert_eq!(bytes_from(report, endpoint_of(&a_addr)), 0, "{report}");
+    drop(origin);
+    drop(node_a);
+    relay.shutdown().await;
+}
