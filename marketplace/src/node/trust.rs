@@ -412,7 +412,8 @@ pub async fn refresh(core: &NodeCore) -> Result<RefreshReport> {
     let mut asked: BTreeSet<Key> = BTreeSet::new();
     for depth in 0..=MAX_DEPTH {
         let targets = state.lock().graph.collection_targets(depth, MAX_KEYS);
-        let new: Vec<Key> = targets.into_iter().filter(|k| !asked.contains(k)).collect();
+        let mut new: Vec<Key> = targets.into_iter().filter(|k| !asked.contains(k)).collect();
+        new.truncate(MAX_KEYS.saturating_sub(asked.len()));
         if new.is_empty() {
             continue;
         }
@@ -669,6 +670,82 @@ pub async fn annotate_apps(core: &NodeCore, apps: Vec<AppRecord>) -> Result<Valu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_request_is_bounded_and_chunked() {
+        let keys: Vec<Key> = (0..600u16)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                b[..2].copy_from_slice(&i.to_be_bytes());
+                Key::from_bytes(b)
+            })
+            .collect();
+        for filters in [authored_filters(&keys), about_filters(&keys)] {
+            assert_eq!(
+                filters.len(),
+                6,
+                "3 chunks of at most {CHUNK}, two filters each"
+            );
+            for f in &filters {
+                assert_eq!(f.limit, Some(MAX_EVENTS_PER_REQ));
+                let n = f.authors.as_ref().map_or(0, |a| a.len())
+                    + f.generic_tags.values().map(|v| v.len()).sum::<usize>();
+                assert!(n <= CHUNK + 1, "{n} values in one filter");
+            }
+        }
+        let kinds: BTreeSet<u16> = authored_filters(&keys[..1])
+            .iter()
+            .flat_map(|f| f.kinds.clone().unwrap_or_default())
+            .map(|k| k.as_u16())
+            .collect();
+        assert_eq!(kinds, BTreeSet::from([KIND_CONTACTS, KIND_LABEL]));
+    }
+
+    /// History and equivocation evidence come from the catalog's accepted and rejected events.
+    #[test]
+    fn catalog_observations() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("c.redb")).unwrap();
+        let id = Identity::from_keys(
+            ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+            nostr_sdk::prelude::Keys::generate(),
+        );
+        let manifest = |version: &str, summary: &str| {
+            json!({
+                "schema": "archy.app/v1", "id": "hello", "version": version,
+                "name": "Hello", "summary": summary,
+                "publisher": {"did": id.did(), "nostr": id.nostr_hex()},
+                "origin": {"endpoint": "ab".repeat(32), "addrs": ["127.0.0.1:4433"]},
+                "image": {
+                    "name": "localhost/test/hello:1", "id": format!("sha256:{}", "cd".repeat(32)),
+                    "archive": {"blake3": "ef".repeat(32), "size": 1024, "format": "oci-archive"}
+                },
+                "ports": [{"container": 8080, "host": 18080}],
+                "published_at": 1_700_000_000u64
+            })
+            .as_object()
+            .unwrap()
+            .clone()
+        };
+        let event = |version: &str, summary: &str| {
+            let env = crate::envelope::sign(manifest(version, summary), &id);
+            crate::release::build_release_event(&env, id.nostr_keys()).unwrap()
+        };
+        let policy = crate::manifest::PolicyConfig::default();
+        let now = unix_now();
+        for e in [
+            event("1.0.0", "a"),
+            event("1.1.0", "a"),
+            event("1.0.0", "other bytes"),
+        ] {
+            catalog.ingest(&e, &policy, now).unwrap();
+        }
+        let obs = observations(&catalog).unwrap();
+        let k = Key::from_hex(&id.nostr_hex()).unwrap();
+        assert_eq!(obs.evidence[&k].equivocations, 1);
+        assert_eq!(obs.history[&k].accepted_releases, 2);
+        assert_eq!(resolve_key(&catalog, &id.did()).unwrap(), vec![k]);
+    }
 
     #[test]
     fn install_tier_names() {
