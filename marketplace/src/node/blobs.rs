@@ -4,7 +4,8 @@
 //! - [`fetch_blob`]: what the install flow calls with a verified manifest's hash, size and
 //!   origin. It looks mirrors up on the relays, ranks them (the caller's `rank_mirrors`; trust
 //!   scoring plugs in there), and fetches origin-first by the §5 rules.
-//! - [`announce_mirror`]: serve a complete blob and publish the §4.3 announcement.
+//! - [`announce_mirror`]: serve a complete blob and publish the §4.3 announcement;
+//!   [`mirror_if_configured`] does it after a verified fetch when `[swarm] mirror` is on.
 //! - [`export_image`]: `podman save` into the store; [`ImageFields::fill`] writes the result
 //!   into a manifest before it is signed.
 //!
@@ -167,14 +168,33 @@ pub async fn get(core: &NodeCore, args: GetArgs, progress: ProgressSender) -> Re
     if addrs.is_empty() && !args.find_mirrors {
         bail!("no source: pass --from ENDPOINT_ADDR (what `archy blob serve` prints), or --find-mirrors to look mirrors up on the relays");
     }
-    let mut req = match args.size {
-        Some(size) => FetchRequest::new(&args.hash, size),
-        None => FetchRequest::hash_only(&args.hash),
-    };
     let mut addrs = addrs.into_iter();
-    req.origin = addrs.next();
-    req.peers = addrs.collect();
-    let report = fetch_with_mirrors(core, req, args.find_mirrors, newest_first, progress).await?;
+    let origin = addrs.next();
+    let peers: Vec<PeerAddr> = addrs.collect();
+    let report = match (args.size, origin, args.find_mirrors) {
+        // What a verified manifest gives (hash, size, origin): the install flow's path.
+        (Some(size), Some(origin), true) => {
+            fetch_blob(
+                core,
+                &args.hash,
+                size,
+                origin,
+                peers,
+                newest_first,
+                progress,
+            )
+            .await?
+        }
+        (size, origin, find) => {
+            let mut req = match size {
+                Some(size) => FetchRequest::new(&args.hash, size),
+                None => FetchRequest::hash_only(&args.hash),
+            };
+            req.origin = origin;
+            req.peers = peers;
+            fetch_with_mirrors(core, req, find, newest_first, progress).await?
+        }
+    };
     if let Some(out) = &args.out {
         core.swarm().await?.export(&report.hash, out).await?;
     }
@@ -267,6 +287,21 @@ pub async fn announce_mirror(core: &NodeCore, hash: &str) -> Result<MirrorAnnoun
         endpoint: addr,
         accepted: report.accepted,
     })
+}
+
+/// After a verified fetch: become a mirror when the node is configured to (`[swarm] mirror`,
+/// on by default). A failure (relays down) is logged, not returned: the fetch itself succeeded.
+pub async fn mirror_if_configured(core: &NodeCore, hash: &str) -> Option<MirrorAnnounced> {
+    if !core.config.swarm.mirror {
+        return None;
+    }
+    match announce_mirror(core, hash).await {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!("not announced as a mirror of {hash}: {e:#}");
+            None
+        }
+    }
 }
 
 /// Re-publishes the announcement of every mirrored blob (at node start: the address may have
