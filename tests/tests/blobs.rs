@@ -60,7 +60,7 @@ fn home_with_relay(dir: &Path, name: &str, relay: Option<&str>) -> PathBuf {
     home
 }
 
-async fn relay() -> (EmbeddedRelay, tempfile::TempDir) {
+async fn start_relay() -> (EmbeddedRelay, tempfile::TempDir) {
     let db = tempfile::tempdir().unwrap();
     let relay = EmbeddedRelay::start(EmbeddedRelayConfig {
         db_dir: Some(db.path().to_path_buf()),
@@ -315,7 +315,7 @@ async fn publish_with_image_fills_the_release_and_the_consumer_fetches_the_archi
         return;
     };
     let image_id = tag.id();
-    let (relay, _db) = relay().await;
+    let (relay, _db) = start_relay().await;
     let url = relay.url().to_string();
     let dir = tempfile::tempdir().unwrap();
     let p = home_with_relay(dir.path(), "publisher", Some(&url));
@@ -403,7 +403,7 @@ async fn publish_with_image_fills_the_release_and_the_consumer_fetches_the_archi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_found_through_the_relay_serves_while_the_origin_is_down() {
-    let (relay, _db) = relay().await;
+    let (relay, _db) = start_relay().await;
     let url = relay.url().to_string();
     let dir = tempfile::tempdir().unwrap();
     let o = home_with_relay(dir.path(), "origin", Some(&url));
@@ -499,7 +499,40 @@ async fn a_mirror_found_through_the_relay_serves_while_the_origin_is_down() {
         "{report}"
     );
     assert_eq!(bytes_from(report, endpoint_of(&a_addr)), 0, "{report}");
+
+    // At start a node announces its mirrors again: A, restarted with a second relay, appears
+    // there without fetching anything.
+    let (relay2, _db2) = start_relay().await;
+    let url2 = relay2.url().to_string();
+    drop(node_a);
+    std::fs::write(
+        a.join("config.toml"),
+        format!(
+            "[relays]\nembedded = false\nurls = [{url:?}, {url2:?}]\nquorum = 1\n\
+             sync_interval_secs = 3600\n"
+        ),
+    )
+    .unwrap();
+    let node_a = start_node(&a).await;
+    let pool = archy_relays::RelayPool::connect([url2.as_str()], Default::default())
+        .await
+        .unwrap();
+    let filter = archy_marketplace::side_events::mirror_filter(&hash);
+    let mut found = Vec::new();
+    // A safety net, not a timing bound: the announcement goes out as the node starts.
+    for _ in 0..600 {
+        found = pool.fetch(filter.clone(), None).await.unwrap();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(found.len(), 1, "A did not re-announce on the new relay");
+    let ann = archy_marketplace::side_events::parse_mirror_event(&found[0], &hash).unwrap();
+    assert_eq!(ann.endpoint, endpoint_of(&a_addr));
+    pool.shutdown().await;
     drop(origin);
     drop(node_a);
+    relay2.shutdown().await;
     relay.shutdown().await;
 }
