@@ -23,6 +23,9 @@ const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const REJECTED: TableDefinition<&str, &[u8]> = TableDefinition::new("rejected");
 /// event id → unix seconds when first processed (de-duplication across relays and restarts).
 const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
+/// app id → InstalledRecord (JSON): which DID an installed app came from (it updates only
+/// from that DID, PROTOCOL §4.1).
+const INSTALLED: TableDefinition<&str, &[u8]> = TableDefinition::new("installed");
 /// relay URL → newest `created_at` seen from it (discovery resumes from there).
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 
@@ -79,6 +82,16 @@ pub struct RejectedRecord {
     pub app: Option<(String, String, String)>,
 }
 
+/// An app installed on this machine from the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledRecord {
+    pub app: String,
+    pub did: String,
+    pub version: String,
+    /// The Nostr key that signed the installed release.
+    pub publisher_nostr: String,
+}
+
 /// What ingesting an event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -123,6 +136,7 @@ impl Catalog {
         }
         tx.open_table(SEEN)?;
         tx.open_table(CURSORS)?;
+        tx.open_table(INSTALLED)?;
         tx.commit()?;
         Ok(Catalog { db })
     }
@@ -365,6 +379,34 @@ impl Catalog {
             .iter()
             .filter(|r| r.reason == Reason::Equivocation && r.pubkey == pubkey)
             .count())
+    }
+
+    /// Records an installed app (replacing an older record of the same app).
+    pub fn set_installed(&self, rec: &InstalledRecord) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(INSTALLED)?
+            .insert(rec.app.as_str(), to_json(rec).as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets an installed app (after uninstall).
+    pub fn remove_installed(&self, app: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(INSTALLED)?.remove(app)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every installed app.
+    pub fn installed(&self) -> Result<Vec<InstalledRecord>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(INSTALLED)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            out.push(serde_json::from_slice(row?.1.value())?);
+        }
+        Ok(out)
     }
 
     /// The newest `created_at` seen from a relay.

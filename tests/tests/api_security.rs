@@ -10,7 +10,9 @@ use std::path::Path;
 
 fn post(addr: &str, token: Option<&str>, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
         "POST /v1/rpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -32,7 +34,8 @@ fn the_api_needs_the_token_and_the_home_is_private() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let node = NodeProc::start(h).unwrap();
-    let info: Value = serde_json::from_str(&std::fs::read_to_string(h.join("node.json")).unwrap()).unwrap();
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(h.join("node.json")).unwrap()).unwrap();
     let addr = info["api"].as_str().unwrap().to_owned();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     let token = std::fs::read_to_string(h.join("api.token")).unwrap();
@@ -48,18 +51,32 @@ fn the_api_needs_the_token_and_the_home_is_private() {
     assert_eq!(post(&addr, Some(token.trim()), status).0, 200);
 
     assert_eq!(mode(h), 0o700);
-    for f in ["api.token", "node.json", "identity/did-ed25519.key", "identity/nostr-secp256k1.key", "swarm/iroh-secret.key"] {
+    for f in [
+        "api.token",
+        "node.json",
+        "identity/did-ed25519.key",
+        "identity/nostr-secp256k1.key",
+        "swarm/iroh-secret.key",
+    ] {
         assert_eq!(mode(&h.join(f)), 0o600, "{f}");
     }
 
     // No private key or token in any answer or in the log.
     let mut seen = String::new();
-    for args in [&["node", "status", "--json"][..], &["config", "show", "--json"], &["id", "show", "--json"]] {
+    for args in [
+        &["node", "status", "--json"][..],
+        &["config", "show", "--json"],
+        &["id", "show", "--json"],
+    ] {
         seen.push_str(&String::from_utf8_lossy(&archy(h, args).stdout));
     }
     drop(node);
     seen.push_str(&std::fs::read_to_string(h.join("node.log")).unwrap());
-    for secret in ["api.token", "identity/did-ed25519.key", "identity/nostr-secp256k1.key"] {
+    for secret in [
+        "api.token",
+        "identity/did-ed25519.key",
+        "identity/nostr-secp256k1.key",
+    ] {
         let value = std::fs::read_to_string(h.join(secret)).unwrap();
         assert!(!seen.contains(value.trim()), "{secret} leaked");
     }
@@ -68,7 +85,14 @@ fn the_api_needs_the_token_and_the_home_is_private() {
 #[test]
 fn the_api_never_binds_beyond_loopback() {
     let home = tempfile::tempdir().unwrap();
-    std::fs::write(home.path().join("config.toml"), "[api]\nbind = \"0.0.0.0:0\"\n").unwrap();
-    let err = NodeProc::start(home.path()).err().expect("the node must refuse").to_string();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[api]\nbind = \"0.0.0.0:0\"\n",
+    )
+    .unwrap();
+    let err = NodeProc::start(home.path())
+        .err()
+        .expect("the node must refuse")
+        .to_string();
     assert!(err.contains("not a loopback address"), "{err}");
 }

@@ -45,6 +45,16 @@ pub enum AppCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the Quadlet `.container` unit equivalent to a manifest (for hosts that run apps
+    /// under systemd with Podman >= 4.4).
+    Render {
+        file: PathBuf,
+        /// Quadlet output (the only format so far).
+        #[arg(long, required = true)]
+        quadlet: bool,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Verify an envelope: DID signature, schema and policy.
     Verify {
         file: PathBuf,
@@ -126,6 +136,33 @@ pub async fn run(home: &Home, cmd: AppCmd) -> Result<()> {
                 );
             }
             Ok(())
+        }
+        AppCmd::Render {
+            file,
+            quadlet: _,
+            out,
+        } => {
+            let mut manifest = read_manifest(&file)?;
+            if let Ok(identity) = Identity::load(home) {
+                let _ = envelope::fill_publisher(&mut manifest, &identity, unix_now());
+            }
+            // Who published it does not change the unit: only what runs must be valid.
+            let violations: Vec<Violation> = manifest::validate(&manifest, &policy, unix_now())
+                .into_iter()
+                .filter(|v| !v.field.starts_with("publisher") && v.field != "published_at")
+                .collect();
+            if !violations.is_empty() {
+                return report(&violations, false, String::new);
+            }
+            manifest
+                .entry("publisher")
+                .or_insert_with(|| serde_json::json!({"did": "", "nostr": ""}));
+            manifest
+                .entry("published_at")
+                .or_insert_with(|| serde_json::json!(0));
+            let typed = manifest::AppManifest::from_raw(&manifest)?;
+            let spec = crate::node::apps::spec_from_manifest(&typed)?;
+            write_output(out.as_deref(), &archy_orchestrator::render_quadlet(&spec))
         }
         AppCmd::Verify { file, json } => {
             let text = std::fs::read_to_string(&file)

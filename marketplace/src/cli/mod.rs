@@ -2,6 +2,7 @@
 //! 2 usage error (clap's own).
 
 mod app;
+mod apps;
 mod blob;
 mod id;
 mod market;
@@ -38,12 +39,15 @@ enum Command {
     /// Discover, search and inspect releases.
     #[command(subcommand)]
     Market(market::MarketCmd),
-    /// Publisher trust: scores, tiers and why; anchors and blocks.
+    /// Apps on this machine: install, update, start, stop, uninstall, logs.
     #[command(subcommand)]
-    Trust(trust::TrustCmd),
+    Apps(apps::AppsCmd),
     /// The BLAKE3 blob store: add, list, fetch (verified), serve over iroh.
     #[command(subcommand)]
     Blob(blob::BlobCmd),
+    /// Publisher trust: scores, tiers and why; anchors and blocks.
+    #[command(subcommand)]
+    Trust(trust::TrustCmd),
     /// Run the node.
     #[command(subcommand)]
     Node(node::NodeCmd),
@@ -90,8 +94,9 @@ pub fn main() -> ExitCode {
             Command::App(cmd) => app::run(&home, cmd).await,
             Command::Market(cmd) => market::run(&home, cmd).await,
             Command::Node(cmd) => node::run(&home, cmd).await,
-            Command::Blob(cmd) => blob::run(&home, cmd).await,
             Command::Trust(cmd) => trust::run(&home, cmd).await,
+            Command::Blob(cmd) => blob::run(&home, cmd).await,
+            Command::Apps(cmd) => apps::run(&home, cmd).await,
             Command::Config(ConfigCmd::Show { json }) => node::config_show(&home, json).await,
         }
     });

@@ -9,7 +9,7 @@ mod policy;
 mod typed;
 mod validate;
 
-pub use policy::PolicyConfig;
+pub use policy::{is_loopback, normalise_capability, PolicyConfig};
 pub use typed::*;
 pub use validate::{is_hex64, validate, Violation};
 

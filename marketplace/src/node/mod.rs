@@ -7,9 +7,11 @@
 //! (redb allows one process per database: while a node runs, only the node opens it.)
 
 pub mod api;
+pub mod apps;
 pub mod blobs;
 pub mod config;
 pub mod discovery;
+pub mod install;
 pub mod publish;
 pub mod rpc;
 pub mod run;
@@ -40,6 +42,7 @@ pub struct NodeCore {
     relay_urls: Vec<String>,
     pool: OnceCell<RelayPool>,
     swarm: OnceCell<Swarm>,
+    reconciler: OnceCell<std::sync::Arc<archy_orchestrator::Reconciler>>,
     trust: OnceCell<trust::TrustState>,
 }
 
@@ -74,6 +77,7 @@ impl NodeCore {
             relay_urls,
             pool: OnceCell::new(),
             swarm: OnceCell::new(),
+            reconciler: OnceCell::new(),
             trust: OnceCell::new(),
         })
     }
@@ -123,13 +127,16 @@ impl NodeCore {
                 let dir = self.home.join("swarm");
                 let config = match self.config.swarm.network.as_str() {
                     "local" => {
-                        let bind = run::sticky_addr(&self.home, SWARM_ADDR_FILE, &self.config.swarm.bind)?;
+                        let bind =
+                            run::sticky_addr(&self.home, SWARM_ADDR_FILE, &self.config.swarm.bind)?;
                         SwarmConfig::local(dir, bind)
                     }
                     "internet" => SwarmConfig::internet(dir),
                     other => bail!("[swarm] network = {other:?}: use \"local\" or \"internet\""),
                 };
-                let swarm = Swarm::open(config).await.context("starting the iroh swarm")?;
+                let swarm = Swarm::open(config)
+                    .await
+                    .context("starting the iroh swarm")?;
                 if let Some(addr) = swarm.addr().addrs.first() {
                     run::remember_addr(&self.home, SWARM_ADDR_FILE, *addr)?;
                 }

@@ -50,6 +50,8 @@ pub enum Request {
     },
     /// Collect trust signals from the relays and recompute.
     TrustRefresh,
+    /// Apps on this machine (install, update, start, stop, …).
+    Apps(super::apps::AppsRequest),
     /// Publish a signed envelope (made by this node's identity) as a release event.
     Publish {
         envelope: Value,
@@ -102,10 +104,15 @@ pub async fn handle(core: &NodeCore, req: Request) -> Result<Value> {
                     relays = pool.health().await;
                 }
             }
+            let swarm = match core.swarm_if_started() {
+                Some(s) => serde_json::to_value(s.addr())?,
+                None => Value::Null,
+            };
             Ok(json!({
                 "home": core.home.root(),
                 "identity": core.identity.public(),
                 "relays": relays,
+                "swarm": swarm,
             }))
         }
         Request::ConfigShow => Ok(serde_json::to_value(&core.config)?),
@@ -159,6 +166,7 @@ pub async fn handle(core: &NodeCore, req: Request) -> Result<Value> {
         Request::TrustAnchor { key, add } => super::trust::set_anchor(core, &key, add).await,
         Request::TrustBlock { key, block } => super::trust::set_blocked(core, &key, block).await,
         Request::TrustRefresh => Ok(serde_json::to_value(super::trust::refresh(core).await?)?),
+        Request::Apps(req) => super::apps::handle(core, req).await,
         Request::BlobAdd { path } => Ok(serde_json::to_value(blobs::add(core, &path).await?)?),
         Request::BlobLs => Ok(serde_json::to_value(blobs::list(core).await?)?),
         Request::BlobGet {

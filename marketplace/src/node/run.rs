@@ -111,6 +111,17 @@ pub async fn run(home: Home) -> Result<()> {
         let _ = stop.changed().await;
     }));
     let discovery_task = tokio::spawn(discovery_loop(core.clone(), stop_rx.clone()));
+    // The reconciler loop: level-triggered on a timer and at once on every intent change; at
+    // start it adopts healthy containers (same spec hash) instead of recreating them.
+    let reconciler = core.reconciler().await?.clone();
+    let mut stop = stop_rx.clone();
+    let reconcile_task = tokio::spawn(async move {
+        reconciler
+            .run(async move {
+                let _ = stop.changed().await;
+            })
+            .await
+    });
     // Mirrored blobs are announced again: the address may have changed, relays may have lost them.
     let mirrors_core = core.clone();
     tokio::spawn(async move {
@@ -144,6 +155,7 @@ pub async fn run(home: Home) -> Result<()> {
     println!("archy node stopping");
     let _ = stop_tx.send(true);
     let _ = discovery_task.await;
+    let _ = reconcile_task.await;
     let _ = api_task.await;
     if let Ok(pool) = core.pool().await {
         pool.shutdown().await;
@@ -195,6 +207,8 @@ async fn discovery_loop(core: Arc<NodeCore>, mut stop: watch::Receiver<bool>) {
                 if let Err(e) = super::trust::refresh(&core).await {
                     tracing::warn!("trust refresh failed: {e:#}");
                 }
+                // New versions of installed apps from trusted publishers, if the operator wants.
+                super::install::auto_update(&core).await;
             }
             item = sub.recv() => match item {
                 Some(StreamItem::Event { event, .. }) => {

@@ -1,0 +1,215 @@
+//! The install and update flow (issue: the node): catalog release → trust gate → image fetched
+//! through the swarm (origin first, mirrors as fallback, every chunk verified) → loaded into
+//! Podman with its id checked → handed to the reconciler → mirrored and announced.
+
+use super::apps::spec_from_manifest;
+use super::NodeCore;
+use crate::catalog::{InstalledRecord, ReleaseRecord};
+use crate::manifest::AppManifest;
+use crate::unix_now;
+use anyhow::{bail, Context, Result};
+use archy_swarm::PeerAddr;
+use serde_json::{json, Value};
+
+/// The manifest's origin as a swarm address.
+fn origin_addr(m: &AppManifest) -> Result<PeerAddr> {
+    let addrs = m
+        .origin
+        .addrs
+        .iter()
+        .map(|a| a.parse().with_context(|| format!("origin address {a:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PeerAddr::new(&m.origin.endpoint, addrs)?)
+}
+
+/// Mirrors by PROTOCOL §5.3: blocked keys never, the rest most trusted first (newest
+/// announcement first among equals). Bytes are verified whoever sends them, so an unknown
+/// mirror is still used — after every better one.
+fn rank_mirrors(
+    mirrors: Vec<super::blobs::MirrorCandidate>,
+    scores: &archy_trust::Scores,
+) -> Vec<super::blobs::MirrorCandidate> {
+    let mut ranked: Vec<(f64, super::blobs::MirrorCandidate)> = mirrors
+        .into_iter()
+        .filter_map(|m| {
+            let key = archy_trust::Key::from_hex(&m.nostr).ok()?;
+            (scores.tier(&key) != archy_trust::Tier::Blocked).then(|| (scores.score(&key), m))
+        })
+        .collect();
+    ranked.sort_by(|(sa, a), (sb, b)| sb.total_cmp(sa).then(b.created_at.cmp(&a.created_at)));
+    ranked.into_iter().map(|(_, m)| m).collect()
+}
+
+/// Refuses what the operator's trust policy refuses; `confirm` lets a user accept a publisher
+/// below the install tier (never a blocked one).
+fn trust_gate(core: &NodeCore, m: &AppManifest, confirm: bool) -> Result<Value> {
+    let (tier, decision) = core.trust()?.decide(&m.publisher.nostr);
+    match decision {
+        archy_trust::Decision::Allow => {}
+        archy_trust::Decision::NeedsConfirmation if confirm => {}
+        archy_trust::Decision::NeedsConfirmation => bail!(
+            "publisher {} (nostr {}) is {tier}, below this node's install tier {}: \
+             review it with `archy trust show {}` and re-run with --confirm to install anyway",
+            m.publisher.did,
+            m.publisher.nostr,
+            core.config.trust.install_tier,
+            m.publisher.nostr
+        ),
+        archy_trust::Decision::Deny => bail!(
+            "publisher {} (nostr {}) is blocked: nothing of theirs is installed",
+            m.publisher.did,
+            m.publisher.nostr
+        ),
+    }
+    Ok(json!(tier.to_string()))
+}
+
+/// Fetches the release's image archive into the swarm store (unless it is there already) and
+/// loads it into Podman, refusing it unless its id is the signed `image.id`. The archive is
+/// always what reaches Podman, so an image is only ever run from verified bytes.
+async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<Value> {
+    let swarm = core.swarm().await?;
+    let podman = core.podman();
+    let report = if swarm.has(&m.image.archive.blake3).await? {
+        json!({"source": "already in the local store"})
+    } else {
+        let scores = core.trust()?.scores();
+        let report = super::blobs::fetch_blob(
+            core,
+            &m.image.archive.blake3,
+            m.image.archive.size,
+            origin_addr(m)?,
+            Vec::new(),
+            |mirrors| rank_mirrors(mirrors, &scores),
+            None,
+        )
+        .await?;
+        serde_json::to_value(report)?
+    };
+    swarm
+        .import_image(&podman, &m.image.archive.blake3, &m.image.id)
+        .await
+        .context("loading the image into Podman")?;
+    // `podman load` names the image as it was exported; give it the manifest's name too.
+    podman
+        .tag(&m.image.id, &m.image.name)
+        .await
+        .with_context(|| format!("tagging the image as {}", m.image.name))?;
+    Ok(report)
+}
+
+/// Checks, fetches, installs; returns a summary of each step.
+async fn install_release(core: &NodeCore, release: &ReleaseRecord, confirm: bool) -> Result<Value> {
+    let m = release.manifest()?;
+    if m.expires_at.is_some_and(|e| e < unix_now()) {
+        bail!(
+            "{} {} has expired: nothing installs or updates to it",
+            m.id,
+            m.version
+        );
+    }
+    let tier = trust_gate(core, &m, confirm)?;
+    let fetch = ensure_image(core, &m).await?;
+    let r = core.reconciler().await?;
+    let outcome = r.install(spec_from_manifest(&m)?).await?;
+    let running = matches!(outcome, archy_orchestrator::InstallOutcome::Running { .. });
+    if running {
+        core.catalog.set_installed(&InstalledRecord {
+            app: m.id.clone(),
+            did: m.publisher.did.clone(),
+            version: m.version.clone(),
+            publisher_nostr: m.publisher.nostr.clone(),
+        })?;
+    }
+    let mirrored = if running {
+        super::blobs::mirror_if_configured(core, &m.image.archive.blake3)
+            .await
+            .is_some()
+    } else {
+        false
+    };
+    let urls: Vec<String> = m
+        .ports
+        .iter()
+        .filter(|p| p.protocol == "tcp")
+        .map(|p| {
+            let host = if p.bind.contains(':') {
+                format!("[{}]", p.bind)
+            } else {
+                p.bind.clone()
+            };
+            format!("http://{host}:{}/", p.host)
+        })
+        .collect();
+    Ok(json!({
+        "app": m.id, "version": m.version, "did": m.publisher.did,
+        "tier": tier, "fetch": fetch, "outcome": outcome, "mirrored": mirrored, "urls": urls,
+    }))
+}
+
+/// `archy apps install APP`: the latest release of a catalog app.
+pub async fn install_from_catalog(core: &NodeCore, name: &str, confirm: bool) -> Result<Value> {
+    let rec = core.resolve_app(name)?;
+    if let Some(existing) = core
+        .catalog
+        .installed()?
+        .into_iter()
+        .find(|i| i.app == rec.app)
+    {
+        if existing.did != rec.did {
+            bail!(
+                "an app {:?} from another publisher ({}) is installed here; uninstall it first",
+                rec.app,
+                existing.did
+            );
+        }
+    }
+    let release = core
+        .catalog
+        .latest(&rec.did, &rec.app)?
+        .context("the catalog has no release of that app")?;
+    install_release(core, &release, confirm).await
+}
+
+/// The newer release an installed app could move to (same DID only), if any.
+pub fn pending_update(core: &NodeCore, app: &str) -> Result<Option<ReleaseRecord>> {
+    let Some(installed) = core.catalog.installed()?.into_iter().find(|i| i.app == app) else {
+        bail!("{app:?} is not installed from the catalog");
+    };
+    let Some(latest) = core.catalog.latest(&installed.did, app)? else {
+        return Ok(None);
+    };
+    let (have, new) = (
+        semver::Version::parse(&installed.version)?,
+        semver::Version::parse(&latest.version)?,
+    );
+    Ok((new.cmp_precedence(&have) == std::cmp::Ordering::Greater).then_some(latest))
+}
+
+/// `archy apps update APP`: move to the latest release of the DID it was installed from.
+pub async fn update(core: &NodeCore, app: &str, confirm: bool) -> Result<Value> {
+    match pending_update(core, app)? {
+        None => Ok(json!({"app": app, "result": "up to date"})),
+        Some(release) => install_release(core, &release, confirm).await,
+    }
+}
+
+/// Applies pending updates of trusted publishers when the operator enabled `auto_update`.
+pub async fn auto_update(core: &NodeCore) {
+    if !core.config.trust.auto_update {
+        return;
+    }
+    let Ok(installed) = core.catalog.installed() else {
+        return;
+    };
+    for app in installed {
+        match pending_update(core, &app.app) {
+            Ok(Some(release)) => match install_release(core, &release, false).await {
+                Ok(v) => tracing::info!(app = %app.app, "auto-update: {v}"),
+                Err(e) => tracing::warn!(app = %app.app, "auto-update not applied: {e:#}"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(app = %app.app, "auto-update check failed: {e:#}"),
+        }
+    }
+}
