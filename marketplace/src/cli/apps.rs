@@ -84,6 +84,20 @@ fn show_outcome(v: &Value, json: bool) -> Result<()> {
                     .map(|t| format!(" (publisher: {t})"))
                     .unwrap_or_default()
             );
+            for (source, bytes) in v["fetch"]["bytes_per_source"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| Some((s[0].as_str()?, s[1].as_u64()?)))
+            {
+                println!("  image: {bytes} bytes over iroh from {source}, every chunk verified");
+            }
+            if let Some(from) = v["fetch"]["source"].as_str() {
+                println!("  image: {from}");
+            }
+            if v["mirrored"] == true {
+                println!("  now mirroring the image for other nodes (announced on the relays)");
+            }
             for url in v["urls"].as_array().into_iter().flatten() {
                 println!("  {}", url.as_str().unwrap_or(""));
             }
