@@ -180,3 +180,62 @@ pub fn have_tool(available: bool, what: &str) -> bool {
     eprintln!("SKIPPED: {what} is missing (tests/run.sh installs it)");
     false
 }
+
+/// Sends one raw request to a running node's local API (`POST /v1/rpc`), with or without the
+/// home's token; returns the HTTP status and the body.
+pub fn api_post(home: &Path, with_token: bool, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("node.json")).expect("node.json"))
+            .expect("node.json is JSON");
+    let addr = info["api"].as_str().expect("api address").to_owned();
+    let auth = if with_token {
+        let token = std::fs::read_to_string(home.join("api.token")).expect("api.token");
+        format!("Authorization: Bearer {}\r\n", token.trim())
+    } else {
+        String::new()
+    };
+    let mut s = std::net::TcpStream::connect(&addr).expect("the API answers");
+    write!(
+        s,
+        "POST /v1/rpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request sent");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("response read");
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// [`archy`] off the async runtime, for tests whose relays run in-process on that runtime.
+pub async fn archy_async(home: &Path, args: &[&str]) -> Output {
+    let home = home.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        archy(&home, &a)
+    })
+    .await
+    .expect("the CLI task ran")
+}
+
+/// [`archy_json`] off the async runtime.
+pub async fn archy_json_async(home: &Path, args: &[&str]) -> Value {
+    let home = home.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        archy_json(&home, &a)
+    })
+    .await
+    .expect("the CLI task ran")
+}

@@ -1,29 +1,10 @@
 //! The local API and the home, as an attacker on the same machine would probe them: no token,
 //! wrong token, a non-loopback bind, file modes, and secrets in logs or answers.
 
-use archy_tests::cli::{archy, NodeProc};
+use archy_tests::cli::{api_post, archy, NodeProc};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-
-fn post(addr: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "POST /v1/rpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, resp)
-}
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -38,17 +19,19 @@ fn the_api_needs_the_token_and_the_home_is_private() {
         serde_json::from_str(&std::fs::read_to_string(h.join("node.json")).unwrap()).unwrap();
     let addr = info["api"].as_str().unwrap().to_owned();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-    let token = std::fs::read_to_string(h.join("api.token")).unwrap();
-
     let status = r#"{"method":"status"}"#;
-    assert_eq!(post(&addr, None, status).0, 401);
-    assert_eq!(post(&addr, Some(&"0".repeat(64)), status).0, 401);
-    assert_eq!(post(&addr, Some(token.trim()), status).0, 200);
+    assert_eq!(api_post(h, false, status).0, 401);
+    // A wrong token is refused like none.
+    let token = std::fs::read_to_string(h.join("api.token")).unwrap();
+    std::fs::write(h.join("api.token"), "0".repeat(64)).unwrap();
+    assert_eq!(api_post(h, true, status).0, 401);
+    std::fs::write(h.join("api.token"), &token).unwrap();
+    assert_eq!(api_post(h, true, status).0, 200);
     // Malformed requests are refused with a reason, and the node keeps answering.
-    let (code, text) = post(&addr, Some(token.trim()), r#"{"method":"rm -rf"}"#);
+    let (code, text) = api_post(h, true, r#"{"method":"rm -rf"}"#);
     assert_eq!(code, 400);
     assert!(text.contains("not a valid request"), "{text}");
-    assert_eq!(post(&addr, Some(token.trim()), status).0, 200);
+    assert_eq!(api_post(h, true, status).0, 200);
 
     assert_eq!(mode(h), 0o700);
     for f in [

@@ -13,28 +13,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// Runs a blocking CLI call off the async runtime (the relay under test lives on it).
-async fn cli(home: &Path, args: &[&str]) -> std::process::Output {
-    let home = home.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        archy(&home, &a)
-    })
-    .await
-    .unwrap()
-}
-
-async fn cli_json(home: &Path, args: &[&str]) -> Value {
-    let home = home.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        archy_json(&home, &a)
-    })
-    .await
-    .unwrap()
-}
+use archy_tests::cli::{archy_async as cli, archy_json_async as cli_json};
 
 async fn start_node(home: &Path) -> NodeProc {
     let h = home.to_path_buf();

@@ -4,7 +4,7 @@
 
 use archy_relays::testing::{NostrRsRelay, StoreAnythingRelay};
 use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig};
-use archy_tests::cli::{archy, archy_json, have_tool, repo, sticky_loopback, NodeProc};
+use archy_tests::cli::{have_tool, repo, sticky_loopback, NodeProc};
 use archy_tests::forge::{with_bad_signature, Publisher};
 use nostr_sdk::prelude::JsonUtil;
 use serde_json::{json, Value};
@@ -12,28 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-/// Runs a blocking CLI call off the async runtime (the relays under test live on it).
-async fn cli(home: &Path, args: &[&str]) -> std::process::Output {
-    let home = home.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        archy(&home, &a)
-    })
-    .await
-    .unwrap()
-}
-
-async fn cli_json(home: &Path, args: &[&str]) -> Value {
-    let home = home.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        archy_json(&home, &a)
-    })
-    .await
-    .unwrap()
-}
+use archy_tests::cli::{archy_async as cli, archy_json_async as cli_json};
 
 fn write_config(home: &Path, relays: &[String], quorum: usize) {
     std::fs::create_dir_all(home).unwrap();

@@ -51,6 +51,7 @@ fn manifest(dir: &Path, version: &str, port: u16, broken: bool) -> String {
     let mut text = std::fs::read_to_string(repo().join("apps/hello-web/manifest.yaml"))
         .unwrap()
         .replace("version: 1.0.0", &format!("version: {version}"))
+        .replace("id: hello-web", &format!("id: {}", app_id()))
         .replace("host: 18080", &format!("host: {port}"))
         .replace("retries: 10", "retries: 5");
     if broken {
@@ -62,6 +63,11 @@ fn manifest(dir: &Path, version: &str, port: u16, broken: bool) -> String {
     let path = dir.join(format!("hello-{version}.yaml"));
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_owned()
+}
+
+/// A per-run app id, so a run that died half-way leaves nothing that blocks the next one.
+fn app_id() -> String {
+    format!("e2e-{}", std::process::id())
 }
 
 fn get(port: u16) -> Option<String> {
@@ -76,7 +82,7 @@ fn get(port: u16) -> Option<String> {
 
 fn wait_for_release(home: &Path, version: &str) {
     for _ in 0..600 {
-        let out = archy(home, &["market", "show", "hello-web", "--json"]);
+        let out = archy(home, &["market", "show", &app_id(), "--json"]);
         if out.status.success() {
             let v: Value = serde_json::from_slice(&out.stdout).unwrap();
             if v["app"]["latest"] == version {
@@ -160,7 +166,7 @@ async fn three_nodes_install_mirror_update_rollback_and_confirm() {
     .await;
     let inst = blocking({
         let a = a.clone();
-        move || archy_json(&a, &["apps", "install", "hello-web", "--json"])
+        move || archy_json(&a, &["apps", "install", &app_id(), "--json"])
     })
     .await;
     assert_eq!(inst["outcome"]["result"], "running", "{inst}\n{}", an.log());
@@ -168,7 +174,7 @@ async fn three_nodes_install_mirror_update_rollback_and_confirm() {
     // Every byte came from the origin named in the signed manifest.
     let show = blocking({
         let a = a.clone();
-        move || archy_json(&a, &["market", "show", "hello-web", "--json"])
+        move || archy_json(&a, &["market", "show", &app_id(), "--json"])
     })
     .await;
     let origin = show["latest_manifest"]["origin"]["endpoint"]
@@ -190,7 +196,7 @@ async fn three_nodes_install_mirror_update_rollback_and_confirm() {
     pn.stop();
     assert!(blocking({
         let a = a.clone();
-        move || archy(&a, &["apps", "stop", "hello-web"])
+        move || archy(&a, &["apps", "stop", &app_id()])
     })
     .await
     .status
@@ -202,7 +208,7 @@ async fn three_nodes_install_mirror_update_rollback_and_confirm() {
     .await;
     let refused = blocking({
         let b = b.clone();
-        move || archy(&b, &["apps", "install", "hello-web"])
+        move || archy(&b, &["apps", "install", &app_id()])
     })
     .await;
     assert_eq!(refused.status.code(), Some(1));
@@ -212,7 +218,7 @@ async fn three_nodes_install_mirror_update_rollback_and_confirm() {
     );
     let inst = blocking({
         let b = b.clone();
-        move || archy_json(&b, &["apps", "install", "hello-web", "--confirm", "--json"])
+        move || archy_json(&b, &["apps", "install", &app_id(), "--confirm", "--json"])
     })
     .await;
     assert_eq!(inst["outcome"]["result"], "running", "{inst}\n{}", bn.log());
@@ -235,7 +241,7 @@ async fn three_nodes_install_mirror_update_rollback_and_confirm() {
     assert!(get(port).unwrap().contains("Hello from Archy"));
     assert!(blocking({
         let b = b.clone();
-        move || archy(&b, &["apps", "uninstall", "hello-web"])
+        move || archy(&b, &["apps", "uninstall", &app_id()])
     })
     .await
     .status
@@ -260,7 +266,7 @@ async fn three_nodes_install_mirror_update_rollback_and_confirm() {
     .await;
     let up = blocking({
         let a = a.clone();
-        move || archy_json(&a, &["apps", "update", "hello-web", "--json"])
+        move || archy_json(&a, &["apps", "update", &app_id(), "--json"])
     })
     .await;
     assert_eq!(up["outcome"]["result"], "running", "{up}");
@@ -281,7 +287,7 @@ async fn three_nodes_install_mirror_update_rollback_and_confirm() {
     .await;
     let up = blocking({
         let a = a.clone();
-        move || archy(&a, &["apps", "update", "hello-web", "--json"])
+        move || archy(&a, &["apps", "update", &app_id(), "--json"])
     })
     .await;
     let v: Value = serde_json::from_slice(&up.stdout).unwrap();
@@ -297,7 +303,7 @@ async fn three_nodes_install_mirror_update_rollback_and_confirm() {
 
     // Clean up the apps (the nodes stop when dropped).
     for home in [a.clone(), b.clone()] {
-        blocking(move || archy(&home, &["apps", "uninstall", "--purge", "hello-web"])).await;
+        blocking(move || archy(&home, &["apps", "uninstall", "--purge", &app_id()])).await;
     }
     drop((pn, an, bn));
     relay.shutdown().await;

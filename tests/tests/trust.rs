@@ -9,34 +9,12 @@ use archy_marketplace::envelope;
 use archy_marketplace::home::Home;
 use archy_marketplace::identity::Identity;
 use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig, PoolConfig, RelayPool};
-use archy_tests::cli::{archy, archy_json, repo, NodeProc};
+use archy_tests::cli::{repo, NodeProc};
 use archy_tests::forge::Publisher;
 use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, Tag, Timestamp, ToBech32};
 use serde_json::Value;
-use std::path::Path;
 
-/// Runs a blocking CLI call off the async runtime (the relay under test lives on it).
-async fn cli(home: &Path, args: &[&str]) -> std::process::Output {
-    let home = home.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        archy(&home, &a)
-    })
-    .await
-    .unwrap()
-}
-
-async fn cli_json(home: &Path, args: &[&str]) -> Value {
-    let home = home.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        archy_json(&home, &a)
-    })
-    .await
-    .unwrap()
-}
+use archy_tests::cli::{archy_async as cli, archy_json_async as cli_json};
 
 fn signed(keys: &Keys, kind: u16, tags: Vec<Vec<String>>, created_at: u64) -> Event {
     let tags: Vec<Tag> = tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect();
