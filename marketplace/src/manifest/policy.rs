@@ -13,18 +13,13 @@ pub struct PolicyConfig {
 }
 
 impl Default for PolicyConfig {
+    /// PROTOCOL §2's default allowlist; the orchestrator re-checks against the same list.
     fn default() -> Self {
         PolicyConfig {
-            capability_allowlist: [
-                "CHOWN",
-                "DAC_OVERRIDE",
-                "FOWNER",
-                "SETGID",
-                "SETUID",
-                "NET_BIND_SERVICE",
-            ]
-            .map(String::from)
-            .to_vec(),
+            capability_allowlist: archy_orchestrator::spec::DEFAULT_ALLOWED_CAPS
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
             allow_non_loopback_binds: false,
         }
     }
