@@ -308,3 +308,112 @@ async fn three_nodes_install_mirror_update_rollback_and_confirm() {
     drop((pn, an, bn));
     relay.shutdown().await;
 }
+
+/// With `[trust] auto_update = true`, a node applies a trusted publisher's new version by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_update_applies_a_trusted_publishers_new_version() {
+    if !have_tool(
+        podman_ready(),
+        "Podman with the rootless user archy (tests/setup/podman.sh)",
+    ) {
+        return;
+    }
+    let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let url = relay.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (p, c) = (dir.path().join("p"), dir.path().join("c"));
+    let port = 20_000 + (std::process::id() % 9_000) as u16 + 3;
+    let tag = format!("auto{}", std::process::id());
+    let app = format!("auto-{}", std::process::id());
+    let image = format!("localhost/archy/hello-web:{tag}");
+    let built = blocking(move || {
+        Command::new("bash")
+            .arg(repo().join("apps/hello-web/build.sh"))
+            .arg(&tag)
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert!(built.status.success(), "{built:?}");
+    config(&p, &url, "");
+    let npub = blocking({
+        let p = p.clone();
+        move || archy_json(&p, &["id", "new", "--json"])
+    })
+    .await["npub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    config(&c, &url, &format!("[trust]\nanchors = [\"{npub}\"]\nauto_update = true\n\n[apps]\npodman_prefix = {ROOTLESS}\n"));
+    let (pn, cn) = blocking({
+        let (p, c) = (p.clone(), c.clone());
+        move || (NodeProc::start(&p).unwrap(), NodeProc::start(&c).unwrap())
+    })
+    .await;
+    let publish = |version: &'static str| {
+        let (p, image, dir, app) = (
+            p.clone(),
+            image.clone(),
+            dir.path().to_path_buf(),
+            app.clone(),
+        );
+        blocking(move || {
+            let m = manifest(&dir, version, port, false);
+            let text = std::fs::read_to_string(&m)
+                .unwrap()
+                .replace(&format!("id: {}", app_id()), &format!("id: {app}"));
+            std::fs::write(&m, text).unwrap();
+            archy_json(&p, &["app", "publish", &m, "--image", &image, "--json"])
+        })
+    };
+    publish("1.0.0").await;
+    let inst = blocking({
+        let (c, app) = (c.clone(), app.clone());
+        move || {
+            for _ in 0..300 {
+                let _ = archy(&c, &["market", "sync"]);
+                if archy(&c, &["market", "show", &app]).status.success() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            archy_json(&c, &["apps", "install", &app, "--json"])
+        }
+    })
+    .await;
+    assert_eq!(inst["outcome"]["result"], "running", "{inst}");
+
+    publish("1.1.0").await;
+    // No command: the node's own loop (discovery → trust → auto-update) must move to 1.1.0.
+    let version = blocking({
+        let (c, app) = (c.clone(), app.clone());
+        move || {
+            for _ in 0..600 {
+                let list = archy_json(&c, &["apps", "list", "--json"]);
+                let v = list
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|a| a["app"] == app.as_str())
+                    .map(|a| a["version"].clone());
+                if v == Some(Value::from("1.1.0")) {
+                    return "1.1.0".to_owned();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            "never updated".to_owned()
+        }
+    })
+    .await;
+    assert_eq!(version, "1.1.0", "{}", cn.log());
+    assert!(get(port).is_some());
+    blocking({
+        let (c, app) = (c.clone(), app.clone());
+        move || archy(&c, &["apps", "uninstall", "--purge", &app])
+    })
+    .await;
+    drop((pn, cn));
+    relay.shutdown().await;
+}
