@@ -12,8 +12,9 @@ export ARCHY_REQUIRE_TOOLS=1
 step() { echo; echo "==> $*"; }
 step "system packages";            bash tests/setup/deps.sh
 step "Podman (rootless-ready)";    bash tests/setup/podman.sh
-step "nostr-rs-relay (3rd-party relay)"; bash tests/setup/nostr-rs-relay.sh
-step "sendme (iroh's own tool)";   bash tests/setup/sendme.sh
+# Nothing else builds meanwhile: let the one-time tool builds use every core.
+step "nostr-rs-relay (3rd-party relay)"; CARGO_BUILD_JOBS="$(nproc)" bash tests/setup/nostr-rs-relay.sh
+step "sendme (iroh's own tool)";   SENDME_JOBS="$(nproc)" bash tests/setup/sendme.sh
 step "Node interop packages";      (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
 
 step "cargo fmt --check";  cargo fmt --all -- --check
