@@ -1,5 +1,7 @@
-//! Loopback transfer rate of `Swarm::fetch`, side by side with `sendme` (iroh's own tool)
-//! on the same data when it is installed (tests/setup/sendme.sh).
+//! Loopback transfer rate of `Swarm::fetch`, side by side with its ceiling — one raw QUIC
+//! stream between two iroh endpoints of the same kind pushing the same bytes from memory —
+//! and with `sendme` (iroh's own tool) on the same file when it is installed
+//! (tests/setup/sendme.sh).
 //!
 //!   cargo run -p archy-swarm --example bench [--release] -- [MiB=100] [runs=5]
 //!
@@ -9,7 +11,93 @@
 use std::{path::PathBuf, process::Stdio, time::Instant};
 
 use archy_swarm::{FetchRequest, Swarm, SwarmConfig};
+use iroh::endpoint::{presets, RelayMode};
+use iroh::Endpoint;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The custom ALPN of the raw-QUIC ceiling: no protocol, just bytes on one bi stream.
+const RAW_ALPN: &[u8] = b"archy/bench-raw/0";
+
+fn vm_hwm() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_else(|| "n/a".into())
+}
+
+async fn raw_endpoint(alpns: Vec<Vec<u8>>) -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::builder(presets::Minimal)
+        .relay_mode(RelayMode::Disabled)
+        .alpns(alpns)
+        .bind_addr("127.0.0.1:0")?
+        .bind()
+        .await?)
+}
+
+/// The full dialable address of a loopback endpoint (id + bound sockets).
+fn loopback_addr(ep: &Endpoint) -> iroh::EndpointAddr {
+    let mut addr = iroh::EndpointAddr::new(ep.id());
+    for a in ep.bound_sockets() {
+        addr = addr.with_ip_addr(a);
+    }
+    addr
+}
+
+/// Ceiling: the sender pushes `size` bytes from memory on one bi stream; the receiver reads
+/// them into a buffer and counts, then answers one byte. Returns the median MB/s (receiver's
+/// view: connect to last byte acknowledged), measured like `fetch` (fresh receiver each run).
+async fn raw_quic(content: std::sync::Arc<Vec<u8>>, runs: usize) -> anyhow::Result<f64> {
+    let size = content.len();
+    let server = raw_endpoint(vec![RAW_ALPN.to_vec()]).await?;
+    let server_addr = loopback_addr(&server);
+    let srv = server.clone();
+    let serve = tokio::spawn(async move {
+        while let Some(incoming) = srv.accept().await {
+            let content = content.clone();
+            tokio::spawn(async move {
+                let conn = incoming.await?;
+                let (mut send, mut recv) = conn.accept_bi().await?;
+                // The receiver asks with one byte; the server pushes the payload.
+                let mut ask = [0u8; 1];
+                recv.read_exact(&mut ask).await?;
+                for chunk in content.chunks(1 << 20) {
+                    send.write_all(chunk).await?;
+                }
+                send.finish()?;
+                send.stopped().await?;
+                anyhow::Ok(())
+            });
+        }
+    });
+    let mut rates = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    for run in 0..=runs {
+        let client = raw_endpoint(vec![]).await?;
+        let t = Instant::now();
+        let conn = client.connect(server_addr.clone(), RAW_ALPN).await?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(&[1]).await?;
+        send.finish()?;
+        let mut got = 0usize;
+        while let Some(n) = recv.read(&mut buf).await? {
+            got += n;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        anyhow::ensure!(got == size, "raw stream delivered {got} of {size} bytes");
+        conn.close(0u32.into(), b"done");
+        client.close().await;
+        if run > 0 {
+            rates.push(size as f64 / secs / 1e6);
+        }
+    }
+    server.close().await;
+    serve.abort();
+    Ok(median(rates))
+}
 
 async fn node(dir: PathBuf) -> anyhow::Result<Swarm> {
     Ok(Swarm::open(SwarmConfig::local(dir, "127.0.0.1:0".parse()?)).await?)
@@ -34,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
         .fill(&mut content);
     let file = tmp.path().join("payload.bin");
     std::fs::write(&file, &content)?;
-    drop(content);
+    let raw = raw_quic(std::sync::Arc::new(content), runs).await?;
 
     let origin = node(tmp.path().join("origin")).await?;
     let blob = origin.add_file(&file).await?;
@@ -62,12 +150,16 @@ async fn main() -> anyhow::Result<()> {
     let ours = median(ours);
     let ours_export = median(ours_export);
     println!("archy-swarm fetch: {mib} MiB, median of {runs}: {ours:.0} MB/s ({ours_export:.0} MB/s including export to a file)");
+    println!("raw QUIC stream (iroh endpoints, memory to memory): {raw:.0} MB/s");
+    println!("RATIO transfer.{mib}MiB fetch/raw_quic {:.2}", ours / raw);
+    println!("PEAK transfer VmHWM {} (after archy + raw rows)", vm_hwm());
 
     let sendme = std::env::var_os("SENDME").map(PathBuf::from).or_else(|| {
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/archy-tools/bin/sendme"))
     });
     let Some(sendme) = sendme.filter(|p| p.is_file()) else {
         println!("sendme not installed: no side-by-side number (tests/setup/sendme.sh)");
+        origin.shutdown().await?;
         return Ok(());
     };
     let offline = [
@@ -123,6 +215,10 @@ async fn main() -> anyhow::Result<()> {
     let theirs = median(theirs);
     println!(
         "sendme receive (process start + fetch + write file): median {theirs:.0} MB/s; archy (fetch + export) / sendme = {:.2}",
+        ours_export / theirs
+    );
+    println!(
+        "RATIO transfer.{mib}MiB fetch+export/sendme {:.2}",
         ours_export / theirs
     );
     sender.kill().await.ok();

@@ -1,0 +1,285 @@
+//! Release verification and discovery, each side by side with its ceiling in one run.
+//!
+//!   cargo run --release -p archy-marketplace --example releases -- [N=10000] [SYNC_N=10000] [runs=3]
+//!
+//! 1. Verification: app-release events/s through `release::check_release` (Nostr signature,
+//!    JWS, key binding, policy) and through `Catalog::ingest` (the same plus the catalog write),
+//!    vs. the raw rate of this machine's primitives: `Event::verify` (event id + BIP-340
+//!    Schnorr) and one Ed25519 verify over the manifest's canonical bytes. Breakdown rows
+//!    (JWS alone) explain where the time goes.
+//! 2. Discovery: `discovery::sync_once` of SYNC_N releases into an empty catalog from the
+//!    embedded relay and from nostr-rs-relay (when installed), vs. the same relay fetch alone.
+//!
+//! Medians after one warm-up run; ratios are the claim, absolute rates are context.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use archy_marketplace::catalog::Catalog;
+use archy_marketplace::envelope;
+use archy_marketplace::identity::Identity;
+use archy_marketplace::jcs::canonical_bytes;
+use archy_marketplace::manifest::PolicyConfig;
+use archy_marketplace::node::discovery;
+use archy_marketplace::release::{self, KIND_APP_DATA};
+use archy_marketplace::side_events::release_filter;
+use archy_relays::testing::NostrRsRelay;
+use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig, PoolConfig, RelayPool};
+use ed25519_dalek::{Signer, SigningKey, Verifier};
+use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, SecretKey, Tag, Timestamp};
+use serde_json::{json, Map, Value};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn vm_hwm() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// Median items/s of `f` over `items` items: one warm-up, then `runs` timed runs.
+fn per_sec(items: usize, runs: usize, mut f: impl FnMut(usize)) -> f64 {
+    let mut v = Vec::new();
+    for run in 0..=runs {
+        let t = Instant::now();
+        f(run);
+        let secs = t.elapsed().as_secs_f64();
+        if run > 0 {
+            v.push(items as f64 / secs);
+        }
+    }
+    median(v)
+}
+
+fn identity(seed: u32) -> Identity {
+    let nostr =
+        hex::encode(blake3::hash(&[b"n".as_slice(), &seed.to_le_bytes()].concat()).as_bytes());
+    Identity::from_keys(
+        SigningKey::from_bytes(
+            blake3::hash(&[b"d".as_slice(), &seed.to_le_bytes()].concat()).as_bytes(),
+        ),
+        Keys::new(SecretKey::from_hex(&nostr).expect("a valid secp256k1 key")),
+    )
+}
+
+fn manifest(who: &Identity, id: &str) -> Map<String, Value> {
+    json!({
+        "schema": "archy.app/v1",
+        "id": id,
+        "version": "1.0.0",
+        "name": format!("App {id}"),
+        "summary": format!("Benchmark app {id}"),
+        "publisher": {"did": who.did(), "nostr": who.nostr_hex()},
+        "origin": {"endpoint": "ab".repeat(32), "addrs": ["127.0.0.1:4433"]},
+        "image": {
+            "name": format!("localhost/bench/{id}:1.0.0"),
+            "id": format!("sha256:{}", "cd".repeat(32)),
+            "archive": {"blake3": "ef".repeat(32), "size": 1024, "format": "oci-archive"}
+        },
+        "ports": [{"container": 8080, "host": 18080}],
+        "published_at": 1_700_000_000u64
+    })
+    .as_object()
+    .expect("object")
+    .clone()
+}
+
+/// `n` honest releases from 10 publishers with distinct `created_at` seconds (so relays page
+/// them cleanly), built with the same tags as `release::build_release_event`.
+fn releases(n: usize, now: u64) -> Vec<Event> {
+    let publishers: Vec<Identity> = (0..10).map(identity).collect();
+    (0..n)
+        .map(|i| {
+            let who = &publishers[i % publishers.len()];
+            let env = envelope::sign(manifest(who, &format!("bench-{i}")), who);
+            let template = release::build_release_event(&env, who.nostr_keys()).expect("signs");
+            EventBuilder::new(Kind::Custom(KIND_APP_DATA), template.content.clone())
+                .tags(template.tags.iter().cloned().collect::<Vec<Tag>>())
+                .custom_created_at(Timestamp::from(now - n as u64 - 10 + i as u64))
+                .sign_with_keys(who.nostr_keys())
+                .expect("signs")
+        })
+        .collect()
+}
+
+fn verification(events: &[Event], runs: usize, now: u64) -> anyhow::Result<()> {
+    let n = events.len();
+    let policy = PolicyConfig::default();
+    let schnorr = per_sec(n, runs, |_| {
+        for e in events {
+            assert!(e.verify().is_ok());
+        }
+    });
+    // Ed25519 over the same canonical bytes the release's JWS covers.
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let signed: Vec<(Vec<u8>, ed25519_dalek::Signature)> = events
+        .iter()
+        .map(|e| {
+            let env = envelope::Envelope::from_json(&e.content).expect("envelope");
+            let bytes = canonical_bytes(&Value::Object(env.manifest));
+            let sig = key.sign(&bytes);
+            (bytes, sig)
+        })
+        .collect();
+    let vk = key.verifying_key();
+    let ed25519 = per_sec(n, runs, |_| {
+        for (bytes, sig) in &signed {
+            assert!(vk.verify(bytes, sig).is_ok());
+        }
+    });
+    // Both primitives once per release: the floor of any full check.
+    let raw = 1.0 / (1.0 / schnorr + 1.0 / ed25519);
+    let envelopes: Vec<envelope::Envelope> = events
+        .iter()
+        .map(|e| envelope::Envelope::from_json(&e.content).expect("envelope"))
+        .collect();
+    let jws_only = per_sec(n, runs, |_| {
+        for env in &envelopes {
+            assert!(envelope::verify_signature(env).is_ok());
+        }
+    });
+    let parse_only = per_sec(n, runs, |_| {
+        for e in events {
+            assert!(envelope::Envelope::from_json(&e.content).is_ok());
+        }
+    });
+    let check = per_sec(n, runs, |_| {
+        for e in events {
+            assert!(release::check_release(e, &policy, now).is_ok());
+        }
+    });
+    let tmp = tempfile::tempdir()?;
+    let ingest = per_sec(n, runs, |run| {
+        let catalog =
+            Catalog::open(&tmp.path().join(format!("catalog{run}.redb"))).expect("catalog");
+        for e in events {
+            catalog.ingest(e, &policy, now).expect("ingest");
+        }
+    });
+    println!("verification of {n} releases, median of {runs} (events/s, context only):");
+    println!(
+        "  Event::verify {schnorr:.0} | Ed25519 verify {ed25519:.0} | both per release {raw:.0}"
+    );
+    println!(
+        "  envelope parse {parse_only:.0} | JWS verify_signature {jws_only:.0} | check_release {check:.0} | Catalog::ingest {ingest:.0}"
+    );
+    println!(
+        "RATIO verify.check_release/raw_sigs {:.2}  catalog_ingest/raw_sigs {:.2}",
+        check / raw,
+        ingest / raw
+    );
+    Ok(())
+}
+
+async fn discovery_from(
+    name: &str,
+    url: &str,
+    events: &[Event],
+    runs: usize,
+    now: u64,
+) -> anyhow::Result<()> {
+    let pool = RelayPool::connect([url], PoolConfig::default()).await?;
+    let t = Instant::now();
+    for chunk in events.chunks(256) {
+        let sends = chunk.iter().map(|e| pool.publish(e));
+        for r in futures::future::join_all(sends).await {
+            r?;
+        }
+    }
+    let publish_secs = t.elapsed().as_secs_f64();
+    let policy = PolicyConfig::default();
+    let tmp = tempfile::tempdir()?;
+    let mut fetch = Vec::new();
+    let mut sync = Vec::new();
+    let mut accepted = 0;
+    let mut received = 0;
+    for run in 0..=runs {
+        let t = Instant::now();
+        let got = pool.fetch(release_filter(), None).await?.len();
+        let fetch_secs = t.elapsed().as_secs_f64();
+        let catalog = Catalog::open(&tmp.path().join(format!("c{run}.redb")))?;
+        let t = Instant::now();
+        let report = discovery::sync_once(&pool, &catalog, &policy, now).await?;
+        let sync_secs = t.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            got == report.received,
+            "fetch saw {got}, sync {}",
+            report.received
+        );
+        accepted = report.accepted;
+        received = report.received;
+        if run > 0 {
+            fetch.push(fetch_secs);
+            sync.push(sync_secs);
+        }
+    }
+    let (fetch, sync) = (median(fetch), median(sync));
+    println!(
+        "discovery {name}: published {} in {publish_secs:.2} s; fetch alone {fetch:.2} s; sync_once (fetch + verify + catalog) {sync:.2} s; received {received}, accepted {accepted}",
+        events.len()
+    );
+    println!("RATIO discovery.{name} fetch/sync_once {:.2}", fetch / sync);
+    pool.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let n = args.first().copied().unwrap_or(10_000);
+    let sync_n = args.get(1).copied().unwrap_or(10_000);
+    let runs = args.get(2).copied().unwrap_or(3);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let t = Instant::now();
+    let events = releases(n.max(sync_n), now);
+    println!(
+        "built and signed {} releases in {:.2?}",
+        events.len(),
+        t.elapsed()
+    );
+
+    verification(&events[..n], runs, now)?;
+    println!("PEAK verify VmHWM {}", vm_hwm());
+
+    if sync_n > 0 {
+        let relay = EmbeddedRelay::start(EmbeddedRelayConfig {
+            notes_per_minute: u32::MAX,
+            ..EmbeddedRelayConfig::default()
+        })
+        .await?;
+        discovery_from(
+            "embedded",
+            relay.url().as_str(),
+            &events[..sync_n],
+            runs,
+            now,
+        )
+        .await?;
+        relay.shutdown().await;
+        match NostrRsRelay::start().await {
+            Ok(relay) => {
+                discovery_from(
+                    "nostr-rs-relay",
+                    relay.url().as_str(),
+                    &events[..sync_n],
+                    runs,
+                    now,
+                )
+                .await?
+            }
+            Err(e) => println!("discovery nostr-rs-relay skipped: {e}"),
+        }
+        println!("PEAK discovery VmHWM {}", vm_hwm());
+    }
+    Ok(())
+}

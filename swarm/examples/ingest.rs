@@ -1,0 +1,127 @@
+//! Verified ingest: `Swarm::add_bytes` / `Swarm::add_file` of one blob vs BLAKE3 alone over the
+//! same bytes (single-thread, and rayon: the physical ceiling of hashing on this machine).
+//!
+//!   cargo run --release -p archy-swarm --example ingest -- [MiB=1024] [runs=3]
+//!
+//! Each store run uses a fresh node (nothing deduplicated); medians after one warm-up run.
+//! Ratios are the claim (ours / BLAKE3 alone); absolute rates are printed for context only.
+
+use std::time::Instant;
+
+use archy_swarm::{Swarm, SwarmConfig};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn vm_hwm() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// Runs `f` once as a warm-up, then `runs` times; returns the median rate in MB/s.
+async fn rate<F, Fut>(size: usize, runs: usize, mut f: F) -> anyhow::Result<f64>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<f64>>,
+{
+    let mut v = Vec::new();
+    for run in 0..=runs {
+        let secs = f(run).await?;
+        if run > 0 {
+            v.push(size as f64 / secs / 1e6);
+        }
+    }
+    Ok(median(v))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mib: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(1024);
+    let runs: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let size = mib * 1024 * 1024;
+    let tmp = tempfile::tempdir()?;
+    let mut data = vec![0u8; size];
+    blake3::Hasher::new()
+        .update(b"ingest")
+        .finalize_xof()
+        .fill(&mut data);
+    let expected = blake3::hash(&data).to_hex().to_string();
+    let file = tmp.path().join("payload.bin");
+    std::fs::write(&file, &data)?;
+
+    let single = rate(size, runs, |_| {
+        let t = Instant::now();
+        let h = blake3::hash(&data);
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(h.to_hex().as_str(), expected);
+        async move { Ok(secs) }
+    })
+    .await?;
+    let parallel = rate(size, runs, |_| {
+        let t = Instant::now();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_rayon(&data);
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(hasher.finalize().to_hex().as_str(), expected);
+        async move { Ok(secs) }
+    })
+    .await?;
+
+    let root = tmp.path().to_path_buf();
+    let add_bytes = rate(size, runs, |run| {
+        let copy = data.clone();
+        let dir = root.join(format!("bytes{run}"));
+        let expected = expected.clone();
+        async move {
+            let node = Swarm::open(SwarmConfig::local(&dir, "127.0.0.1:0".parse()?)).await?;
+            let t = Instant::now();
+            let info = node.add_bytes(copy).await?;
+            let secs = t.elapsed().as_secs_f64();
+            anyhow::ensure!(info.hash == expected, "add_bytes hashed differently");
+            node.shutdown().await?;
+            std::fs::remove_dir_all(&dir)?;
+            Ok(secs)
+        }
+    })
+    .await?;
+    let add_file = rate(size, runs, |run| {
+        let dir = root.join(format!("file{run}"));
+        let file = file.clone();
+        let expected = expected.clone();
+        async move {
+            let node = Swarm::open(SwarmConfig::local(&dir, "127.0.0.1:0".parse()?)).await?;
+            let t = Instant::now();
+            let info = node.add_file(&file).await?;
+            let secs = t.elapsed().as_secs_f64();
+            anyhow::ensure!(info.hash == expected, "add_file hashed differently");
+            node.shutdown().await?;
+            std::fs::remove_dir_all(&dir)?;
+            Ok(secs)
+        }
+    })
+    .await?;
+
+    println!("ingest {mib} MiB, median of {runs} after a warm-up (MB/s, context only):");
+    println!("  blake3 single-thread {single:.0} | blake3 rayon {parallel:.0} | add_bytes {add_bytes:.0} | add_file {add_file:.0}");
+    println!(
+        "RATIO ingest.add_bytes/blake3_single {:.2}  add_bytes/blake3_rayon {:.2}",
+        add_bytes / single,
+        add_bytes / parallel
+    );
+    println!(
+        "RATIO ingest.add_file/blake3_single {:.2}  add_file/blake3_rayon {:.2}",
+        add_file / single,
+        add_file / parallel
+    );
+    println!("PEAK ingest VmHWM {}", vm_hwm());
+    Ok(())
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Every benchmark of BENCHMARKS.md in one command: builds the bench examples in release and
+# runs them in order. Each figure is a ratio measured side by side in one run (median of
+# several runs after a warm-up); absolute numbers are printed for context only.
+#   bash tests/bench.sh            # medium sizes (minutes)
+#   bash tests/bench.sh --full     # the sizes of BENCHMARKS.md (1 GiB ingest/transfer, 10k releases, 50 apps)
+#   bash tests/bench.sh --smoke    # everything tiny, to keep the benches compiling and running (CI)
+# Needs for the peer rows: tests/setup/sendme.sh, tests/setup/nostr-rs-relay.sh, tests/setup/podman.sh
+# (a missing tool skips its row with a note). The log is also written to $BENCH_LOG.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ARCHY_TOOLS="${ARCHY_TOOLS:-$HOME/.cache/archy-tools}"
+export PATH="$ARCHY_TOOLS/bin:$HOME/.cargo/bin:$PATH"
+mode="${1:---default}"
+BENCH_LOG="${BENCH_LOG:-target/bench-${mode#--}.log}"
+
+case "$mode" in
+  --smoke)   ingest="16 1";   transfer=("8 1");            releases="200 200 1";     trust="2000 10";   apps="1 3" ;;
+  --default) ingest="256 3";  transfer=("100 5");          releases="2000 2000 3";   trust="100000 10"; apps="5 7" ;;
+  --full)    ingest="1024 3"; transfer=("100 5" "1024 3"); releases="10000 10000 3"; trust="100000 10"; apps="50 7" ;;
+  *) echo "usage: $0 [--smoke|--default|--full]" >&2; exit 2 ;;
+esac
+
+machine() {
+  echo "machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')\" ram=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+}
+
+# Runs one bench binary; GNU time adds the process's peak RSS (same figure as VmHWM).
+run() {
+  local name="$1"; shift
+  echo; echo "==> $name: $*"; machine
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -f "PEAK $name maxRSS %M KiB, wall %e s" "$@"
+  else
+    "$@"
+  fi
+}
+
+{
+  echo "tests/bench.sh $mode at $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  machine
+  echo; echo "==> cargo build --release (bench examples)"
+  cargo build --release -p archy-swarm --example ingest --example bench
+  cargo build --release -p archy-trust --example scale
+  cargo build --release -p archy-marketplace --example releases
+  cargo build --release -p archy-orchestrator --example measure
+  ex=target/release/examples
+
+  run "1. verified ingest (MiB runs)" $ex/ingest $ingest
+  for t in "${transfer[@]}"; do
+    run "2. transfer (MiB runs)" $ex/bench $t
+  done
+  run "3+4. release verification and discovery (N SYNC_N runs)" $ex/releases $releases
+  run "5. trust (keys follows-per-key)" $ex/scale $trust
+  if command -v podman >/dev/null && podman image exists localhost/archy/busybox:latest 2>/dev/null; then
+    run "6. reconciler (apps rounds)" $ex/measure $apps
+  else
+    echo; echo "==> 6. reconciler skipped: podman or localhost/archy/busybox:latest missing (tests/setup/podman.sh)"
+  fi
+  echo; echo "==> 7. fan-out (mirroring on vs off): not measured yet (see BENCHMARKS.md)"
+} 2>&1 | tee "$BENCH_LOG"
