@@ -15,9 +15,9 @@ mode="${1:---default}"
 BENCH_LOG="${BENCH_LOG:-target/bench-${mode#--}.log}"
 
 case "$mode" in
-  --smoke)   ingest="16 1";   transfer=("8 1");            releases="200 200 1";     trust="2000 10";   apps="1 3" ;;
-  --default) ingest="256 3";  transfer=("100 5");          releases="2000 2000 3";   trust="100000 10"; apps="5 7" ;;
-  --full)    ingest="1024 3"; transfer=("100 5" "1024 3"); releases="10000 10000 3"; trust="100000 10"; apps="50 7" ;;
+  --smoke)   ingest="16 1";   transfer=("8 1");            releases="200 200 1";     trust="2000 10";   apps="1 3";  fanout="8 3" ;;
+  --default) ingest="256 3";  transfer=("100 5");          releases="2000 2000 3";   trust="100000 10"; apps="5 7";  fanout="64 5" ;;
+  --full)    ingest="1024 3"; transfer=("100 5" "1024 3"); releases="10000 10000 3"; trust="100000 10"; apps="50 7"; fanout="256 5" ;;
   *) echo "usage: $0 [--smoke|--default|--full]" >&2; exit 2 ;;
 esac
 
@@ -40,7 +40,7 @@ run() {
   echo "tests/bench.sh $mode at $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   machine
   echo; echo "==> cargo build --release (bench examples)"
-  cargo build --release -p archy-swarm --example ingest --example bench
+  cargo build --release -p archy-swarm --example ingest --example bench --example fanout
   cargo build --release -p archy-trust --example scale
   cargo build --release -p archy-marketplace --example releases
   cargo build --release -p archy-orchestrator --example measure
@@ -57,5 +57,5 @@ run() {
   else
     echo; echo "==> 6. reconciler skipped: podman or localhost/archy/busybox:latest missing (tests/setup/podman.sh)"
   fi
-  echo; echo "==> 7. fan-out (mirroring on vs off): not measured yet (see BENCHMARKS.md)"
+  run "7. fan-out, mirroring on vs off (MiB fetchers)" $ex/fanout $fanout
 } 2>&1 | tee "$BENCH_LOG"
