@@ -4,7 +4,8 @@
 //!
 //! Reports medians, side by side in one run: a no-op pass over N adopted apps vs. the raw
 //! `podman ps -a --format json` it is built on, and install-to-healthy of one app vs. a raw
-//! `podman run -d` of the same container.
+//! `podman run -d` of the same container — both as the command returning and as the first
+//! HTTP answer from the app (polled every 20 ms), which is what "healthy" means here.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,36 @@ fn port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+fn vm_hwm() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// One HTTP GET / on loopback: true on a 2xx/3xx answer.
+fn http_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && (head[9] == b'2' || head[9] == b'3')
 }
 
 fn spec(name: &str) -> AppSpec {
@@ -80,6 +111,7 @@ async fn main() {
         );
     }
     let mut raw_run = vec![];
+    let mut raw_healthy = vec![];
     for i in 0..n {
         let t = Instant::now();
         let name = format!("raw-{}-{i}", std::process::id());
@@ -99,6 +131,15 @@ async fn main() {
             .unwrap();
         assert!(out.status.success());
         raw_run.push(t.elapsed());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http_ok(p) {
+            assert!(
+                Instant::now() < deadline,
+                "raw container never answered HTTP"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        raw_healthy.push(t.elapsed());
         std::process::Command::new("podman")
             .args(["rm", "-f", "-t", "0", &name])
             .output()
@@ -138,7 +179,7 @@ async fn main() {
         r.uninstall(name, true).await.unwrap();
     }
     let (pass, ps) = (median(pass), median(ps));
-    let (install, raw_run) = (median(install), median(raw_run));
+    let (install, raw_run, raw_healthy) = (median(install), median(raw_run), median(raw_healthy));
     println!("apps={n} rounds={rounds}");
     println!(
         "no-op pass (adopt all): {pass:?}  raw podman ps: {ps:?}  ratio {:.2}",
@@ -148,4 +189,14 @@ async fn main() {
         "install to healthy: {install:?}  raw podman run -d: {raw_run:?}  ratio {:.2}",
         install.as_secs_f64() / raw_run.as_secs_f64()
     );
+    println!(
+        "install to healthy: {install:?}  raw podman run -d + first HTTP answer: {raw_healthy:?}  ratio {:.2}",
+        install.as_secs_f64() / raw_healthy.as_secs_f64()
+    );
+    println!(
+        "RATIO reconciler.idle_pass/podman_ps {:.2}  install/raw_run_until_http {:.2}",
+        pass.as_secs_f64() / ps.as_secs_f64(),
+        install.as_secs_f64() / raw_healthy.as_secs_f64()
+    );
+    println!("PEAK reconciler VmHWM {}", vm_hwm());
 }
