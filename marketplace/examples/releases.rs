@@ -150,6 +150,27 @@ fn verification(events: &[Event], runs: usize, now: u64) -> anyhow::Result<()> {
             assert!(envelope::Envelope::from_json(&e.content).is_ok());
         }
     });
+    let envelope_verify = per_sec(n, runs, |_| {
+        for env in &envelopes {
+            assert!(envelope::verify(env, &policy, now).is_ok());
+        }
+    });
+    // The catalog's storage floor: one redb write transaction with one small insert, committed
+    // (durably, redb's default) per event — the shape of `Catalog::ingest`.
+    const TABLE: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("bench");
+    let tmp_redb = tempfile::tempdir()?;
+    let redb_commit = per_sec(n, runs, |run| {
+        let db =
+            redb::Database::create(tmp_redb.path().join(format!("r{run}.redb"))).expect("redb");
+        for e in events {
+            let tx = db.begin_write().expect("tx");
+            tx.open_table(TABLE)
+                .expect("table")
+                .insert(e.id.to_hex().as_str(), 1)
+                .expect("insert");
+            tx.commit().expect("commit");
+        }
+    });
     let check = per_sec(n, runs, |_| {
         for e in events {
             assert!(release::check_release(e, &policy, now).is_ok());
@@ -168,7 +189,10 @@ fn verification(events: &[Event], runs: usize, now: u64) -> anyhow::Result<()> {
         "  Event::verify {schnorr:.0} | Ed25519 verify {ed25519:.0} | both per release {raw:.0}"
     );
     println!(
-        "  envelope parse {parse_only:.0} | JWS verify_signature {jws_only:.0} | check_release {check:.0} | Catalog::ingest {ingest:.0}"
+        "  envelope parse {parse_only:.0} | JWS verify_signature {jws_only:.0} | envelope::verify (JWS + schema + policy) {envelope_verify:.0}"
+    );
+    println!(
+        "  check_release {check:.0} | Catalog::ingest {ingest:.0} | redb commit of one insert {redb_commit:.0}"
     );
     println!(
         "RATIO verify.check_release/raw_sigs {:.2}  catalog_ingest/raw_sigs {:.2}",
