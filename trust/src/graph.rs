@@ -6,7 +6,9 @@
 //! - kind 3: the newest contact list per author replaces the older one; on equal `created_at`
 //!   the lexicographically larger list wins (an arbitrary but order-independent rule).
 //! - labels: the newest label per (author, target) wins; on a tie `distrust` wins.
-//! - reports: the newest report per (author, target) wins; on a tie the more severe reason wins.
+//! - reports: NIP-56 reports are not replaceable, so every report an author made stands and
+//!   the most severe one per (author, target) counts (a later, milder report does not withdraw
+//!   an earlier one; otherwise a report could raise its target's score).
 //!   A label and a report are independent; for the penalty the stronger of the two counts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -220,7 +222,7 @@ impl TrustGraph {
                 }
                 let replace = match self.reports.get(&(author, target)) {
                     None => true,
-                    Some(&(t, r)) => created_at > t || (created_at == t && reason > r),
+                    Some(&(t, r)) => reason > r || (reason == r && created_at > t),
                 };
                 if !replace {
                     return false;
