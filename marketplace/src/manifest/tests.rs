@@ -461,9 +461,14 @@ fn health_check() {
         "health_check.command",
         Reason::Schema,
     );
-    assert_ok(hc(
-        json!({"type": "http", "port": 80, "path": "/", "interval_s": 5, "timeout_s": 2, "retries": 3}),
-    ));
+    // The checked port must be published (see `orchestrator_rules_are_checked_here_too`).
+    assert_ok(with(|m| {
+        m.insert("ports".into(), json!([{"container": 80, "host": 18080}]));
+        m.insert(
+            "health_check".into(),
+            json!({"type": "http", "port": 80, "path": "/", "interval_s": 5, "timeout_s": 2, "retries": 3}),
+        );
+    }));
     assert_ok(hc(json!({"type": "exec", "command": ["true"]})));
 }
 
@@ -530,4 +535,41 @@ fn yaml_and_json_parse_alike() {
     assert_eq!(super::parse(yaml).unwrap(), super::parse(json).unwrap());
     assert!(matches!(super::parse("[1]"), Err(ParseError::NotObject(_))));
     assert!(matches!(super::parse("{\"a\":"), Err(ParseError::Json(_))));
+}
+
+/// Regression (found by the `manifest` fuzz target): manifests that pass every field rule but
+/// that the orchestrator's spec check refuses must be refused here, naming the field.
+#[test]
+fn orchestrator_rules_are_checked_here_too() {
+    let port = json!([{"container": 8080, "host": 18080}]);
+    let hc = json!({"type": "tcp", "port": 8080});
+    // A health check on a container port that `ports` does not publish.
+    assert_rejects(
+        set("health_check", hc.clone()),
+        "health_check.port",
+        Reason::Policy,
+    );
+    assert_ok(with(|m| {
+        m.insert("ports".into(), port.clone());
+        m.insert("health_check".into(), hc);
+    }));
+    // Podman's memory minimum.
+    assert_rejects(
+        set("resources", json!({"memory_mb": 1})),
+        "resources.memory_mb",
+        Reason::Policy,
+    );
+    assert_ok(set("resources", json!({"memory_mb": 6})));
+    // A generated secret's variable that `env` would override.
+    assert_rejects(
+        with(|m| {
+            m.insert("env".into(), json!({"TOKEN": "x"}));
+            m.insert(
+                "generated_secrets".into(),
+                json!([{"name": "token", "kind": "hex32", "env": "TOKEN"}]),
+            );
+        }),
+        "generated_secrets[0].env",
+        Reason::Policy,
+    );
 }

@@ -85,7 +85,40 @@ pub fn validate(manifest: &Map<String, Value>, policy: &PolicyConfig, now: u64) 
             );
         }
     }
+    if c.out.is_empty() {
+        c.out.extend(orchestrator_agrees(manifest, policy));
+    }
     c.out
+}
+
+/// The orchestrator re-checks every spec before Podman sees it (`AppSpec::validate`), with rules
+/// that relate fields (a health check on an unpublished port, a secret's variable also in
+/// `env`, Podman's memory minimum, …). A manifest it would refuse is refused here too, with its
+/// reason: otherwise a signed release would enter the catalog and fail only at install time.
+/// Found by the `manifest` fuzz target (marketplace/fuzz), which checks the two agree.
+fn orchestrator_agrees(manifest: &Map<String, Value>, policy: &PolicyConfig) -> Option<Violation> {
+    let refused = |field: String, message: String| Violation {
+        reason: Reason::Policy,
+        field,
+        rule: "orchestrator",
+        message: format!("{message} (the node's container runtime would refuse this app)"),
+    };
+    let spec = super::AppManifest::from_raw(manifest)
+        .map_err(|e| e.to_string())
+        .and_then(|m| crate::node::apps::spec_from_manifest(&m).map_err(|e| format!("{e:#}")));
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err(e) => return Some(refused("(manifest)".into(), e)),
+    };
+    let rules = archy_orchestrator::Policy {
+        allowed_capabilities: policy.capability_allowlist.clone(),
+        allow_non_loopback_bind: policy.allow_non_loopback_binds,
+    };
+    match spec.validate(&rules) {
+        Ok(()) => None,
+        Err(archy_orchestrator::Error::Policy { field, reason }) => Some(refused(field, reason)),
+        Err(other) => Some(refused("(manifest)".into(), other.to_string())),
+    }
 }
 
 struct Checker<'a> {
