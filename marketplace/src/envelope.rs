@@ -3,7 +3,7 @@
 
 use crate::did;
 use crate::identity::Identity;
-use crate::jcs::canonical_bytes;
+use crate::jcs::{canonical_bytes, try_canonical_bytes};
 use crate::jws::{self, DetachedJws, JwsError};
 use crate::manifest::{self, AppManifest, PolicyConfig, Violation};
 use crate::reason::Reason;
@@ -181,7 +181,14 @@ pub fn verify_signature(env: &Envelope) -> Result<Vec<u8>, Violation> {
     parsed
         .check_kid(&did::verification_method(did))
         .map_err(jws_fault)?;
-    let jcs = canonical_bytes(&Value::Object(env.manifest.clone()));
+    let jcs = try_canonical_bytes(&Value::Object(env.manifest.clone())).map_err(|e| {
+        violation(
+            Reason::Schema,
+            "(manifest)",
+            "jcs",
+            format!("the manifest has no canonical JSON form, so no signature can cover it: {e}"),
+        )
+    })?;
     parsed.verify(&jcs, &key).map_err(jws_fault)?;
     Ok(jcs)
 }

@@ -6,10 +6,17 @@
 
 use serde_json::Value;
 
-/// The JCS bytes of a JSON value.
+/// The JCS bytes of a JSON value this program built or already checked (see
+/// [`try_canonical_bytes`] for anything that came from outside).
 pub fn canonical_bytes(value: &Value) -> Vec<u8> {
-    // Serialising a `serde_json::Value` cannot fail: keys are strings, numbers are finite.
-    serde_json_canonicalizer::to_vec(value).expect("a serde_json::Value always canonicalises")
+    try_canonical_bytes(value).expect("a checked serde_json::Value canonicalises")
+}
+
+/// The JCS bytes of a JSON value, or why it has none. A dependency enables serde_json's
+/// `arbitrary_precision`, so a parsed number such as `1e999` is kept as text, and JCS cannot
+/// write a number outside the IEEE double range (found by the `release` fuzz target).
+pub fn try_canonical_bytes(value: &Value) -> Result<Vec<u8>, String> {
+    serde_json_canonicalizer::to_vec(value).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -71,6 +71,11 @@ fuzz_target!(|data: &[u8]| {
             let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(text) else {
                 return;
             };
+            // `envelope::sign` is for manifests the CLI validated: one JCS cannot write
+            // (a number like 1e999) is refused before signing, as `archy app publish` does.
+            if archy_marketplace::jcs::try_canonical_bytes(&Value::Object(m.clone())).is_err() {
+                return;
+            }
             let id = publisher();
             m.insert(
                 "publisher".into(),

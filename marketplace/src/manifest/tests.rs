@@ -573,3 +573,25 @@ fn orchestrator_rules_are_checked_here_too() {
         Reason::Policy,
     );
 }
+
+/// Regression (found by the `release` fuzz target): a number outside the IEEE double range
+/// (kept as text by serde_json's `arbitrary_precision`) is a violation, never a panic in JCS.
+#[test]
+fn out_of_range_numbers_are_violations_not_panics() {
+    let huge: Value = serde_json::from_str("1900000001e3090").unwrap();
+    assert_rejects(set("x-huge", huge.clone()), "x-huge", Reason::Schema);
+    let mut m = base();
+    m.insert("x-huge".into(), huge);
+    let text = serde_json::to_string(&m).unwrap();
+    assert!(!validate(&parse(&text).unwrap(), &PolicyConfig::default(), NOW).is_empty());
+    // A signed-looking envelope whose `kid` matches: refused before any signature check.
+    let did = base()["publisher"]["did"].as_str().unwrap().to_owned();
+    let kid = crate::did::verification_method(&did);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+    let env = crate::envelope::Envelope {
+        manifest: m,
+        signature: crate::jws::sign_detached(b"{}", &key, &kid),
+    };
+    let v = crate::envelope::verify_signature(&env).unwrap_err();
+    assert_eq!((v.reason, v.rule), (Reason::Schema, "jcs"), "{v:?}");
+}

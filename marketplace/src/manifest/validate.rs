@@ -63,7 +63,9 @@ pub fn validate(manifest: &Map<String, Value>, policy: &PolicyConfig, now: u64) 
         policy,
     };
     c.numbers("", &Value::Object(manifest.clone()));
-    let size = crate::jcs::canonical_bytes(&Value::Object(manifest.clone())).len();
+    // A number JCS cannot write (e.g. `1e999`) has no size; `numbers` reported it above.
+    let jcs = crate::jcs::try_canonical_bytes(&Value::Object(manifest.clone()));
+    let size = jcs.map_or(0, |b| b.len());
     if size > MAX_MANIFEST_BYTES {
         c.push(
             Reason::ManifestTooLarge,
