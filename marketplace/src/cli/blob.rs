@@ -5,7 +5,7 @@
 
 use super::{call, print_json};
 use crate::home::Home;
-use crate::node::api::{self, Client, NodeInfo};
+use crate::node::api::{self, NodeInfo};
 use crate::node::blobs::{self, GetArgs};
 use crate::node::config::NodeConfig;
 use crate::node::rpc::Request;
@@ -136,7 +136,8 @@ async fn close(core: &NodeCore) {
 }
 
 async fn get(home: &Home, args: GetArgs, show: bool) -> Result<Value> {
-    if let Some(client) = Client::connect(home).await? {
+    let owner = api::claim(home).await?;
+    if let api::Owner::Node(client) = &owner {
         let req = Request::BlobGet {
             hash: args.hash.clone(),
             from: args.from.clone(),
@@ -261,12 +262,16 @@ fn print_get(v: &Value) {
 /// `archy blob serve`. While it runs, it also answers the local API, so other `archy`
 /// commands for this home work (the home's databases allow one process at a time).
 async fn serve(home: &Home) -> Result<()> {
-    if let Some(client) = Client::connect(home).await? {
-        let v = client.call(&Request::SwarmAddr).await?;
-        eprintln!("a node already runs for this home and serves its blob store at:");
-        println!("{}", v["addr"].as_str().unwrap_or(""));
-        return Ok(());
-    }
+    let _lock = match api::claim(home).await? {
+        api::Owner::Node(client) => {
+            let v = client.call(&Request::SwarmAddr).await?;
+            eprintln!("a node already runs for this home and serves its blob store at:");
+            println!("{}", v["addr"].as_str().unwrap_or(""));
+            return Ok(());
+        }
+        api::Owner::Free(lock) => lock,
+    };
+    api::remove_node_info(home);
     let core = Arc::new(local_core(home)?);
     let addr = core.swarm().await?.addr();
     let token = api::ensure_token(home)?;

@@ -115,9 +115,10 @@ pub(crate) async fn call(
     home: &Home,
     req: crate::node::rpc::Request,
 ) -> anyhow::Result<serde_json::Value> {
-    if let Some(client) = crate::node::api::Client::connect(home).await? {
-        return client.call(&req).await;
-    }
+    let _lock = match crate::node::api::claim(home).await? {
+        crate::node::api::Owner::Node(client) => return client.call(&req).await,
+        crate::node::api::Owner::Free(lock) => lock,
+    };
     let config = crate::node::config::NodeConfig::load(home)?;
     let relays = config.relays.urls.clone();
     let core = crate::node::NodeCore::open(home.clone(), config, relays)?;

@@ -13,9 +13,11 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 const TOKEN_FILE: &str = "api.token";
+const LOCK_FILE: &str = "node.lock";
 const NODE_FILE: &str = "node.json";
 /// Largest request body accepted (a release envelope is at most 96 KiB).
 const MAX_BODY: usize = 512 * 1024;
@@ -129,6 +131,54 @@ pub fn write_node_info(home: &Home, info: &NodeInfo) -> Result<()> {
 /// Forgets the running node (on clean shutdown).
 pub fn remove_node_info(home: &Home) {
     let _ = std::fs::remove_file(home.join(NODE_FILE));
+}
+
+/// The home's process lock (an advisory `flock`, released by the kernel even after SIGKILL):
+/// held by a running node (or `archy blob serve`) for its whole life, and by a one-shot
+/// command while it works on the home in-process. redb allows one process per database, and
+/// this keeps a starting node and a one-shot command from racing for them.
+#[derive(Debug)]
+pub struct HomeLock(#[allow(dead_code)] std::fs::File);
+
+/// Who has the home.
+pub enum Owner {
+    /// A node runs: talk to it.
+    Node(Client),
+    /// Nobody: the lock is now ours.
+    Free(HomeLock),
+}
+
+/// Finds the home's owner. While the lock is held but no API answers yet (a node starting, or
+/// another one-shot command working), it waits — up to a minute — rather than racing.
+pub async fn claim(home: &Home) -> Result<Owner> {
+    home.ensure()?;
+    let path = home.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    for _ in 0..600 {
+        match file.try_lock() {
+            Ok(()) => return Ok(Owner::Free(HomeLock(file))),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if let Some(client) = Client::connect(home).await? {
+                    return Ok(Owner::Node(client));
+                }
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!(
+        "another archy process holds {} but no node API answers; if nothing runs, check `{}`",
+        home.root().display(),
+        path.display()
+    )
 }
 
 /// A client of a running node's API.

@@ -88,7 +88,15 @@ async fn start_embedded_relay(home: &Home, config: &NodeConfig) -> Result<Embedd
 
 /// Runs the node until SIGTERM or SIGINT.
 pub async fn run(home: Home) -> Result<()> {
-    home.ensure()?;
+    let _lock = match api::claim(&home).await? {
+        api::Owner::Free(lock) => lock,
+        api::Owner::Node(_) => anyhow::bail!(
+            "a node already runs for {} (see node.json)",
+            home.root().display()
+        ),
+    };
+    // A node killed with SIGKILL leaves its node.json behind.
+    api::remove_node_info(&home);
     let config = NodeConfig::load(&home)?;
     let embedded = if config.relays.embedded {
         Some(start_embedded_relay(&home, &config).await?)
