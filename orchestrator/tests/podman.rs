@@ -60,12 +60,15 @@ fn unique(tag: &str) -> String {
     )
 }
 
+/// A free port below the kernel's ephemeral range (32768+): apps are stopped and started again
+/// on their port, and meanwhile any outgoing connection could take an ephemeral one.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 20_000 + rand::random::<u16>() % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Synchronous podman call for set-up and clean-up.
