@@ -465,6 +465,12 @@ async fn container_removed_behind_our_back_comes_back_and_intents_wake_the_loop(
         })
     };
     podman_ok(&env.podman, &["rm", "-f", "-t", "0", &old]);
+    // Under heavy load the removed container's port can stay held for a while after `rm -f`
+    // returns; this test is about the container coming back, so let the port go first.
+    eventually("the removed container's port to be released", || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    })
+    .await;
     // Wake the loop the way the node will: an intent write (here a no-op one).
     r.set_intent(&app, Intent::Running).unwrap();
     let r2 = r.clone();
