@@ -464,9 +464,10 @@ async fn container_removed_behind_our_back_comes_back_and_intents_wake_the_loop(
             .await
         })
     };
-    podman_ok(&env.podman, &["rm", "-f", "-t", "0", &old]);
-    // Under heavy load the removed container's port can stay held for a while after `rm -f`
-    // returns; this test is about the container coming back, so let the port go first.
+    // Kill, then remove: on this sandbox `rm -f -t 0` alone has been seen (under heavy load)
+    // to drop the record while conmon and the process lived on, holding the port.
+    podman_ok(&env.podman, &["kill", &old]);
+    podman_ok(&env.podman, &["rm", "-f", &old]);
     eventually("the removed container's port to be released", || {
         std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
     })
