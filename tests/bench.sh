@@ -15,7 +15,7 @@ mode="${1:---default}"
 BENCH_LOG="${BENCH_LOG:-target/bench-${mode#--}.log}"
 
 case "$mode" in
-  --smoke)   ingest="16 1";   transfer=("8 1");            releases="200 200 1 1"; trust="10000 5";   apps="1 3";  fanout="8 3" ;;
+  --smoke)   ingest="16 1";   transfer=("8 1");            releases="200 200 1 1"; trust="10000 5";   apps="1 3";  fanout="8 2" ;;
   --default) ingest="256 3";  transfer=("100 5");          releases="2000 2000 3 1"; trust="100000 10"; apps="5 7";  fanout="64 5" ;;
   --full)    ingest="1024 3"; transfer=("100 5" "1024 3"); releases="10000 10000 3 1"; trust="100000 10"; apps="50 7"; fanout="256 5" ;;
   *) echo "usage: $0 [--smoke|--default|--full]" >&2; exit 2 ;;
