@@ -197,6 +197,18 @@ pub fn verify_signature(env: &Envelope) -> Result<Vec<u8>, Violation> {
 /// violation found (a bad signature stops there: the rest would be about untrusted bytes).
 pub fn verify(env: &Envelope, policy: &PolicyConfig, now: u64) -> Result<Verified, Vec<Violation>> {
     let jcs = verify_signature(env).map_err(|v| vec![v])?;
+    check_contents(env, jcs, policy, now)
+}
+
+/// The schema and policy half of [`verify`], for a caller that already verified the signature
+/// and holds its JCS bytes (the release checks do both in protocol order; verifying twice was
+/// the largest cost of a release check).
+pub fn check_contents(
+    env: &Envelope,
+    jcs: Vec<u8>,
+    policy: &PolicyConfig,
+    now: u64,
+) -> Result<Verified, Vec<Violation>> {
     let violations = manifest::validate(&env.manifest, policy, now);
     if !violations.is_empty() {
         return Err(violations);
