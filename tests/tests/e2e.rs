@@ -409,11 +409,12 @@ async fn auto_update_applies_a_trusted_publishers_new_version() {
     .await;
     assert_eq!(version, "1.1.0", "{}", cn.log());
     assert!(get(port).is_some());
-    blocking({
+    let removed = blocking({
         let (c, app) = (c.clone(), app.clone());
         move || archy(&c, &["apps", "uninstall", "--purge", &app])
     })
     .await;
+    assert!(removed.status.success(), "{removed:?}");
     drop((pn, cn));
     relay.shutdown().await;
 }
