@@ -4,6 +4,9 @@
 //! partial data, so an interrupted fetch resumes). iroh-blobs verifies every chunk group against
 //! the BLAKE3 tree before it is written; a hash mismatch drops the source for this fetch and is
 //! reported in [`FetchReport::bad_sources`] so the caller can record it against the peer's key.
+//! A source that stalls or stays below [`FetchRequest::min_rate`] is left for the next one (the
+//! rules are in [`crate::select`]); that is not evidence of malice and is only in
+//! [`FetchReport::failures`].
 
 use std::{collections::HashMap, time::Duration};
 
@@ -28,6 +31,15 @@ use crate::{
 /// not block a user for long before mirrors are tried.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default minimum rate, in verified bytes/s over each window of the stall timeout (see
+/// [`FetchRequest::min_rate`]). 64 KiB/s (0.5 Mbit/s) is far below any link an image should
+/// come over (a 100 MiB image at that rate takes 27 minutes), so an honest source on a slow
+/// but working link passes, while a source that trickles (a chunk group every few seconds,
+/// just often enough never to stall) is abandoned after one window. It is no risk for a client
+/// whose own link is slower: when every source is below the floor, the fastest one is retried
+/// without it (see [`crate::select`]).
+pub const DEFAULT_MIN_RATE: u64 = 64 * 1024;
+
 /// Each source gets at most this many attempts per fetch (a second chance covers a restart).
 const MAX_ATTEMPTS: u32 = 2;
 
@@ -40,10 +52,18 @@ pub struct FetchRequest {
     pub size: Option<u64>,
     /// The manifest's origin; tried first on every fetch.
     pub origin: Option<PeerAddr>,
-    /// Mirrors, most trusted first; used only when the origin is unreachable or stalls.
+    /// Mirrors, most trusted first; used only when the origin is unreachable, stalls or is too
+    /// slow.
     pub peers: Vec<PeerAddr>,
-    /// No verified progress for this long counts as a stall (also bounds connecting).
+    /// No verified progress for this long counts as a stall (also bounds connecting). Also the
+    /// window over which [`FetchRequest::min_rate`] is measured.
     pub stall_timeout: Duration,
+    /// Minimum verified throughput in bytes/s over each window of the stall timeout; a source
+    /// below it is abandoned as too slow (not bad) and the fetch resumes from the next source.
+    /// Sources found too slow are retried last, fastest first, without the floor, so a slow
+    /// origin still delivers when nobody else can. 0 disables the rule. Default
+    /// [`DEFAULT_MIN_RATE`].
+    pub min_rate: u64,
 }
 
 impl FetchRequest {
@@ -62,6 +82,7 @@ impl FetchRequest {
             origin: None,
             peers: Vec::new(),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            min_rate: DEFAULT_MIN_RATE,
         }
     }
 }
@@ -178,7 +199,8 @@ impl Swarm {
                 .filter(|id| *id != me),
             req.stall_timeout,
             MAX_ATTEMPTS,
-        );
+        )
+        .with_min_rate(req.min_rate);
         let started = Instant::now();
         let mut transferred = 0u64;
         loop {
@@ -195,7 +217,11 @@ impl Swarm {
             };
             let id = sel.source_id(index).to_string();
             let role = sel.source_role(index);
-            emit(
+            if sel.floor_lifted() {
+                info!(hash = %hex, source = %short(&id), ?role, "every faster source failed: retrying a slow source without the rate floor");
+            }
+            emit_held(
+                &mut sel,
                 &progress,
                 FetchEvent::Trying {
                     source: id.clone(),
@@ -224,6 +250,8 @@ impl Swarm {
                     let bad = matches!(failure, Failure::Corrupt(_));
                     if bad {
                         warn!(hash = %hex, source = %short(&id), ?failure, "source sent bytes that do not verify; dropped for this fetch");
+                    } else if matches!(failure, Failure::TooSlow { .. }) {
+                        info!(hash = %hex, source = %short(&id), ?failure, "source below the minimum rate; trying the next one");
                     } else {
                         debug!(hash = %hex, source = %short(&id), ?failure, "source attempt failed");
                     }
@@ -281,6 +309,7 @@ impl Swarm {
             Ok(Err(e)) => return Err(Failure::Unreachable(e.to_string())),
             Ok(Ok(c)) => c,
         };
+        sel.on_connected(std::time::Instant::now());
         let have_before = self
             .store
             .remote()
@@ -297,13 +326,17 @@ impl Swarm {
         let mut last = 0u64;
         let mut size = ctx.req.size;
         let result = loop {
+            // Judged on every turn, not only on a timeout: a trickle keeps the stream ready.
+            if let Some(failure) = sel.check(std::time::Instant::now()) {
+                break Err(failure);
+            }
             let Some(deadline) = sel.deadline() else {
                 break Err(Failure::Transfer("selector lost the current source".into()));
             };
             let item = match tokio::time::timeout_at(Instant::from_std(deadline), stream.next())
                 .await
             {
-                Err(_) => break Err(Failure::Stalled),
+                Err(_) => continue, // judged at the top of the loop
                 Ok(None) => break Err(Failure::Transfer("stream ended without a result".into())),
                 Ok(Some(item)) => item,
             };
@@ -322,7 +355,8 @@ impl Swarm {
                         };
                     }
                     let have = have_before + last;
-                    emit(
+                    emit_held(
+                        sel,
                         progress,
                         FetchEvent::Progress(FetchProgress {
                             hash: h.to_hex(),
@@ -335,7 +369,6 @@ impl Swarm {
                         }),
                     )
                     .await;
-                    // After the (possibly slow) consumer: its time must not count as a stall.
                     sel.on_progress(std::time::Instant::now(), delta);
                 }
                 GetProgressItem::Done(_) => break Ok(()),
@@ -382,6 +415,14 @@ fn fill(report: &mut FetchReport, sel: &Selector) {
     report.bytes_per_source = sel.bytes_per_source();
     report.bad_sources = sel.bad_sources();
     report.failures = sel.failures().to_vec();
+}
+
+/// Emits an event for the current attempt. The time a slow consumer holds us counts neither as
+/// a stall nor against the source's rate.
+async fn emit_held(sel: &mut Selector, progress: &ProgressSender, ev: FetchEvent) {
+    let start = std::time::Instant::now();
+    emit(progress, ev).await;
+    sel.on_held(start.elapsed());
 }
 
 async fn emit(progress: &ProgressSender, ev: FetchEvent) {

@@ -8,8 +8,8 @@
 //!   iroh-blobs store, router serving it; add / list / export / has.
 //! - [`addr`]: [`PeerAddr`] and its compact `<hex>@ip:port,...` form; hash parsing.
 //! - [`select`]: the pure (sans-IO) source-selection state machine of PROTOCOL §5.
-//! - [`fetch`]: the fetch driver: connect, request missing ranges, verify, detect stalls,
-//!   drop corrupt sources, report progress and per-source bytes.
+//! - [`fetch`]: the fetch driver: connect, request missing ranges, verify, detect stalls and
+//!   sources below the minimum rate, drop corrupt sources, report progress and per-source bytes.
 //! - [`image`]: Podman export (`podman save`) and checked import (`podman load` + id check).
 //! - [`mirror`]: the persisted set of mirrored blob hashes, for re-announcement.
 //! - [`serve`]: which blobs we answer requests for (own + mirrored by default).
@@ -29,7 +29,8 @@ pub use addr::{parse_hash, PeerAddr};
 pub use collection::Ticket;
 pub use error::SwarmError;
 pub use fetch::{
-    FetchEvent, FetchProgress, FetchReport, FetchRequest, ProgressSender, DEFAULT_STALL_TIMEOUT,
+    FetchEvent, FetchProgress, FetchReport, FetchRequest, ProgressSender, DEFAULT_MIN_RATE,
+    DEFAULT_STALL_TIMEOUT,
 };
 pub use image::{normalize_id, ArchiveFormat, ExportedImage, Podman};
 pub use node::{BlobInfo, Network, Swarm, SwarmConfig};
