@@ -4,7 +4,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use archy_swarm::{FetchEvent, FetchRequest, ServePolicy, SwarmError};
+use archy_swarm::{FetchEvent, FetchRequest, ServePolicy, SwarmError, DEFAULT_MIN_RATE};
 use common::*;
 use tokio::{sync::mpsc, time::timeout};
 
@@ -235,6 +235,199 @@ async fn stalled_origin_falls_back_to_mirror() {
     );
     assert_eq!(report.bytes_from(&mirror.endpoint_id()), blob.size);
     stuck_router.shutdown().await.unwrap();
+    mirror.shutdown().await.unwrap();
+    client.shutdown().await.unwrap();
+}
+
+/// A trickle well under the default 64 KiB/s floor (at most 2 KiB per 50 ms = 40 KiB/s; a
+/// loaded machine only slows it down), yet a 16 KiB chunk group every ~0.4 s: never a stall.
+const TRICKLE_PIECE: usize = 2 * 1024;
+const TRICKLE_PAUSE: Duration = Duration::from_millis(50);
+
+/// Whole chunk groups around a resume boundary may be sent twice.
+const RESUME_SLACK: u64 = 256 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_origin_is_abandoned_as_too_slow_and_the_mirror_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let content = data("trickle", 2 * MIB + 5);
+    // The trickler serves real bytes (proxied from `upstream`) that verify, just too slowly.
+    let upstream = node(&tmp.path().join("upstream")).await;
+    let blob = upstream.add_bytes(content.clone()).await.unwrap();
+    let (trickle_router, trickler) = trickle(&upstream.addr(), TRICKLE_PIECE, TRICKLE_PAUSE).await;
+    let mirror = node(&tmp.path().join("mirror")).await;
+    mirror.add_bytes(content.clone()).await.unwrap();
+    let client = node(&tmp.path().join("client")).await;
+
+    let mut req = request(&blob.hash, blob.size);
+    assert_eq!(req.min_rate, DEFAULT_MIN_RATE, "the default floor is on");
+    req.origin = Some(trickler.clone());
+    req.peers = vec![mirror.addr()];
+    let (tx, mut rx) = mpsc::channel(64 * 1024);
+    let report = timeout(SAFETY, client.fetch(req, Some(tx)))
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!("trickle: {report:?}");
+
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    let (who, why) = &report.failures[0];
+    assert_eq!(who, &trickler.endpoint);
+    assert!(why.starts_with("too slow: "), "{why}");
+    assert!(
+        why.contains("below the minimum rate of 64.0 KiB/s"),
+        "{why}"
+    );
+    assert!(
+        report.bad_sources.is_empty(),
+        "a slow source is not evidence of malice"
+    );
+    assert_eq!(report.completed_by.as_deref(), Some(&*mirror.endpoint_id()));
+    let from_trickler = report.bytes_from(&trickler.endpoint);
+    let from_mirror = report.bytes_from(&mirror.endpoint_id());
+    // "Too slow" (not "stalled") means the trickler delivered verified bytes; they were kept,
+    // so the mirror sent only the rest, which is most of the blob.
+    assert!(from_trickler > 0, "{report:?}");
+    assert!(from_mirror > blob.size / 2, "{report:?}");
+    assert!(from_mirror < blob.size, "{report:?}");
+    assert!(
+        from_trickler + from_mirror <= blob.size + RESUME_SLACK,
+        "{report:?}"
+    );
+    assert_eq!(report.bytes_from(&upstream.endpoint_id()), 0);
+
+    // The caller was told, as it happened, that the origin was left for being slow, not bad.
+    let mut failed = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        if let FetchEvent::SourceFailed {
+            source,
+            reason,
+            bad,
+            ..
+        } = ev
+        {
+            failed.push((source, reason, bad));
+        }
+    }
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, trickler.endpoint);
+    assert!(failed[0].1.starts_with("too slow: ") && !failed[0].2);
+
+    let out = tmp.path().join("out.bin");
+    client.export(&blob.hash, &out).await.unwrap();
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(blake3::hash(&got).to_hex().to_string(), blob.hash);
+    assert!(got == content);
+
+    trickle_router.shutdown().await.unwrap();
+    for n in [&upstream, &mirror, &client] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_origin_alone_still_delivers_as_the_last_resort() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 256 KiB: more than the trickler can send in one 3 s window (≤ 120 KiB at ≤ 40 KiB/s),
+    // so it is found too slow first; then, nobody else having the blob, it finishes.
+    let content = data("trickle-alone", 256 * 1024);
+    let upstream = node(&tmp.path().join("upstream")).await;
+    let blob = upstream.add_bytes(content.clone()).await.unwrap();
+    let (trickle_router, trickler) = trickle(&upstream.addr(), TRICKLE_PIECE, TRICKLE_PAUSE).await;
+    let client = node(&tmp.path().join("client")).await;
+
+    let mut req = request(&blob.hash, blob.size);
+    req.origin = Some(trickler.clone());
+    let report = timeout(SAFETY, client.fetch(req, None))
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!("trickle alone: {report:?}");
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    assert_eq!(report.failures[0].0, trickler.endpoint);
+    assert!(report.failures[0].1.starts_with("too slow: "), "{report:?}");
+    assert!(report.bad_sources.is_empty());
+    assert_eq!(report.completed_by.as_deref(), Some(&*trickler.endpoint));
+    // The second attempt resumed where the first stopped.
+    let from_trickler = report.bytes_from(&trickler.endpoint);
+    assert!(
+        from_trickler >= blob.size && from_trickler <= blob.size + RESUME_SLACK,
+        "{report:?}"
+    );
+    let out = tmp.path().join("out.bin");
+    client.export(&blob.hash, &out).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == content);
+
+    trickle_router.shutdown().await.unwrap();
+    upstream.shutdown().await.unwrap();
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_dying_mid_transfer_is_finished_by_the_mirror_keeping_verified_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let content = data("origin-dies", 16 * MIB + 3);
+    let origin = node(&tmp.path().join("origin")).await;
+    let blob = origin.add_bytes(content.clone()).await.unwrap();
+    let origin_id = origin.endpoint_id();
+    let mirror = node(&tmp.path().join("mirror")).await;
+    mirror.add_bytes(content.clone()).await.unwrap();
+    let client = Arc::new(node(&tmp.path().join("client")).await);
+
+    let mut req = request(&blob.hash, blob.size);
+    req.origin = Some(origin.addr());
+    req.peers = vec![mirror.addr()];
+    // Capacity 1: the fetch waits for us at every event, so the origin dies while the transfer
+    // is held just after its first verified bytes.
+    let (tx, mut rx) = mpsc::channel(1);
+    let fetch = tokio::spawn({
+        let client = client.clone();
+        async move { client.fetch(req, Some(tx)).await }
+    });
+    loop {
+        match timeout(SAFETY, rx.recv()).await.unwrap() {
+            Some(FetchEvent::Progress(p)) if p.source == origin_id && p.transferred > 0 => break,
+            Some(_) => {}
+            None => panic!("fetch ended before the origin sent anything"),
+        }
+    }
+    origin.shutdown().await.unwrap();
+    drop(origin);
+    let drain = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            events.push(ev);
+        }
+        events
+    });
+    let report = timeout(SAFETY, fetch).await.unwrap().unwrap().unwrap();
+    let events = drain.await.unwrap();
+    eprintln!("origin dies: {report:?}");
+    let progress_from_mirror = events.iter().any(|ev| {
+        matches!(ev, FetchEvent::Progress(p) if p.source == mirror.endpoint_id() && p.transferred > 0)
+    });
+    assert!(progress_from_mirror);
+
+    assert_eq!(report.completed_by.as_deref(), Some(&*mirror.endpoint_id()));
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    assert_eq!(report.failures[0].0, origin_id);
+    assert!(report.bad_sources.is_empty(), "{report:?}");
+    let from_origin = report.bytes_from(&origin_id);
+    let from_mirror = report.bytes_from(&mirror.endpoint_id());
+    assert!(from_origin > 0 && from_origin < blob.size, "{report:?}");
+    // The origin's verified bytes were kept: the mirror served only the rest.
+    assert!(from_mirror < blob.size, "{report:?}");
+    assert!(
+        from_mirror + from_origin <= blob.size + RESUME_SLACK,
+        "{report:?}"
+    );
+    assert!(from_mirror >= blob.size - from_origin, "{report:?}");
+    let out = tmp.path().join("out.bin");
+    client.export(&blob.hash, &out).await.unwrap();
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(blake3::hash(&got).to_hex().to_string(), blob.hash);
+    assert!(got == content);
+
     mirror.shutdown().await.unwrap();
     client.shutdown().await.unwrap();
 }

@@ -1,5 +1,6 @@
-//! Shared helpers for the swarm integration tests: real nodes on loopback, test data, and a
-//! hostile provider that serves the real iroh-blobs protocol but flips bytes on the wire.
+//! Shared helpers for the swarm integration tests: real nodes on loopback, test data, a
+//! hostile provider that serves the real iroh-blobs protocol but flips bytes on the wire, a
+//! silent one, and a trickling one that proxies a real provider slowly.
 #![allow(dead_code)]
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use iroh::{
     endpoint::{presets, Connection, RelayMode, VarInt},
     protocol::{AcceptError, ProtocolHandler, Router},
-    Endpoint,
+    Endpoint, EndpointAddr, EndpointId,
 };
 use iroh_blobs::{
     api::Store,
@@ -166,5 +167,82 @@ pub async fn silent() -> (Router, PeerAddr) {
         .expect("bind silent endpoint");
     let peer = PeerAddr::new(&ep.id().to_string(), ep.bound_sockets()).unwrap();
     let router = Router::builder(ep).accept(iroh_blobs::ALPN, Silent).spawn();
+    (router, peer)
+}
+
+/// A peer that answers iroh-blobs requests with the real, verifiable bytes of an upstream
+/// provider, but trickles them: it forwards each request stream to `upstream` (its own
+/// connection, a bi stream per request) and copies the response back `piece` bytes at a time
+/// with a `pause` after each write. Its rate is therefore at most `piece / pause`, however fast
+/// the machine is (a loaded machine only makes it slower); it never stalls as long as a chunk
+/// group (16 KiB) takes less than the stall timeout.
+#[derive(Debug, Clone)]
+pub struct Trickle {
+    endpoint: Endpoint,
+    upstream: EndpointAddr,
+    piece: usize,
+    pause: Duration,
+}
+
+impl ProtocolHandler for Trickle {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let up = self
+            .endpoint
+            .connect(self.upstream.clone(), iroh_blobs::ALPN)
+            .await
+            .map_err(AcceptError::from_err)?;
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let Ok((mut up_send, mut up_recv)) = up.open_bi().await else {
+                break;
+            };
+            let (piece, pause) = (self.piece, self.pause);
+            tokio::spawn(async move {
+                // The client finishes its side after the request: forward it whole.
+                let Ok(request) = recv.read_to_end(64 * 1024).await else {
+                    return;
+                };
+                if up_send.write_all(&request).await.is_err() || up_send.finish().is_err() {
+                    return;
+                }
+                while let Ok(Some(bytes)) = up_recv.read_chunk(piece).await {
+                    if send.write_all(&bytes).await.is_err() {
+                        return; // the client gave up on us
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                let _ = send.finish();
+            });
+        }
+        up.close(0u32.into(), b"done");
+        Ok(())
+    }
+}
+
+/// Starts a trickling proxy in front of `upstream` (a node that serves the blob) on loopback;
+/// returns its router and address. The proxy has its own endpoint id: to the client it is a
+/// distinct source.
+pub async fn trickle(upstream: &PeerAddr, piece: usize, pause: Duration) -> (Router, PeerAddr) {
+    let id: EndpointId = upstream.endpoint.parse().expect("upstream endpoint id");
+    let upstream = upstream
+        .addrs
+        .iter()
+        .fold(EndpointAddr::new(id), |a, s| a.with_ip_addr(*s));
+    let ep = Endpoint::builder(presets::Minimal)
+        .relay_mode(RelayMode::Disabled)
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .expect("bind trickle endpoint");
+    let peer = PeerAddr::new(&ep.id().to_string(), ep.bound_sockets()).unwrap();
+    let handler = Trickle {
+        endpoint: ep.clone(),
+        upstream,
+        piece,
+        pause,
+    };
+    let router = Router::builder(ep)
+        .accept(iroh_blobs::ALPN, handler)
+        .spawn();
     (router, peer)
 }
