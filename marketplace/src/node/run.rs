@@ -202,6 +202,8 @@ async fn discovery_loop(core: Arc<NodeCore>, mut stop: watch::Receiver<bool>) {
     let since = discovery::subscription_since(&core.catalog).unwrap_or(None);
     let mut sub = pool.subscribe(release_filter(), since);
     let mut tick = tokio::time::interval(interval);
+    // Relays whose live connection is down: an outage is logged once, and so is the return.
+    let mut down = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -225,7 +227,17 @@ async fn discovery_loop(core: Arc<NodeCore>, mut stop: watch::Receiver<bool>) {
                         tracing::warn!("ingesting a live event failed: {e:#}");
                     }
                 }
-                Some(_) => {}
+                Some(StreamItem::Disconnected { relay, error }) => {
+                    if down.insert(relay.clone()) {
+                        tracing::warn!(%relay, "relay connection lost: {error}; the live subscription retries");
+                    } else {
+                        tracing::debug!(%relay, "relay still unreachable: {error}");
+                    }
+                }
+                Some(StreamItem::CaughtUp { relay }) => {
+                    let after = if down.remove(&relay) { " again after an outage" } else { "" };
+                    tracing::info!(%relay, "relay caught up{after}: live subscription on");
+                }
                 None => {
                     tracing::warn!("the live subscription ended; passes continue");
                     sub = pool.subscribe(release_filter(), discovery::subscription_since(&core.catalog).unwrap_or(None));
