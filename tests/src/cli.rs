@@ -104,9 +104,10 @@ impl NodeProc {
                     bail!("the node exited ({status}): {}", self.log());
                 }
             }
-            // Only ask once node.json exists: before that, `archy` would open the databases
-            // itself and race the starting node for them.
-            if self.home.join("node.json").exists()
+            // Only ask once this node wrote node.json: before that, `archy` would open the
+            // databases itself and race the starting node for them. (A node killed with
+            // SIGKILL leaves its node.json behind, so the pid must be this child's.)
+            if self.node_json_pid() == self.child.as_ref().map(|c| c.id())
                 && archy(&self.home, &["node", "status", "--json"])
                     .status
                     .success()
@@ -116,6 +117,13 @@ impl NodeProc {
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!("the node did not become ready: {}", self.log())
+    }
+
+    /// The pid recorded in the home's node.json, if there is one.
+    fn node_json_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.home.join("node.json")).ok()?;
+        let info: Value = serde_json::from_str(&text).ok()?;
+        info["pid"].as_u64().map(|p| p as u32)
     }
 
     /// The node's log so far.
