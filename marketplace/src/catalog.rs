@@ -1,16 +1,21 @@
 //! The catalog: accepted releases per (DID, app id) with their history, every rejected event with
 //! its reason, equivocation evidence, and per-relay sync cursors — in one redb file.
 //!
-//! [`Catalog::ingest`] applies check 5 of PROTOCOL.md §4.1 (version monotonicity) on top of
-//! [`crate::release::check_release`], in one write transaction per event, so a crash leaves
-//! either all of an event's effects or none.
+//! [`Catalog::ingest_all`] applies check 5 of PROTOCOL.md §4.1 (version monotonicity) on top of
+//! [`crate::release::check_release`], in one write transaction per batch of events: a crash
+//! leaves either all of a batch's effects or none (nothing is marked seen that was not recorded),
+//! and a sync pays one durable commit per batch instead of one fsync per event.
+//!
+//! What hostile relays can make grow is capped ([`Caps`]): the `seen` de-duplication table and
+//! the junk part of `rejected` drop their oldest rows past the cap. Equivocation and expiry
+//! records are evidence about signed releases and are kept.
 
 use crate::manifest::{AppManifest, PolicyConfig};
 use crate::reason::Reason;
 use crate::release::{self, Rejection};
 use anyhow::{Context, Result};
 use nostr_sdk::prelude::Event;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::path::Path;
@@ -26,6 +31,8 @@ const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
 /// app id → InstalledRecord (JSON): which DID an installed app came from (it updates only
 /// from that DID, PROTOCOL §4.1).
 const INSTALLED: TableDefinition<&str, &[u8]> = TableDefinition::new("installed");
+/// reason code → rejections made since the catalog was created (kept when records are pruned).
+const REJECTION_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("rejection_counts");
 /// relay URL → newest `created_at` seen from it (discovery resumes from there).
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 
@@ -80,6 +87,18 @@ pub struct RejectedRecord {
     /// For `expired` and `equivocation`: which app and version it was about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<(String, String, String)>,
+    /// When this node recorded it (unix seconds; 0 in records from before the field existed).
+    /// The cap on junk drops the oldest first, by this and not by the author-chosen `created_at`.
+    #[serde(default)]
+    pub recorded_at: u64,
+}
+
+impl RejectedRecord {
+    /// Evidence about a validly signed release, kept whatever the cap (trust and `market show`
+    /// read it); everything else is junk a relay can produce at will.
+    fn is_evidence(&self) -> bool {
+        matches!(self.reason, Reason::Equivocation | Reason::Expired)
+    }
 }
 
 /// An app installed on this machine from the catalog.
@@ -109,6 +128,37 @@ pub enum Outcome {
 /// The node's catalog database.
 pub struct Catalog {
     db: Database,
+    caps: Caps,
+}
+
+/// Row limits on the tables a hostile relay can make grow without signing anything valid.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// `seen` rows. Forgetting one only means a re-check if the event comes again.
+    pub seen: usize,
+    /// `rejected` rows that are not evidence ([`RejectedRecord::is_evidence`]).
+    pub junk_rejections: usize,
+}
+
+impl Default for Caps {
+    /// ~200k seen ids (~20 MB) and 20k junk records: far above what honest relays produce, a
+    /// small bound on disk for a node flooded for months.
+    fn default() -> Self {
+        Caps {
+            seen: 200_000,
+            junk_rejections: 20_000,
+        }
+    }
+}
+
+/// Events per write transaction: one fsync per batch; big enough to amortise it, small enough
+/// that a batch commits within a fraction of a second and other writers are not held up.
+const BATCH: usize = 1_000;
+
+/// Past a cap, prune down to this fraction of it, so pruning (a scan) happens once per many
+/// inserts instead of on every one.
+fn prune_target(cap: usize) -> usize {
+    cap - cap / 10
 }
 
 fn release_key(did: &str, app: &str, version: &semver::Version) -> String {
@@ -128,6 +178,11 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 impl Catalog {
     /// Opens (or creates) the catalog file.
     pub fn open(path: &Path) -> Result<Catalog> {
+        Self::open_with_caps(path, Caps::default())
+    }
+
+    /// [`Catalog::open`] with other row limits (tests use small ones).
+    pub fn open_with_caps(path: &Path, caps: Caps) -> Result<Catalog> {
         let db = Database::create(path)
             .with_context(|| format!("opening the catalog {}", path.display()))?;
         let tx = db.begin_write()?;
@@ -137,11 +192,13 @@ impl Catalog {
         tx.open_table(SEEN)?;
         tx.open_table(CURSORS)?;
         tx.open_table(INSTALLED)?;
+        tx.open_table(REJECTION_COUNTS)?;
         tx.commit()?;
-        Ok(Catalog { db })
+        Ok(Catalog { db, caps })
     }
 
-    /// Ingests a batch in PROTOCOL order: by (`created_at`, `id`).
+    /// Ingests a batch in PROTOCOL order: by (`created_at`, `id`), [`BATCH`] events per write
+    /// transaction.
     pub fn ingest_all(
         &self,
         mut events: Vec<Event>,
@@ -151,44 +208,96 @@ impl Catalog {
         events.sort_by_key(|e| (e.created_at, e.id));
         events.dedup_by(|a, b| a.id == b.id);
         let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            let o = self.ingest(&e, policy, now)?;
-            out.push((e, o));
+        let mut rest = events.into_iter().peekable();
+        while rest.peek().is_some() {
+            let tx = self.db.begin_write()?;
+            for e in rest.by_ref().take(BATCH) {
+                let o = self.ingest_in(&tx, &e, policy, now)?;
+                out.push((e, o));
+            }
+            self.prune(&tx)?;
+            tx.commit()?;
         }
         Ok(out)
     }
 
     /// Checks one release event against §4.1 (all five rules) and records the result.
     pub fn ingest(&self, event: &Event, policy: &PolicyConfig, now: u64) -> Result<Outcome> {
+        let mut out = self.ingest_all(vec![event.clone()], policy, now)?;
+        Ok(out.pop().expect("one event in, one outcome out").1)
+    }
+
+    /// One event's checks and effects, inside the batch's transaction.
+    fn ingest_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        event: &Event,
+        policy: &PolicyConfig,
+        now: u64,
+    ) -> Result<Outcome> {
         let event_id = event.id.to_hex();
-        let tx = self.db.begin_write()?;
-        let outcome = {
-            let mut seen = tx.open_table(SEEN)?;
-            if seen.get(event_id.as_str())?.is_some() {
-                return Ok(Outcome::AlreadySeen);
-            }
-            match release::check_release(event, policy, now) {
-                Err(rejection) => {
-                    // A release from the future may become valid once the clock catches up: it
-                    // is recorded, but not marked seen, so a later sync checks it again.
-                    if rejection.reason != Reason::CreatedAtFuture {
-                        seen.insert(event_id.as_str(), now)?;
-                    }
-                    let app = matches!(rejection.reason, Reason::Expired)
-                        .then(|| app_of(event))
-                        .flatten();
-                    self.reject(&tx, event, rejection.clone(), None, app)?;
-                    Outcome::Rejected(rejection)
-                }
-                Ok(verified) => {
+        let mut seen = tx.open_table(SEEN)?;
+        if seen.get(event_id.as_str())?.is_some() {
+            return Ok(Outcome::AlreadySeen);
+        }
+        match release::check_release(event, policy, now) {
+            Err(rejection) => {
+                // A release from the future may become valid once the clock catches up: it
+                // is recorded, but not marked seen, so a later sync checks it again.
+                if rejection.reason != Reason::CreatedAtFuture {
                     seen.insert(event_id.as_str(), now)?;
-                    tx.open_table(REJECTED)?.remove(event_id.as_str())?;
-                    self.apply_monotonicity(&tx, event, verified)?
                 }
+                drop(seen);
+                let app = matches!(rejection.reason, Reason::Expired)
+                    .then(|| app_of(event))
+                    .flatten();
+                self.reject(tx, event, rejection.clone(), None, app, now)?;
+                Ok(Outcome::Rejected(rejection))
             }
-        };
-        tx.commit()?;
-        Ok(outcome)
+            Ok(verified) => {
+                seen.insert(event_id.as_str(), now)?;
+                drop(seen);
+                tx.open_table(REJECTED)?.remove(event_id.as_str())?;
+                self.apply_monotonicity(tx, event, verified, now)
+            }
+        }
+    }
+
+    /// Keeps the hostile-growable tables within [`Caps`], dropping the oldest rows first.
+    fn prune(&self, tx: &redb::WriteTransaction) -> Result<()> {
+        let mut seen = tx.open_table(SEEN)?;
+        if seen.len()? as usize > self.caps.seen {
+            let mut rows = Vec::new();
+            for row in seen.iter()? {
+                let (k, v) = row?;
+                rows.push((v.value(), k.value().to_owned()));
+            }
+            rows.sort_unstable();
+            let excess = rows.len() - prune_target(self.caps.seen);
+            for (_, id) in &rows[..excess] {
+                seen.remove(id.as_str())?;
+            }
+        }
+        let mut rejected = tx.open_table(REJECTED)?;
+        if rejected.len()? as usize <= self.caps.junk_rejections {
+            return Ok(());
+        }
+        let mut junk = Vec::new();
+        for row in rejected.iter()? {
+            let (k, v) = row?;
+            let r: RejectedRecord = serde_json::from_slice(v.value())?;
+            if !r.is_evidence() {
+                junk.push((r.recorded_at, k.value().to_owned()));
+            }
+        }
+        if junk.len() > self.caps.junk_rejections {
+            junk.sort_unstable();
+            let excess = junk.len() - prune_target(self.caps.junk_rejections);
+            for (_, id) in &junk[..excess] {
+                rejected.remove(id.as_str())?;
+            }
+        }
+        Ok(())
     }
 
     fn reject(
@@ -198,6 +307,7 @@ impl Catalog {
         r: Rejection,
         conflicts_with: Option<String>,
         app: Option<(String, String, String)>,
+        now: u64,
     ) -> Result<()> {
         let record = RejectedRecord {
             event_id: event.id.to_hex(),
@@ -208,9 +318,14 @@ impl Catalog {
             created_at: release::created_at(event),
             conflicts_with,
             app,
+            recorded_at: now,
         };
         tx.open_table(REJECTED)?
             .insert(record.event_id.as_str(), to_json(&record).as_slice())?;
+        let mut counts = tx.open_table(REJECTION_COUNTS)?;
+        let code = record.reason.to_string();
+        let n = counts.get(code.as_str())?.map_or(0, |v| v.value());
+        counts.insert(code.as_str(), n + 1)?;
         Ok(())
     }
 
@@ -220,6 +335,7 @@ impl Catalog {
         tx: &redb::WriteTransaction,
         event: &Event,
         verified: crate::envelope::Verified,
+        now: u64,
     ) -> Result<Outcome> {
         let m = &verified.manifest;
         let version = m.semver();
@@ -249,6 +365,7 @@ impl Catalog {
                 r.clone(),
                 Some(existing.event_id),
                 Some((m.publisher.did.clone(), m.id.clone(), m.version.clone())),
+                now,
             )?;
             return Ok(Outcome::Rejected(r));
         }
@@ -359,7 +476,8 @@ impl Catalog {
         Ok(r.map(|v| serde_json::from_slice(v.value())).transpose()?)
     }
 
-    /// Every rejected event, oldest first.
+    /// The rejected events on record (all evidence, the newest junk within [`Caps`]), oldest
+    /// first by `created_at`.
     pub fn rejected(&self) -> Result<Vec<RejectedRecord>> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(REJECTED)?;
@@ -369,6 +487,19 @@ impl Catalog {
             out.push(serde_json::from_slice::<RejectedRecord>(v.value())?);
         }
         out.sort_by(|a, b| (a.created_at, &a.event_id).cmp(&(b.created_at, &b.event_id)));
+        Ok(out)
+    }
+
+    /// Rejections made so far, per reason code: every one is counted, even when its record was
+    /// pruned ([`Caps`]).
+    pub fn rejection_counts(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(REJECTION_COUNTS)?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.insert(k.value().to_owned(), v.value());
+        }
         Ok(out)
     }
 
@@ -440,4 +571,121 @@ fn app_of(event: &Event) -> Option<(String, String, String)> {
         release::str_path(m, &["id"])?.to_owned(),
         release::str_path(m, &["version"])?.to_owned(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use nostr_sdk::prelude::{EventBuilder, Keys, Kind, Tag};
+    use serde_json::json;
+
+    /// A kind-30078 event whose content is not an envelope: junk anyone can mint for free.
+    fn junk(n: usize) -> Event {
+        EventBuilder::new(Kind::Custom(30078), format!("junk {n}"))
+            .tag(Tag::identifier(format!("junk-{n}")))
+            .tag(Tag::hashtag("archy-app"))
+            .sign_with_keys(&Keys::generate())
+            .unwrap()
+    }
+
+    fn release(id: &Identity, version: &str, summary: &str) -> Event {
+        let manifest = json!({
+            "schema": "archy.app/v1", "id": "hello", "version": version,
+            "name": "Hello", "summary": summary,
+            "publisher": {"did": id.did(), "nostr": id.nostr_hex()},
+            "origin": {"endpoint": "ab".repeat(32), "addrs": ["127.0.0.1:4433"]},
+            "image": {
+                "name": "localhost/test/hello:1", "id": format!("sha256:{}", "cd".repeat(32)),
+                "archive": {"blake3": "ef".repeat(32), "size": 1024, "format": "oci-archive"}
+            },
+            "ports": [{"container": 8080, "host": 18080}],
+            "published_at": 1_700_000_000u64
+        });
+        let env = crate::envelope::sign(manifest.as_object().unwrap().clone(), id);
+        release::build_release_event(&env, id.nostr_keys()).unwrap()
+    }
+
+    fn seen_rows(c: &Catalog) -> u64 {
+        c.db.begin_read()
+            .unwrap()
+            .open_table(SEEN)
+            .unwrap()
+            .len()
+            .unwrap()
+    }
+
+    /// A flood of junk keeps `seen` and the junk rejections within their caps, the newest rows
+    /// survive, and equivocation evidence is never pruned.
+    #[test]
+    fn caps_bound_what_a_flood_can_grow_and_keep_the_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        let caps = Caps {
+            seen: 50,
+            junk_rejections: 20,
+        };
+        let c = Catalog::open_with_caps(&dir.path().join("c.redb"), caps).unwrap();
+        let policy = PolicyConfig::default();
+        let now = crate::unix_now();
+        let id = Identity::from_keys(
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+            Keys::generate(),
+        );
+        c.ingest_all(
+            vec![release(&id, "1.0.0", "a"), release(&id, "1.0.0", "b")],
+            &policy,
+            now,
+        )
+        .unwrap();
+        // Several passes, each "later" than the one before.
+        let mut last = Vec::new();
+        for pass in 0..10u64 {
+            last = (0..30).map(|i| junk(pass as usize * 100 + i)).collect();
+            let out = c.ingest_all(last.clone(), &policy, now + pass).unwrap();
+            assert!(out.iter().all(|(_, o)| matches!(o, Outcome::Rejected(_))));
+        }
+        assert!(seen_rows(&c) <= caps.seen as u64, "{}", seen_rows(&c));
+        let rejected = c.rejected().unwrap();
+        let junk_kept: Vec<_> = rejected.iter().filter(|r| !r.is_evidence()).collect();
+        assert!(
+            junk_kept.len() <= caps.junk_rejections,
+            "{}",
+            junk_kept.len()
+        );
+        assert!(
+            junk_kept.iter().all(|r| r.recorded_at == now + 9),
+            "only the newest pass's junk is left"
+        );
+        assert_eq!(c.equivocations_by(&id.nostr_hex()).unwrap(), 1);
+        let counts = c.rejection_counts().unwrap();
+        assert_eq!(counts.values().sum::<u64>(), 301, "{counts:?}");
+        assert_eq!(counts["equivocation"], 1, "{counts:?}");
+        // The newest junk is still known as seen; a re-sent old one is checked (and refused) again.
+        assert_eq!(
+            c.ingest(&last[0], &policy, now + 10).unwrap(),
+            Outcome::AlreadySeen
+        );
+        assert!(c.latest(&id.did(), "hello").unwrap().is_some());
+    }
+
+    /// More events than one transaction takes: every one gets its own outcome, in order, and
+    /// a release repeated across the batch boundary is a duplicate, not a second release.
+    #[test]
+    fn batches_span_transactions_without_changing_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("c.redb")).unwrap();
+        let policy = PolicyConfig::default();
+        let now = crate::unix_now();
+        let id = Identity::from_keys(
+            ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+            Keys::generate(),
+        );
+        let mut events: Vec<Event> = (0..BATCH + 5).map(junk).collect();
+        events.push(release(&id, "1.0.0", "a"));
+        let out = c.ingest_all(events.clone(), &policy, now).unwrap();
+        assert_eq!(out.len(), BATCH + 6);
+        assert_eq!(out.iter().filter(|(_, o)| *o == Outcome::Latest).count(), 1);
+        let again = c.ingest_all(events, &policy, now).unwrap();
+        assert!(again.iter().all(|(_, o)| *o == Outcome::AlreadySeen));
+    }
 }

@@ -29,7 +29,8 @@ pub enum MarketCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Every rejected event with its reason code and text.
+    /// Rejected events with their reason code and text: all evidence (equivocations, expiries)
+    /// and the newest 20 000 others (`archy node status` counts every rejection).
     Rejected {
         #[arg(long)]
         json: bool,

@@ -10,7 +10,7 @@ use clap::Subcommand;
 pub enum NodeCmd {
     /// Run the node in the foreground until SIGTERM/SIGINT.
     Run,
-    /// Identity, relays and their health.
+    /// Identity, relays and their health, rejections counted per reason.
     Status {
         #[arg(long)]
         json: bool,
@@ -42,6 +42,10 @@ pub async fn run(home: &Home, cmd: NodeCmd) -> Result<()> {
                         .map(|e| format!(" (last error: {e})"))
                         .unwrap_or_default()
                 );
+            }
+            if let Some(counts) = v["rejections"].as_object().filter(|c| !c.is_empty()) {
+                let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                println!("rejected events: {}", parts.join(", "));
             }
             Ok(())
         }

@@ -113,6 +113,8 @@ pub async fn handle(core: &NodeCore, req: Request) -> Result<Value> {
                 "identity": core.identity.public(),
                 "relays": relays,
                 "swarm": swarm,
+                // Counted even when a record was pruned (`market rejected` keeps the newest).
+                "rejections": core.catalog.rejection_counts()?,
             }))
         }
         Request::ConfigShow => Ok(serde_json::to_value(&core.config)?),
