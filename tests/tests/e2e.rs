@@ -34,6 +34,27 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+/// Names of the rootless user's containers whose name matches `name` exactly.
+fn rootless_containers(name: &str) -> Vec<String> {
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            "archy",
+            "--",
+            "env",
+            "XDG_RUNTIME_DIR=/tmp/archy-run",
+            "HOME=/home/archy",
+        ])
+        .args(["podman", "ps", "-a", "--format", "{{.Names}}"])
+        .args(["--filter", &format!("name=^{name}$")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 fn config(home: &Path, relay: &str, extra: &str) {
     std::fs::create_dir_all(home).unwrap();
     std::fs::write(
@@ -415,6 +436,18 @@ async fn auto_update_applies_a_trusted_publishers_new_version() {
     })
     .await;
     assert!(removed.status.success(), "{removed:?}");
+    // Nothing may bring it back: the node's own loop keeps running after the uninstall.
+    let name = format!("archy-{app}");
+    let left = blocking(move || {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        rootless_containers(&name)
+    })
+    .await;
+    assert!(
+        left.is_empty(),
+        "container(s) left after uninstall: {left:?}\n{}",
+        cn.log()
+    );
     drop((pn, cn));
     relay.shutdown().await;
 }

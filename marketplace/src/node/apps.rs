@@ -54,6 +54,10 @@ pub enum AppsRequest {
 /// Handles an app request.
 pub async fn handle(core: &NodeCore, req: AppsRequest) -> Result<Value> {
     let r = core.reconciler().await?;
+    let _exclusive = match req {
+        AppsRequest::List | AppsRequest::Logs { .. } => None,
+        _ => Some(core.app_ops.lock().await),
+    };
     Ok(match req {
         AppsRequest::List => {
             let installed = core.catalog.installed()?;

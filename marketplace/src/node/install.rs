@@ -203,6 +203,15 @@ pub async fn auto_update(core: &NodeCore) {
         return;
     };
     for app in installed {
+        let _exclusive = core.app_ops.lock().await;
+        // Uninstalled while an earlier app was updating: nothing to update any more.
+        if !core
+            .catalog
+            .installed()
+            .is_ok_and(|now| now.iter().any(|i| i.app == app.app))
+        {
+            continue;
+        }
         match pending_update(core, &app.app) {
             Ok(Some(release)) => match install_release(core, &release, false).await {
                 Ok(v) => tracing::info!(app = %app.app, "auto-update: {v}"),

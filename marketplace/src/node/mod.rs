@@ -44,6 +44,10 @@ pub struct NodeCore {
     swarm: OnceCell<Swarm>,
     reconciler: OnceCell<std::sync::Arc<archy_orchestrator::Reconciler>>,
     trust: OnceCell<trust::TrustState>,
+    /// Held by every operation that changes installed apps (install, update, auto-update,
+    /// start/stop, uninstall), so they run one at a time: an auto-update that started before an
+    /// uninstall must not put the app back after it.
+    pub(crate) app_ops: tokio::sync::Mutex<()>,
 }
 
 /// Opens the catalog, waiting a little if another `archy` process holds it (a one-shot command
@@ -79,6 +83,7 @@ impl NodeCore {
             swarm: OnceCell::new(),
             reconciler: OnceCell::new(),
             trust: OnceCell::new(),
+            app_ops: tokio::sync::Mutex::new(()),
         })
     }
 
