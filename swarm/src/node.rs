@@ -337,7 +337,7 @@ impl Swarm {
         }
     }
 
-    /// Something we fetched: kept, but served only if mirrored.
+    /// Something we fetched: kept, but served only if mirrored. Durable when it returns.
     pub(crate) async fn keep_fetched(
         &self,
         content: iroh_blobs::HashAndFormat,
@@ -346,10 +346,11 @@ impl Swarm {
             .tags()
             .set(format!("{FETCHED_TAG}{}", content.hash.to_hex()), content)
             .await
-            .map_err(|e| SwarmError::store("tagging a blob", e))
+            .map_err(|e| SwarmError::store("tagging a blob", e))?;
+        self.commit().await
     }
 
-    /// Something we published: kept and served.
+    /// Something we published: kept and served. Durable when it returns.
     pub(crate) async fn keep_own(
         &self,
         content: iroh_blobs::HashAndFormat,
@@ -360,7 +361,17 @@ impl Swarm {
             .await
             .map_err(|e| SwarmError::store("tagging a blob", e))?;
         self.own.insert(content.hash);
-        Ok(())
+        self.commit().await
+    }
+
+    /// Waits until the store's database committed what was written so far. iroh-blobs batches
+    /// its writes for up to 500 ms: without this, a blob reported added or fetched was gone
+    /// after a SIGKILL (or a failed commit on a full disk) in that window.
+    async fn commit(&self) -> Result<(), SwarmError> {
+        self.store
+            .sync_db()
+            .await
+            .map_err(|e| SwarmError::store("committing the blob store", e))
     }
 }
 
