@@ -17,7 +17,9 @@ use crate::side_events::{
     build_mirror_event, mirror_filter, parse_mirror_event, MirrorAnnouncement,
 };
 use anyhow::{bail, Context, Result};
-use archy_swarm::{ArchiveFormat, BlobInfo, FetchReport, FetchRequest, PeerAddr, ProgressSender};
+use archy_swarm::{
+    ArchiveFormat, BlobInfo, FetchReport, FetchRequest, PeerAddr, ProgressSender, SwarmError,
+};
 use nostr_sdk::prelude::Event;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -117,6 +119,76 @@ pub async fn fetch_blob(
     fetch_with_mirrors(core, req, true, rank_mirrors, progress).await
 }
 
+/// Room kept free beyond a blob's own bytes: for its verification data (about 1/256 of the
+/// blob; 1/64 is counted) plus this reserve for the store's metadata. iroh-blobs' store can stop
+/// for good (until the node restarts) when a write fails for lack of space, so a fetch that
+/// cannot fit is refused before it starts.
+const DISK_RESERVE: u64 = 16 << 20;
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// Bytes this user may still write on the file system holding `dir`.
+fn free_space(dir: &Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(dir)
+        .with_context(|| format!("reading the free disk space at {}", dir.display()))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Disk space a blob needs while `missing` of its bytes are still to be written.
+fn space_needed(missing: u64) -> u64 {
+    missing + missing / 64 + DISK_RESERVE
+}
+
+/// Refuses a fetch whose `missing` bytes would not fit on the disk of the blob store at `dir`.
+fn check_disk_space(dir: &Path, hash: &str, missing: u64) -> Result<()> {
+    let needed = space_needed(missing);
+    let free = free_space(dir)?;
+    if free < needed {
+        bail!(
+            "not enough disk space at {}: blob {hash} needs {} ({missing} bytes still missing, \
+             their verification data and a reserve for the store), only {} are free; free some \
+             space and fetch again",
+            dir.display(),
+            mib(needed),
+            mib(free)
+        );
+    }
+    Ok(())
+}
+
+/// A fetch that failed while the disk filled up says so, and where: the store reports a
+/// write that ran out of space as the source's failed transfer ("No space left on device"),
+/// or, once its database stopped, only as a closed channel; so the free space is checked too.
+async fn name_disk_full(
+    swarm: &archy_swarm::Swarm,
+    e: SwarmError,
+    hash: &str,
+    size: Option<u64>,
+) -> anyhow::Error {
+    let text = e.to_string();
+    let said = text.contains("No space left on device") || text.contains("os error 28");
+    let free = free_space(swarm.dir()).ok();
+    let short = match (size, free) {
+        (Some(size), Some(free)) => {
+            let have = swarm.local_bytes(hash).await.unwrap_or(0);
+            free < space_needed(size.saturating_sub(have))
+        }
+        _ => false,
+    };
+    if !(said || short) {
+        return e.into();
+    }
+    let free = free.map(mib).unwrap_or_else(|| "unknown".into());
+    anyhow::Error::new(e).context(format!(
+        "not enough disk space at {}: the disk filled up while blob {hash} was written ({free} \
+         free now); nothing incomplete is kept as complete. Free some space and fetch again; if \
+         blob commands keep failing, restart the node (the blob store may have stopped)",
+        swarm.dir().display()
+    ))
+}
+
 /// The general fetch behind [`fetch_blob`] and `archy blob get`: `req.origin`/`req.peers` as
 /// given, plus (when `lookup_mirrors`) the announced mirrors ranked by `rank_mirrors`.
 /// Duplicates (and the origin among the peers) are dropped, first mention wins.
@@ -129,6 +201,12 @@ pub async fn fetch_with_mirrors(
 ) -> Result<FetchReport> {
     let swarm = core.swarm().await?;
     req.stall_timeout = stall_timeout(core);
+    if let Some(size) = req.size {
+        if !swarm.has(&req.hash).await? {
+            let have = swarm.local_bytes(&req.hash).await?;
+            check_disk_space(swarm.dir(), &req.hash, size.saturating_sub(have))?;
+        }
+    }
     if lookup_mirrors && !swarm.has(&req.hash).await? {
         match find_mirrors(core, &req.hash).await {
             Ok(found) => {
@@ -142,8 +220,11 @@ pub async fn fetch_with_mirrors(
     let mut seen: std::collections::HashSet<String> =
         req.origin.iter().map(|o| o.endpoint.clone()).collect();
     req.peers.retain(|p| seen.insert(p.endpoint.clone()));
-    let report = swarm.fetch(req, progress).await?;
-    Ok(report)
+    let (hash, size) = (req.hash.clone(), req.size);
+    match swarm.fetch(req, progress).await {
+        Ok(report) => Ok(report),
+        Err(e) => Err(name_disk_full(swarm, e, &hash, size).await),
+    }
 }
 
 /// What `archy blob get` asks for.
@@ -448,6 +529,16 @@ mod tests {
             .unwrap();
         assert_eq!(bc.peer.addrs, vec!["127.0.0.1:1005".parse().unwrap()]);
         assert_eq!(bc.peer.endpoint, iroh_id(1005u16 as u8));
+    }
+
+    #[test]
+    fn a_blob_that_cannot_fit_is_refused_naming_the_place() {
+        let dir = std::env::temp_dir();
+        let err = check_disk_space(&dir, "ab", u64::MAX / 2).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("not enough disk space at"), "{text}");
+        assert!(text.contains(&dir.display().to_string()), "{text}");
+        assert!(space_needed(1 << 30) > 1 << 30);
     }
 
     #[test]
