@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::podman::PodmanCmd;
 use crate::spec::{AppSpec, HealthKind};
@@ -138,9 +139,25 @@ pub async fn container_running(podman: &PodmanCmd, container_id: &str) -> Result
     }
 }
 
-/// Waits until the app is healthy: up to `retries` probes, `interval` apart. Fails early if
-/// the container stops running. Without a health check, "running a moment after start" is
-/// healthy.
+/// How often a failing probe may make us ask Podman whether the container still runs.
+const ASK_EVERY: Duration = Duration::from_secs(1);
+
+/// The pause between probes in the start period. An http/tcp probe on loopback costs
+/// microseconds and a fresh app usually answers within a fraction of a second, so poll often
+/// rather than wait out a whole interval; an exec probe is a `podman exec` process, so less often.
+fn start_poll(kind: HealthKind) -> Duration {
+    match kind {
+        HealthKind::Http | HealthKind::Tcp => Duration::from_millis(50),
+        HealthKind::Exec => Duration::from_millis(250),
+    }
+}
+
+/// Waits until the app is healthy. The first interval is a start period (as Docker's
+/// `--health-start-interval`): probes every [`start_poll`], failures not counted. Then up to
+/// `retries` probes `interval` apart. Podman is asked whether the container runs only after a
+/// failed probe (a passing one proves it), at most every [`ASK_EVERY`] and after each counted
+/// failure, so an exited container fails the wait early, with its exit code. Without a health
+/// check, "running a moment after start" is healthy.
 pub async fn wait_healthy(
     spec: &AppSpec,
     container_id: &str,
@@ -151,28 +168,41 @@ pub async fn wait_healthy(
         tokio::time::sleep(Duration::from_millis(500)).await;
         return container_running(podman, container_id).await;
     };
-    let interval = Duration::from_secs(h.interval_secs as u64);
-    let mut last = String::new();
-    for attempt in 1..=h.retries.max(1) {
-        container_running(podman, container_id).await?;
-        match probe(spec, container_id, podman).await {
+    let interval = Duration::from_secs(h.interval_secs as u64).max(Duration::from_millis(200));
+    let retries = h.retries.max(1);
+    let started = Instant::now();
+    let mut counted_at = started + interval;
+    let mut ask_at = started + ASK_EVERY;
+    let mut failures = 0;
+    loop {
+        let err = match probe(spec, container_id, podman).await {
             Ok(()) => {
-                tracing::debug!(app = %spec.name, attempt, "healthy");
+                tracing::debug!(app = %spec.name, after = ?started.elapsed(), "healthy");
                 return Ok(());
             }
-            Err(e) => {
-                tracing::debug!(app = %spec.name, attempt, error = %e, "health probe failed");
-                last = e;
+            Err(e) => e,
+        };
+        let now = Instant::now();
+        let counted = now >= counted_at;
+        if counted || now >= ask_at {
+            container_running(podman, container_id).await?;
+            ask_at = Instant::now() + ASK_EVERY;
+        }
+        if counted {
+            failures += 1;
+            tracing::debug!(app = %spec.name, attempt = failures, error = %err, "health probe failed");
+            if failures >= retries {
+                return Err(format!("health check failed {retries} times, last: {err}"));
             }
+            counted_at = Instant::now() + interval;
         }
-        if attempt < h.retries {
-            tokio::time::sleep(interval.max(Duration::from_millis(200))).await;
-        }
+        let pause = if failures == 0 {
+            start_poll(h.kind)
+        } else {
+            interval
+        };
+        tokio::time::sleep_until((Instant::now() + pause).min(counted_at)).await;
     }
-    Err(format!(
-        "health check failed {} times, last: {last}",
-        h.retries
-    ))
 }
 
 #[cfg(test)]
@@ -213,5 +243,40 @@ mod tests {
         probe(&spec, "x", &podman).await.unwrap();
         let err = probe(&spec, "x", &podman).await.unwrap_err();
         assert!(err.contains("500"), "{err}");
+    }
+
+    /// A slow starter is polled in the start period, and a passing probe needs no Podman call
+    /// (the Podman here does not exist: asking it would fail the wait).
+    #[tokio::test]
+    async fn start_period_polls_without_asking_podman() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for status in ["503 Starting", "503 Starting", "200 OK"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await.unwrap();
+                let resp = format!("HTTP/1.0 {status}\r\n\r\n");
+                s.write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        let mut spec = AppSpec::new("web", "1", "img");
+        spec.ports.push(PortSpec {
+            container: 80,
+            host: port,
+            protocol: Protocol::Tcp,
+            bind: "127.0.0.1".parse().unwrap(),
+        });
+        spec.health_check = Some(HealthCheck {
+            kind: HealthKind::Http,
+            port: Some(80),
+            path: Some("/".into()),
+            command: vec![],
+            interval_secs: 30,
+            timeout_secs: 5,
+            retries: 1,
+        });
+        let podman = PodmanCmd::from_argv(vec!["/nonexistent/podman".into()]);
+        wait_healthy(&spec, "x", &podman).await.unwrap();
     }
 }
