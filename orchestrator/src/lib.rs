@@ -10,7 +10,7 @@
 //! - [`store`] — desired state (current + previous spec, intent) in redb, committed before
 //!   anything acts on it.
 //! - [`podman`] — the Podman CLI: [`PodmanCmd`] (optionally `runuser` to another user),
-//!   `ps` parsing, the locked-down `podman create` arguments.
+//!   `ps` parsing, the locked-down `podman run` arguments.
 //! - [`secrets`] — generated secrets: 0600 files, created once, delivered as Podman secrets.
 //! - [`health`] — http / tcp / exec health checks with retries.
 //! - [`quadlet`] — [`render_quadlet`]: the equivalent systemd Quadlet `.container` unit.

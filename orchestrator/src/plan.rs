@@ -302,7 +302,7 @@ pub fn plan(
                 up.push(Action::Start {
                     app: name.clone(),
                     container_id: c.id.clone(),
-                    // Never started (died between create and start) is not a crash.
+                    // Never started (died inside `podman run`, or its start failed) is not a crash.
                     crashed: c.state != ContainerState::Created,
                 });
             }

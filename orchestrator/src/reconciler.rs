@@ -13,13 +13,13 @@ use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use crate::health;
 use crate::plan::{plan, Action, Backoff, BackoffPolicy, DesiredApp};
 use crate::podman::{
-    create_args, parse_ps, podman_secret_name, ContainerState, ObservedContainer, PodmanCmd,
-    LABEL_OWNER,
+    image_ref, name_in_use, parse_ps, podman_secret_name, run_args, ContainerState,
+    ObservedContainer, PodmanCmd, LABEL_OWNER, LABEL_SPEC_HASH,
 };
 use crate::secrets;
 use crate::spec::{AppSpec, Intent, Policy, PortSpec};
@@ -155,6 +155,39 @@ struct Memory {
     user_started: HashSet<String>,
 }
 
+/// What the actions of one pass share. Every Podman process costs 30–150 ms on these hosts, so
+/// a pass asks each question once.
+struct Pass {
+    /// The one `podman ps` the plan was made from.
+    observed: Vec<ObservedContainer>,
+    /// Apps that failed or were blocked in this pass: their dependents wait.
+    failed: HashSet<String>,
+    /// Image references found in Podman in this pass, or by `install` just before it under the
+    /// same lock. Should an image vanish after its check, `podman run` fails, and a failed update
+    /// rolls back as on any other failure.
+    images_ok: HashSet<String>,
+    /// App → (container id, spec hash) this pass left running and healthy, or adopted running.
+    up: HashMap<String, (String, String)>,
+}
+
+impl Pass {
+    fn new(observed: Vec<ObservedContainer>) -> Self {
+        Pass {
+            observed,
+            failed: HashSet::new(),
+            images_ok: HashSet::new(),
+            up: HashMap::new(),
+        }
+    }
+}
+
+/// A container found by name, with the labels that say whose it is.
+struct NamedContainer {
+    id: String,
+    owner: Option<String>,
+    spec_hash: Option<String>,
+}
+
 /// Owns the desired-state store and drives Podman. Share it with `Arc`.
 pub struct Reconciler {
     cfg: Config,
@@ -199,12 +232,18 @@ impl Reconciler {
 
     /// Installs or updates an app and waits until it runs (health check passed), rolled back,
     /// or failed. The image must already be in Podman. Policy violations return `Err` before
-    /// anything is written or sent to Podman.
+    /// anything is written or sent to Podman; a missing image, before anything is written.
     pub async fn install(&self, spec: AppSpec) -> Result<InstallOutcome, Error> {
         spec.validate(&self.cfg.policy)?;
-        self.ensure_image(&spec).await?;
         let hash = spec.spec_hash();
         let name = spec.name.clone();
+        // Held from the image check to the end of the pass, so the pass can use that check and
+        // the observation taken beside it instead of asking Podman again.
+        let held = self.pass.lock().await;
+        // Both read-only, so side by side: a slow host pays for one Podman start-up, not two.
+        let (image, observed) = tokio::join!(self.ensure_image(&spec), self.observe());
+        image?;
+        let observed = observed?;
         self.store.update(&name, |old| {
             let rec = match old {
                 Some(old) if old.current.spec_hash() == hash => AppRecord {
@@ -240,7 +279,10 @@ impl Reconciler {
             m.user_started.insert(name.clone());
         }
         self.notify.notify_one();
-        let report = self.reconcile_once().await?;
+        let mut pass = Pass::new(observed);
+        pass.images_ok.insert(image_ref(&spec));
+        let (report, pass) = self.run_pass(&held, pass).await?;
+        drop(held);
         let rec = self
             .store
             .get(&name)?
@@ -253,16 +295,14 @@ impl Reconciler {
                 });
             }
         }
-        let observed = self.observe().await?;
-        let running = observed
-            .iter()
-            .find(|c| c.app == name && c.spec_hash == hash && c.state == ContainerState::Running);
+        // The pass saw it running (adopted) or made it healthy: no second `podman ps`.
+        let running = pass.up.get(&name).filter(|(_, h)| *h == hash);
         let failure = report
             .for_app(&name)
             .find(|o| matches!(o.status, OutcomeStatus::Failed | OutcomeStatus::Blocked));
         match (running, failure) {
-            (Some(c), None) => Ok(InstallOutcome::Running {
-                container_id: c.id.clone(),
+            (Some((id, _)), None) => Ok(InstallOutcome::Running {
+                container_id: id.clone(),
                 version: spec.version,
             }),
             (_, Some(f)) => {
@@ -506,9 +546,19 @@ impl Reconciler {
 
     /// One level-triggered pass: observe, plan, apply. Per-app failures are in the report.
     pub async fn reconcile_once(&self) -> Result<ReconcileReport, Error> {
-        let _pass = self.pass.lock().await;
-        let records = self.store.all()?;
+        let held = self.pass.lock().await;
         let observed = self.observe().await?;
+        Ok(self.run_pass(&held, Pass::new(observed)).await?.0)
+    }
+
+    /// Plans from `pass.observed` and the store, and applies. `_held` is the pass lock: passes
+    /// never overlap.
+    async fn run_pass(
+        &self,
+        _held: &MutexGuard<'_, ()>,
+        mut pass: Pass,
+    ) -> Result<(ReconcileReport, Pass), Error> {
+        let records = self.store.all()?;
         let now_ms = self.now_ms();
         let now_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -517,7 +567,7 @@ impl Reconciler {
         let backoff = {
             let mut m = self.mem();
             // A container that has stayed up long enough ends its crash loop.
-            for c in &observed {
+            for c in &pass.observed {
                 if c.state == ContainerState::Running
                     && c.started_at > 0
                     && now_unix - c.started_at >= self.cfg.stable_after.as_secs() as i64
@@ -531,17 +581,16 @@ impl Reconciler {
             .iter()
             .map(|r| DesiredApp::new(r.current.clone(), r.intent))
             .collect();
-        let actions = plan(&desired, &observed, &backoff, now_ms);
+        let actions = plan(&desired, &pass.observed, &backoff, now_ms);
         let mut report = ReconcileReport::default();
-        let mut failed: HashSet<String> = HashSet::new();
         for action in actions {
             let app = action.app().to_string();
-            let outcome = self.apply(action, &observed, &mut failed).await;
+            let outcome = self.apply(action, &mut pass).await;
             if matches!(
                 outcome.status,
                 OutcomeStatus::Failed | OutcomeStatus::Blocked
             ) {
-                failed.insert(app.clone());
+                pass.failed.insert(app.clone());
                 // A back-off notice must not hide the failure that caused it.
                 if outcome.status == OutcomeStatus::Failed {
                     self.mem().last_error.insert(app, outcome.message.clone());
@@ -554,17 +603,12 @@ impl Reconciler {
             }
             report.outcomes.push(outcome);
         }
-        Ok(report)
+        Ok((report, pass))
     }
 
     // ------------------------------------------------------------------ apply
 
-    async fn apply(
-        &self,
-        action: Action,
-        observed: &[ObservedContainer],
-        failed: &mut HashSet<String>,
-    ) -> Outcome {
+    async fn apply(&self, action: Action, pass: &mut Pass) -> Outcome {
         let app = action.app().to_string();
         let out = |action: &str, status, message: String| Outcome {
             app: app.clone(),
@@ -582,7 +626,7 @@ impl Reconciler {
                     .current
                     .dependencies
                     .iter()
-                    .find(|d| failed.contains(*d))
+                    .find(|d| pass.failed.contains(*d))
                 {
                     let verb = match &action {
                         Action::Create { .. } => "create",
@@ -643,8 +687,12 @@ impl Reconciler {
                     Err(e) => return out("adopt", OutcomeStatus::Failed, e.to_string()),
                 };
                 if rec.update_pending {
-                    return self.verify_or_roll_back(rec, &container_id, "adopt").await;
+                    return self
+                        .verify_or_roll_back(rec, &container_id, "adopt", pass)
+                        .await;
                 }
+                pass.up
+                    .insert(app.clone(), (container_id.clone(), rec.current.spec_hash()));
                 out(
                     "adopt",
                     OutcomeStatus::Done,
@@ -663,7 +711,8 @@ impl Reconciler {
                 };
                 let user_started = self.mem().user_started.remove(&app);
                 if crashed && !user_started {
-                    let code = observed
+                    let code = pass
+                        .observed
                         .iter()
                         .find(|c| c.id == container_id)
                         .map(|c| c.exit_code)
@@ -678,10 +727,11 @@ impl Reconciler {
                     .await
                 {
                     return self
-                        .bring_up_failed(rec, &container_id, "start", e.to_string())
+                        .bring_up_failed(rec, &container_id, "start", e.to_string(), pass)
                         .await;
                 }
-                self.verify_or_roll_back(rec, &container_id, "start").await
+                self.verify_or_roll_back(rec, &container_id, "start", pass)
+                    .await
             }
             Action::Create {
                 replaces, reason, ..
@@ -694,7 +744,7 @@ impl Reconciler {
                 self.mem().user_started.remove(&app);
                 // Check the image BEFORE touching the old container: a missing image must never
                 // take a running app down.
-                if let Err(e) = self.ensure_image(&rec.current).await {
+                if let Err(e) = self.check_image(pass, &rec.current).await {
                     self.record_failure(&app);
                     return out("create", OutcomeStatus::Failed, e.to_string());
                 }
@@ -714,11 +764,11 @@ impl Reconciler {
                     }
                 }
                 tracing::info!(app = %app, version = %rec.current.version, ?reason, "creating container");
-                match self.create_and_start(&rec.current).await {
-                    Ok(id) => self.verify_or_roll_back(rec, &id, "create").await,
+                match self.run_container(&rec.current).await {
+                    Ok(id) => self.verify_or_roll_back(rec, &id, "create", pass).await,
                     Err((id, e)) => {
                         let id = id.unwrap_or_default();
-                        self.bring_up_failed(rec, &id, "create", e.to_string())
+                        self.bring_up_failed(rec, &id, "create", e.to_string(), pass)
                             .await
                     }
                 }
@@ -727,11 +777,21 @@ impl Reconciler {
     }
 
     /// Health check after create/start/adopt-of-an-update; on failure roll back or back off.
-    async fn verify_or_roll_back(&self, rec: AppRecord, container_id: &str, verb: &str) -> Outcome {
+    async fn verify_or_roll_back(
+        &self,
+        rec: AppRecord,
+        container_id: &str,
+        verb: &str,
+        pass: &mut Pass,
+    ) -> Outcome {
         let app = rec.current.name.clone();
         match health::wait_healthy(&rec.current, container_id, &self.cfg.podman).await {
             Ok(()) => {
                 self.mem().healthy.insert(app.clone(), true);
+                pass.up.insert(
+                    app.clone(),
+                    (container_id.to_string(), rec.current.spec_hash()),
+                );
                 if rec.update_pending {
                     let hash = rec.current.spec_hash();
                     let _ = self.store.update(&app, |old| match old {
@@ -756,8 +816,14 @@ impl Reconciler {
             }
             Err(reason) => {
                 self.mem().healthy.insert(app.clone(), false);
-                self.bring_up_failed(rec, container_id, verb, format!("unhealthy: {reason}"))
-                    .await
+                self.bring_up_failed(
+                    rec,
+                    container_id,
+                    verb,
+                    format!("unhealthy: {reason}"),
+                    pass,
+                )
+                .await
             }
         }
     }
@@ -770,6 +836,7 @@ impl Reconciler {
         container_id: &str,
         verb: &str,
         reason: String,
+        pass: &mut Pass,
     ) -> Outcome {
         let app = rec.current.name.clone();
         let prev = match (&rec.previous, rec.update_pending) {
@@ -831,16 +898,19 @@ impl Reconciler {
                 };
             }
         }
-        let result = match self.ensure_image(&prev).await {
+        let result = match self.check_image(pass, &prev).await {
             Err(e) => Err(e.to_string()),
-            Ok(()) => match self.create_and_start(&prev).await {
+            Ok(()) => match self.run_container(&prev).await {
                 Err((_, e)) => Err(e.to_string()),
-                Ok(id) => health::wait_healthy(&prev, &id, &self.cfg.podman).await,
+                Ok(id) => health::wait_healthy(&prev, &id, &self.cfg.podman)
+                    .await
+                    .map(|()| id),
             },
         };
         match result {
-            Ok(()) => {
+            Ok(id) => {
                 self.mem().healthy.insert(app.clone(), true);
+                pass.up.insert(app.clone(), (id, prev.spec_hash()));
                 Outcome {
                     app,
                     action: "rollback".into(),
@@ -878,10 +948,7 @@ impl Reconciler {
 
     /// The image the spec names is present (and has the expected id).
     async fn ensure_image(&self, spec: &AppSpec) -> Result<(), Error> {
-        let reference = match &spec.image_id {
-            Some(id) => id.strip_prefix("sha256:").unwrap_or(id).to_string(),
-            None => spec.image.clone(),
-        };
+        let reference = image_ref(spec);
         let out = self
             .cfg
             .podman
@@ -910,24 +977,34 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Creates the Podman secrets, the container, and starts it. On error returns the id of a
-    /// created container, if any, so the caller can clean it up.
-    async fn create_and_start(&self, spec: &AppSpec) -> Result<String, (Option<String>, Error)> {
+    /// [`ensure_image`](Self::ensure_image), once per image and pass.
+    async fn check_image(&self, pass: &mut Pass, spec: &AppSpec) -> Result<(), Error> {
+        let reference = image_ref(spec);
+        if !pass.images_ok.contains(&reference) {
+            self.ensure_image(spec).await?;
+            pass.images_ok.insert(reference);
+        }
+        Ok(())
+    }
+
+    /// Creates the Podman secrets, then creates and starts the container (one `podman run`).
+    /// On error returns the id of a container the run left behind (created, but its start
+    /// failed), if any, so the caller can clean it up.
+    async fn run_container(&self, spec: &AppSpec) -> Result<String, (Option<String>, Error)> {
         self.ensure_podman_secrets(spec)
             .await
             .map_err(|e| (None, e))?;
-        let args = create_args(spec, &self.cfg.owner);
+        let args = run_args(spec, &self.cfg.owner);
+        let name = spec.container_name();
         let mut out = self
             .cfg
             .podman
             .run(&args, None, QUICK)
             .await
             .map_err(|e| (None, e))?;
-        if !out.success && out.stderr.contains("already in use") {
-            // Left over from a create interrupted by a crash: remove it if it is ours.
-            self.remove_stale_name(&spec.container_name())
-                .await
-                .map_err(|e| (None, e))?;
+        if !out.success && name_in_use(&out.stderr) {
+            // Left over from a run interrupted by a crash: remove it if it is ours.
+            self.remove_stale_name(&name).await.map_err(|e| (None, e))?;
             out = self
                 .cfg
                 .podman
@@ -936,13 +1013,22 @@ impl Reconciler {
                 .map_err(|e| (None, e))?;
         }
         if !out.success {
-            return Err((
-                None,
-                Error::Podman {
-                    command: "podman create".into(),
-                    message: out.stderr.trim().to_string(),
-                },
-            ));
+            let error = Error::Podman {
+                command: "podman run".into(),
+                message: out.stderr.trim().to_string(),
+            };
+            // `run` prints no id when the start fails; find what it created by name and labels.
+            let hash = spec.spec_hash();
+            let left = match self.named(&name).await {
+                Ok(Some(c))
+                    if c.owner.as_deref() == Some(self.cfg.owner.as_str())
+                        && c.spec_hash.as_deref() == Some(hash.as_str()) =>
+                {
+                    Some(c.id)
+                }
+                _ => None,
+            };
+            return Err((left, error));
         }
         let id = out
             .stdout
@@ -951,36 +1037,41 @@ impl Reconciler {
             .last()
             .unwrap_or_default()
             .to_string();
-        self.cfg
-            .podman
-            .ok(&["start".into(), id.clone()], None, QUICK)
-            .await
-            .map_err(|e| (Some(id.clone()), e))?;
         Ok(id)
     }
 
-    async fn remove_stale_name(&self, name: &str) -> Result<(), Error> {
+    /// The container called `name`, if Podman has one.
+    async fn named(&self, name: &str) -> Result<Option<NamedContainer>, Error> {
         let out = self
             .cfg
             .podman
             .run(
-                &[
-                    "inspect".into(),
-                    "--type".into(),
-                    "container".into(),
-                    "--format".into(),
-                    format!("{{{{index .Config.Labels \"{LABEL_OWNER}\"}}}}"),
-                    name.into(),
-                ],
+                &["container".into(), "inspect".into(), name.into()],
                 None,
                 QUICK,
             )
             .await?;
-        if out.success && out.stdout.trim() != self.cfg.owner {
-            return Err(Error::Podman {
-                command: "podman create".into(),
-                message: format!("a container named {name} exists and is not managed by this node; remove or rename it"),
-            });
+        if !out.success {
+            return Ok(None);
+        }
+        let v: serde_json::Value = serde_json::from_str(out.stdout.trim())?;
+        let c = &v[0];
+        let label = |k: &str| c["Config"]["Labels"][k].as_str().map(str::to_string);
+        Ok(c["Id"].as_str().map(|id| NamedContainer {
+            id: id.to_string(),
+            owner: label(LABEL_OWNER),
+            spec_hash: label(LABEL_SPEC_HASH),
+        }))
+    }
+
+    async fn remove_stale_name(&self, name: &str) -> Result<(), Error> {
+        if let Some(c) = self.named(name).await? {
+            if c.owner.as_deref() != Some(self.cfg.owner.as_str()) {
+                return Err(Error::Podman {
+                    command: "podman run".into(),
+                    message: format!("a container named {name} exists and is not managed by this node; remove or rename it"),
+                });
+            }
         }
         let rm = self
             .cfg
@@ -988,7 +1079,7 @@ impl Reconciler {
             .run(&["rm".into(), "-f".into(), name.into()], None, QUICK)
             .await?;
         if !rm.success {
-            // A create killed half-way can leave storage without a libpod container.
+            // A run killed half-way can leave storage without a libpod container.
             self.cfg
                 .podman
                 .run(&["rm".into(), "--storage".into(), name.into()], None, QUICK)

@@ -673,6 +673,78 @@ async fn failed_update_rolls_back_to_previous_spec_and_image_with_data_intact() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_taken_at_start_fails_cleanly_and_the_created_container_is_reused() {
+    require_podman!();
+    let env = TestEnv::new();
+    let app = env.app("busy");
+    let spec = env.web(&app, "1.0.0");
+    let port = spec.ports[0].host;
+    let r = env.open();
+    let blocker = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    match r.install(spec).await.unwrap() {
+        InstallOutcome::Failed { reason } => {
+            assert!(reason.contains("address already in use"), "{reason}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    // `podman run` created the container, then its start failed: one container, not running.
+    let ids = env.container_ids();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_ne!(r.status(&app).await.unwrap().state, AppState::Running);
+    drop(blocker);
+    let st = r.start(&app).await.unwrap();
+    assert_eq!(st.state, AppState::Running, "{st:?}");
+    assert_eq!(
+        st.container_id.as_deref(),
+        Some(ids[0].as_str()),
+        "the created container is started, not replaced"
+    );
+    assert_eq!(http_get(port, "/").unwrap(), "archy test image\n");
+    r.uninstall(&app, true).await.unwrap();
+}
+
+/// Each Podman process costs 30–150 ms on these hosts: an install runs one `image inspect`,
+/// one `ps` and one `run`, whatever else it may need (`inspect` while an app is slow to answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_runs_one_image_check_one_ps_and_one_run() {
+    require_podman!();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    let wrapper = dir.path().join("podman");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$1 $2\" >> '{}'\nexec podman \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = TestEnv::with_podman(PodmanCmd::from_argv(vec![wrapper.display().to_string()]));
+    let app = env.app("count");
+    let spec = env.web(&app, "1.0.0");
+    let r = env.open();
+    let calls = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        std::fs::remove_file(&log).ok();
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with("inspect "))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    calls();
+    running_id(&r.install(spec.clone()).await.unwrap());
+    assert_eq!(calls(), ["image inspect", "ps -a", "run --detach"]);
+    // The same spec again: checked and adopted, nothing started.
+    running_id(&r.install(spec).await.unwrap());
+    assert_eq!(calls(), ["image inspect", "ps -a"]);
+    r.uninstall(&app, true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_ignoring_sigterm_is_killed_after_its_grace() {
     require_podman!();
     let env = TestEnv::new();
