@@ -6,6 +6,8 @@
 //! `podman ps -a --format json` it is built on, and install-to-healthy of one app vs. a raw
 //! `podman run -d` of the same container — both as the command returning and as the first
 //! HTTP answer from the app (polled every 20 ms), which is what "healthy" means here.
+//! After one uncounted warm-up pair, install i and raw run i alternate, so both sides see the
+//! same number of running containers (Podman slows down as it holds more).
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,17 @@ const IMAGE: &str = "localhost/archy/busybox:latest";
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+/// `min … max` of a sample, for the spread next to the median.
+fn range(v: &[Duration]) -> String {
+    let min = v.iter().min().unwrap();
+    let max = v.iter().max().unwrap();
+    format!(
+        "{:.0}…{:.0} ms",
+        min.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    )
 }
 
 fn port() -> u16 {
@@ -82,6 +95,43 @@ fn spec(name: &str) -> AppSpec {
     s
 }
 
+/// A bare `podman run -d` of the same container, then its removal: (until the command returns,
+/// until the first HTTP answer).
+fn raw_run_until_http(i: usize) -> (Duration, Duration) {
+    let t = Instant::now();
+    let name = format!("raw-{}-{i}", std::process::id());
+    let p = port();
+    let out = std::process::Command::new("podman")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-p",
+            &format!("127.0.0.1:{p}:8080"),
+            IMAGE,
+        ])
+        .args(["httpd", "-f", "-p", "8080", "-h", "/www"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let run = t.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http_ok(p) {
+        assert!(
+            Instant::now() < deadline,
+            "raw container never answered HTTP"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let healthy = t.elapsed();
+    std::process::Command::new("podman")
+        .args(["rm", "-f", "-t", "0", &name])
+        .output()
+        .unwrap();
+    (run, healthy)
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<usize> = std::env::args()
@@ -96,55 +146,34 @@ async fn main() {
     cfg.owner = owner.clone();
     let r = Reconciler::open(cfg).unwrap();
     let podman = PodmanCmd::new();
-    let names: Vec<String> = (0..n)
+    let names: Vec<String> = (0..=n)
         .map(|i| format!("m{}-{i}", std::process::id()))
         .collect();
 
     let mut install = vec![];
-    for name in &names {
+    let mut raw_run = vec![];
+    let mut raw_healthy = vec![];
+    // names[0] is the warm-up pair: measured like the others, not counted. Which side goes
+    // first alternates, so neither always follows the other's clean-up.
+    for (i, name) in names.iter().enumerate() {
+        let raw_first = i % 2 == 1;
+        let raw = raw_first.then(|| raw_run_until_http(i));
         let t = Instant::now();
         let out = r.install(spec(name)).await.unwrap();
-        install.push(t.elapsed());
+        let took = t.elapsed();
         assert!(
             matches!(out, archy_orchestrator::InstallOutcome::Running { .. }),
             "{out:?}"
         );
-    }
-    let mut raw_run = vec![];
-    let mut raw_healthy = vec![];
-    for i in 0..n {
-        let t = Instant::now();
-        let name = format!("raw-{}-{i}", std::process::id());
-        let p = port();
-        let out = std::process::Command::new("podman")
-            .args([
-                "run",
-                "-d",
-                "--name",
-                &name,
-                "-p",
-                &format!("127.0.0.1:{p}:8080"),
-                IMAGE,
-            ])
-            .args(["httpd", "-f", "-p", "8080", "-h", "/www"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        raw_run.push(t.elapsed());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !http_ok(p) {
-            assert!(
-                Instant::now() < deadline,
-                "raw container never answered HTTP"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let (run, healthy) = raw.unwrap_or_else(|| raw_run_until_http(i));
+        if i > 0 {
+            install.push(took);
+            raw_run.push(run);
+            raw_healthy.push(healthy);
         }
-        raw_healthy.push(t.elapsed());
-        std::process::Command::new("podman")
-            .args(["rm", "-f", "-t", "0", &name])
-            .output()
-            .unwrap();
     }
+    // The idle pass below is over exactly N apps.
+    r.uninstall(&names[0], true).await.unwrap();
 
     let mut pass = vec![];
     let mut ps = vec![];
@@ -175,12 +204,17 @@ async fn main() {
             .unwrap();
         ps.push(t.elapsed());
     }
-    for name in &names {
+    for name in &names[1..] {
         r.uninstall(name, true).await.unwrap();
     }
+    let spread = format!(
+        "install {}, raw run -d + HTTP {}",
+        range(&install),
+        range(&raw_healthy)
+    );
     let (pass, ps) = (median(pass), median(ps));
     let (install, raw_run, raw_healthy) = (median(install), median(raw_run), median(raw_healthy));
-    println!("apps={n} rounds={rounds}");
+    println!("apps={n} rounds={rounds} (plus one warm-up install and raw run)");
     println!(
         "no-op pass (adopt all): {pass:?}  raw podman ps: {ps:?}  ratio {:.2}",
         pass.as_secs_f64() / ps.as_secs_f64()
@@ -193,6 +227,7 @@ async fn main() {
         "install to healthy: {install:?}  raw podman run -d + first HTTP answer: {raw_healthy:?}  ratio {:.2}",
         install.as_secs_f64() / raw_healthy.as_secs_f64()
     );
+    println!("spread (min…max): {spread}");
     println!(
         "RATIO reconciler.idle_pass/podman_ps {:.2}  install/raw_run_until_http {:.2}",
         pass.as_secs_f64() / ps.as_secs_f64(),
