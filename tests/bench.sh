@@ -5,6 +5,8 @@
 #   bash tests/bench.sh            # medium sizes (minutes)
 #   bash tests/bench.sh --full     # the sizes of BENCHMARKS.md (1 GiB ingest/transfer, 10k releases, 50 apps)
 #   bash tests/bench.sh --smoke    # everything tiny, to keep the benches compiling and running (CI)
+# BENCH_PROFILE=debug uses the debug build (tests/run.sh: the smoke run reuses the test build
+# instead of compiling everything again in release; its numbers mean nothing).
 # Needs for the peer rows: tests/setup/sendme.sh, tests/setup/nostr-rs-relay.sh, tests/setup/podman.sh
 # (a missing tool skips its row with a note). The log is also written to $BENCH_LOG.
 set -euo pipefail
@@ -39,12 +41,14 @@ run() {
 {
   echo "tests/bench.sh $mode at $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   machine
-  echo; echo "==> cargo build --release (bench examples)"
-  cargo build --release -p archy-swarm --example ingest --example bench --example fanout
-  cargo build --release -p archy-trust --example scale
-  cargo build --release -p archy-marketplace --example releases
-  cargo build --release -p archy-orchestrator --example measure
-  ex=target/release/examples
+  profile="${BENCH_PROFILE:-release}"
+  flag=(--profile "$profile"); [ "$profile" = debug ] && flag=(--profile dev)
+  echo; echo "==> cargo build ${flag[*]} (bench examples)"
+  cargo build "${flag[@]}" -p archy-swarm --example ingest --example bench --example fanout
+  cargo build "${flag[@]}" -p archy-trust --example scale
+  cargo build "${flag[@]}" -p archy-marketplace --example releases
+  cargo build "${flag[@]}" -p archy-orchestrator --example measure
+  ex="target/$profile/examples"
 
   run "1. verified ingest (MiB runs)" $ex/ingest $ingest
   for t in "${transfer[@]}"; do

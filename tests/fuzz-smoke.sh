@@ -8,6 +8,8 @@
 # cargo-fuzz needs nightly compiler flags; on a stable toolchain RUSTC_BOOTSTRAP=1 enables
 # them (the sanitizer is off: the targets are safe Rust, and this keeps builds on stable).
 # The first build of the fuzz workspace takes ~10 minutes on 2 cores; later ones reuse it.
+# FUZZ_DEV=1 builds unoptimised (~6 minutes cold, fewer runs per second): enough for a smoke
+# run, which is what tests/run.sh uses.
 set -euo pipefail
 cd "$(dirname "$0")/../marketplace/fuzz"
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -16,8 +18,9 @@ seconds="${FUZZ_SECONDS:-20}"
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(manifest release jws api_request)
 
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version '^0.13'
 flags=(-s none -a --codegen-units 16)
+[ "${FUZZ_DEV:-0}" = 1 ] && flags+=(--dev)
 cargo fuzz build "${flags[@]}"
 for t in "${targets[@]}"; do
     echo "==> fuzz $t for ${seconds}s"

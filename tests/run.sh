@@ -25,3 +25,6 @@ step "cargo build";        cargo build --workspace --all-targets
 export ARCHY_BIN="$PWD/target/debug/archy"
 step "cargo test";         cargo test --workspace
 step "lifecycle gate (ARCHY_ITERATIONS=${ARCHY_ITERATIONS:-1})"; bash tests/lifecycle.sh
+# Benchmarks and fuzzers are not tests: these short runs only keep them compiling and running.
+step "benchmark smoke (debug build)"; BENCH_PROFILE=debug bash tests/bench.sh --smoke
+step "fuzz smoke (${FUZZ_SECONDS:-15} s per target)"; FUZZ_DEV=1 FUZZ_SECONDS="${FUZZ_SECONDS:-15}" bash tests/fuzz-smoke.sh
