@@ -151,6 +151,29 @@ impl Default for Caps {
     }
 }
 
+/// The tables ingesting writes, opened once per batch: opening and closing a redb table
+/// writes its root back: per event, that was ~3/4 of the catalog write (74 → 18 µs per release
+/// in `examples/releases.rs`).
+struct IngestTables<'txn> {
+    seen: redb::Table<'txn, &'static str, u64>,
+    rejected: redb::Table<'txn, &'static str, &'static [u8]>,
+    releases: redb::Table<'txn, &'static str, &'static [u8]>,
+    apps: redb::Table<'txn, &'static str, &'static [u8]>,
+    counts: redb::Table<'txn, &'static str, u64>,
+}
+
+impl<'txn> IngestTables<'txn> {
+    fn open(tx: &'txn redb::WriteTransaction) -> Result<Self> {
+        Ok(IngestTables {
+            seen: tx.open_table(SEEN)?,
+            rejected: tx.open_table(REJECTED)?,
+            releases: tx.open_table(RELEASES)?,
+            apps: tx.open_table(APPS)?,
+            counts: tx.open_table(REJECTION_COUNTS)?,
+        })
+    }
+}
+
 /// Events per write transaction: one fsync per batch; big enough to amortise it, small enough
 /// that a batch commits within a fraction of a second and other writers are not held up.
 const BATCH: usize = 1_000;
@@ -211,11 +234,14 @@ impl Catalog {
         let mut rest = events.into_iter().peekable();
         while rest.peek().is_some() {
             let tx = self.db.begin_write()?;
-            for e in rest.by_ref().take(BATCH) {
-                let o = self.ingest_in(&tx, &e, policy, now)?;
-                out.push((e, o));
+            {
+                let mut t = IngestTables::open(&tx)?;
+                for e in rest.by_ref().take(BATCH) {
+                    let o = Self::ingest_in(&mut t, &e, policy, now)?;
+                    out.push((e, o));
+                }
+                self.prune(&mut t)?;
             }
-            self.prune(&tx)?;
             tx.commit()?;
         }
         Ok(out)
@@ -229,15 +255,13 @@ impl Catalog {
 
     /// One event's checks and effects, inside the batch's transaction.
     fn ingest_in(
-        &self,
-        tx: &redb::WriteTransaction,
+        t: &mut IngestTables,
         event: &Event,
         policy: &PolicyConfig,
         now: u64,
     ) -> Result<Outcome> {
         let event_id = event.id.to_hex();
-        let mut seen = tx.open_table(SEEN)?;
-        if seen.get(event_id.as_str())?.is_some() {
+        if t.seen.get(event_id.as_str())?.is_some() {
             return Ok(Outcome::AlreadySeen);
         }
         match release::check_release(event, policy, now) {
@@ -245,27 +269,25 @@ impl Catalog {
                 // A release from the future may become valid once the clock catches up: it
                 // is recorded, but not marked seen, so a later sync checks it again.
                 if rejection.reason != Reason::CreatedAtFuture {
-                    seen.insert(event_id.as_str(), now)?;
+                    t.seen.insert(event_id.as_str(), now)?;
                 }
-                drop(seen);
                 let app = matches!(rejection.reason, Reason::Expired)
                     .then(|| app_of(event))
                     .flatten();
-                self.reject(tx, event, rejection.clone(), None, app, now)?;
+                Self::reject(t, event, rejection.clone(), None, app, now)?;
                 Ok(Outcome::Rejected(rejection))
             }
             Ok(verified) => {
-                seen.insert(event_id.as_str(), now)?;
-                drop(seen);
-                tx.open_table(REJECTED)?.remove(event_id.as_str())?;
-                self.apply_monotonicity(tx, event, verified, now)
+                t.seen.insert(event_id.as_str(), now)?;
+                t.rejected.remove(event_id.as_str())?;
+                Self::apply_monotonicity(t, event, verified, now)
             }
         }
     }
 
     /// Keeps the hostile-growable tables within [`Caps`], dropping the oldest rows first.
-    fn prune(&self, tx: &redb::WriteTransaction) -> Result<()> {
-        let mut seen = tx.open_table(SEEN)?;
+    fn prune(&self, t: &mut IngestTables) -> Result<()> {
+        let seen = &mut t.seen;
         if seen.len()? as usize > self.caps.seen {
             let mut rows = Vec::new();
             for row in seen.iter()? {
@@ -278,7 +300,7 @@ impl Catalog {
                 seen.remove(id.as_str())?;
             }
         }
-        let mut rejected = tx.open_table(REJECTED)?;
+        let rejected = &mut t.rejected;
         if rejected.len()? as usize <= self.caps.junk_rejections {
             return Ok(());
         }
@@ -301,8 +323,7 @@ impl Catalog {
     }
 
     fn reject(
-        &self,
-        tx: &redb::WriteTransaction,
+        t: &mut IngestTables,
         event: &Event,
         r: Rejection,
         conflicts_with: Option<String>,
@@ -320,19 +341,17 @@ impl Catalog {
             app,
             recorded_at: now,
         };
-        tx.open_table(REJECTED)?
+        t.rejected
             .insert(record.event_id.as_str(), to_json(&record).as_slice())?;
-        let mut counts = tx.open_table(REJECTION_COUNTS)?;
         let code = record.reason.to_string();
-        let n = counts.get(code.as_str())?.map_or(0, |v| v.value());
-        counts.insert(code.as_str(), n + 1)?;
+        let n = t.counts.get(code.as_str())?.map_or(0, |v| v.value());
+        t.counts.insert(code.as_str(), n + 1)?;
         Ok(())
     }
 
     /// Rule 5: duplicate, equivocation, history or new latest.
     fn apply_monotonicity(
-        &self,
-        tx: &redb::WriteTransaction,
+        t: &mut IngestTables,
         event: &Event,
         verified: crate::envelope::Verified,
         now: u64,
@@ -341,8 +360,8 @@ impl Catalog {
         let version = m.semver();
         let key = release_key(&m.publisher.did, &m.id, &version);
         let jcs_blake3 = blake3::hash(&verified.jcs).to_hex().to_string();
-        let mut releases = tx.open_table(RELEASES)?;
-        let existing = releases
+        let existing = t
+            .releases
             .get(key.as_str())?
             .map(|v| serde_json::from_slice::<ReleaseRecord>(v.value()))
             .transpose()?;
@@ -358,9 +377,8 @@ impl Catalog {
                     m.id, m.version, existing.event_id
                 ),
             };
-            drop(releases);
-            self.reject(
-                tx,
+            Self::reject(
+                t,
                 event,
                 r.clone(),
                 Some(existing.event_id),
@@ -379,10 +397,11 @@ impl Catalog {
             jcs_blake3,
             envelope: serde_json::to_value(&verified.envelope)?,
         };
-        releases.insert(key.as_str(), to_json(&record).as_slice())?;
-        let mut apps = tx.open_table(APPS)?;
+        t.releases
+            .insert(key.as_str(), to_json(&record).as_slice())?;
         let akey = app_key(&m.publisher.did, &m.id);
-        let current = apps
+        let current = t
+            .apps
             .get(akey.as_str())?
             .map(|v| serde_json::from_slice::<AppRecord>(v.value()))
             .transpose()?;
@@ -404,7 +423,7 @@ impl Catalog {
             summary: m.summary.clone(),
             publisher_nostr: m.publisher.nostr.clone(),
         };
-        apps.insert(akey.as_str(), to_json(&app).as_slice())?;
+        t.apps.insert(akey.as_str(), to_json(&app).as_slice())?;
         Ok(Outcome::Latest)
     }
 
