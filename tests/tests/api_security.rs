@@ -10,6 +10,27 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
+/// POSTs a syntactically valid request padded to `len` bytes; the status code of the answer.
+/// The server may answer before reading the whole body, so a failed write is not an error.
+fn oversized_post(addr: &str, token: &str, len: usize) -> u16 {
+    use std::io::{Read, Write};
+    let head = r#"{"method":"status","pad":""#;
+    let body = format!("{head}{}\"}}", "x".repeat(len - head.len() - 2));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let _ = write!(
+        s,
+        "POST /v1/rpc HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    String::from_utf8_lossy(&resp)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn the_api_needs_the_token_and_the_home_is_private() {
     let home = tempfile::tempdir().unwrap();
@@ -31,6 +52,10 @@ fn the_api_needs_the_token_and_the_home_is_private() {
     let (code, text) = api_post(h, true, r#"{"method":"rm -rf"}"#);
     assert_eq!(code, 400);
     assert!(text.contains("not a valid request"), "{text}");
+    assert_eq!(api_post(h, true, status).0, 200);
+    // A body over the 512 KiB cap is refused as too large (not parsed), and the node answers on.
+    let token = token.trim();
+    assert_eq!(oversized_post(&addr, token, 600 * 1024), 413);
     assert_eq!(api_post(h, true, status).0, 200);
 
     assert_eq!(mode(h), 0o700);

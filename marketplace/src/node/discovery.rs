@@ -82,8 +82,20 @@ pub async fn sync_once(
             .collect(),
         ..SyncReport::default()
     };
-    ingest(catalog, fetched.events, policy, now, &mut report)?;
+    off_the_workers(|| ingest(catalog, fetched.events, policy, now, &mut report))?;
     Ok(report)
+}
+
+/// Runs `f`, which blocks (signature checks and redb commits of a whole pass), without stalling
+/// the other tasks of this worker thread, the local API among them: on a multi-thread runtime
+/// the worker first hands its queue to another thread.
+pub fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// The `since` a live subscription should start from.

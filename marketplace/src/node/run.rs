@@ -189,18 +189,6 @@ async fn wait_for_signal() {
     }
 }
 
-/// Runs `fut`, whose polls block (signature checks and redb commits of a whole pass), without
-/// stalling the other tasks of this worker thread, the local API among them: on a multi-thread
-/// runtime the worker first hands its queue to another thread.
-async fn off_the_workers<F: std::future::Future>(fut: F) -> F::Output {
-    let handle = tokio::runtime::Handle::current();
-    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-        tokio::task::block_in_place(|| handle.block_on(fut))
-    } else {
-        fut.await
-    }
-}
-
 /// A discovery pass at start and every `sync_interval_secs`, and a live subscription between.
 async fn discovery_loop(core: Arc<NodeCore>, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_secs(core.config.relays.sync_interval_secs.max(1));
@@ -220,8 +208,7 @@ async fn discovery_loop(core: Arc<NodeCore>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {
-                let pass = discovery::sync_once(&pool, &core.catalog, &core.config.policy, unix_now());
-                match off_the_workers(pass).await {
+                match discovery::sync_once(&pool, &core.catalog, &core.config.policy, unix_now()).await {
                     Ok(r) if r.accepted + r.rejected + r.history > 0 => tracing::info!(?r, "discovery pass"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!("discovery pass failed: {e:#}"),
@@ -236,8 +223,8 @@ async fn discovery_loop(core: Arc<NodeCore>, mut stop: watch::Receiver<bool>) {
             item = sub.recv() => match item {
                 Some(StreamItem::Event { event, .. }) => {
                     let mut r = SyncReport::default();
-                    let ingest = async { discovery::ingest(&core.catalog, vec![*event], &core.config.policy, unix_now(), &mut r) };
-                    if let Err(e) = off_the_workers(ingest).await {
+                    let ingest = || discovery::ingest(&core.catalog, vec![*event], &core.config.policy, unix_now(), &mut r);
+                    if let Err(e) = discovery::off_the_workers(ingest) {
                         tracing::warn!("ingesting a live event failed: {e:#}");
                     }
                 }
