@@ -381,8 +381,9 @@ mod tests {
     use super::*;
     use crate::spec::{PortSpec, Protocol, SecretKind, SecretSpec, VolumeSpec};
 
+    /// Tests `run_args`; the name predates `run` and is cited in SECURITY.md.
     #[test]
-    fn run_args_are_locked_down() {
+    fn create_args_are_locked_down() {
         let mut s = AppSpec::new("web", "1.2.0", "localhost/x:1");
         s.capabilities = vec!["cap_net_bind_service".into()];
         s.read_only_root = true;
