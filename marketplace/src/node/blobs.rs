@@ -201,6 +201,7 @@ pub async fn fetch_with_mirrors(
 ) -> Result<FetchReport> {
     let swarm = core.swarm().await?;
     req.stall_timeout = stall_timeout(core);
+    req.min_rate = core.config.swarm.min_rate_bytes_per_sec;
     if let Some(size) = req.size {
         if !swarm.has(&req.hash).await? {
             let have = swarm.local_bytes(&req.hash).await?;

@@ -60,6 +60,9 @@ pub struct SwarmSection {
     pub mirror: bool,
     /// Seconds without progress after which a source counts as stalled.
     pub stall_timeout_secs: u64,
+    /// Verified bytes/s a source must keep up over the stall window, or it is left for the
+    /// next source (tried again last, without the floor). 0 turns the floor off.
+    pub min_rate_bytes_per_sec: u64,
 }
 
 impl Default for SwarmSection {
@@ -69,6 +72,7 @@ impl Default for SwarmSection {
             bind: "127.0.0.1:0".into(),
             mirror: true,
             stall_timeout_secs: 10,
+            min_rate_bytes_per_sec: archy_swarm::DEFAULT_MIN_RATE,
         }
     }
 }
