@@ -593,7 +593,7 @@ fn app_of(event: &Event) -> Option<(String, String, String)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::identity::Identity;
     use nostr_sdk::prelude::{EventBuilder, Keys, Kind, Tag};
@@ -608,7 +608,8 @@ mod tests {
             .unwrap()
     }
 
-    fn release(id: &Identity, version: &str, summary: &str) -> Event {
+    /// A signed release of app `hello` (valid for the default policy) by `id`.
+    pub(crate) fn release(id: &Identity, version: &str, summary: &str) -> Event {
         let manifest = json!({
             "schema": "archy.app/v1", "id": "hello", "version": version,
             "name": "Hello", "summary": summary,

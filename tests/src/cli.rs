@@ -247,3 +247,18 @@ pub async fn archy_json_async(home: &Path, args: &[&str]) -> Value {
     .await
     .expect("the CLI task ran")
 }
+
+/// The rootless Podman user `tests/setup/podman.sh` creates, as a node's `[apps] podman_prefix`
+/// (TOML/JSON array).
+pub const ROOTLESS_PREFIX: &str = r#"["runuser", "-u", "archy", "--", "env", "XDG_RUNTIME_DIR=/tmp/archy-run", "HOME=/home/archy"]"#;
+
+/// Runs `podman ARGS…` as that rootless user.
+pub fn rootless_podman(args: &[&str]) -> Output {
+    let prefix: Vec<String> = serde_json::from_str(ROOTLESS_PREFIX).expect("a JSON array");
+    Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg("podman")
+        .args(args)
+        .output()
+        .expect("runuser runs")
+}

@@ -2,27 +2,11 @@
 //! tests/setup/podman.sh): install from a local manifest, list, stop/start, restart, logs,
 //! uninstall keeping data, purge, and `app render --quadlet`.
 
-use archy_tests::cli::{archy, archy_json, have_tool, repo};
+use archy_tests::cli::{
+    archy, archy_json, have_tool, repo, rootless_podman, ROOTLESS_PREFIX as PREFIX,
+};
 use std::path::Path;
 use std::process::Command;
-
-const PREFIX: &str = r#"["runuser", "-u", "archy", "--", "env", "XDG_RUNTIME_DIR=/tmp/archy-run", "HOME=/home/archy"]"#;
-
-fn rootless_podman(args: &[&str]) -> std::process::Output {
-    Command::new("runuser")
-        .args([
-            "-u",
-            "archy",
-            "--",
-            "env",
-            "XDG_RUNTIME_DIR=/tmp/archy-run",
-            "HOME=/home/archy",
-            "podman",
-        ])
-        .args(args)
-        .output()
-        .expect("runuser runs")
-}
 
 fn podman_ready() -> bool {
     Command::new("id")

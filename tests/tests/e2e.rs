@@ -12,12 +12,12 @@
 //! image itself.
 
 use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig};
-use archy_tests::cli::{archy, archy_json, have_tool, repo, NodeProc};
+use archy_tests::cli::{
+    archy, archy_json, have_tool, repo, rootless_podman, NodeProc, ROOTLESS_PREFIX,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-
-const ROOTLESS: &str = r#"["runuser", "-u", "archy", "--", "env", "XDG_RUNTIME_DIR=/tmp/archy-run", "HOME=/home/archy"]"#;
 
 fn podman_ready() -> bool {
     Command::new("podman")
@@ -36,19 +36,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 /// Names of the rootless user's containers whose name matches `name` exactly.
 fn rootless_containers(name: &str) -> Vec<String> {
-    let out = Command::new("runuser")
-        .args([
-            "-u",
-            "archy",
-            "--",
-            "env",
-            "XDG_RUNTIME_DIR=/tmp/archy-run",
-            "HOME=/home/archy",
-        ])
-        .args(["podman", "ps", "-a", "--format", "{{.Names}}"])
-        .args(["--filter", &format!("name=^{name}$")])
-        .output()
-        .unwrap();
+    let filter = format!("name=^{name}$");
+    let out = rootless_podman(&["ps", "-a", "--format", "{{.Names}}", "--filter", &filter]);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)
@@ -159,7 +148,11 @@ async fn three_nodes_install_mirror_update_rollback_and_confirm() {
         &url,
         &format!("[trust]\nanchors = [\"{p_npub}\"]\n\n[swarm]\nmirror = true\n"),
     );
-    config(&b, &url, &format!("[apps]\npodman_prefix = {ROOTLESS}\n"));
+    config(
+        &b,
+        &url,
+        &format!("[apps]\npodman_prefix = {ROOTLESS_PREFIX}\n"),
+    );
     let (mut pn, an, bn) = blocking({
         let (p, a, b) = (p.clone(), a.clone(), b.clone());
         move || {
@@ -367,7 +360,7 @@ async fn auto_update_applies_a_trusted_publishers_new_version() {
         .as_str()
         .unwrap()
         .to_owned();
-    config(&c, &url, &format!("[trust]\nanchors = [\"{npub}\"]\nauto_update = true\n\n[apps]\npodman_prefix = {ROOTLESS}\n"));
+    config(&c, &url, &format!("[trust]\nanchors = [\"{npub}\"]\nauto_update = true\n\n[apps]\npodman_prefix = {ROOTLESS_PREFIX}\n"));
     let (pn, cn) = blocking({
         let (p, c) = (p.clone(), c.clone());
         move || (NodeProc::start(&p).unwrap(), NodeProc::start(&c).unwrap())

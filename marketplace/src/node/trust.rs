@@ -710,27 +710,8 @@ mod tests {
             ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
             nostr_sdk::prelude::Keys::generate(),
         );
-        let manifest = |version: &str, summary: &str| {
-            json!({
-                "schema": "archy.app/v1", "id": "hello", "version": version,
-                "name": "Hello", "summary": summary,
-                "publisher": {"did": id.did(), "nostr": id.nostr_hex()},
-                "origin": {"endpoint": "ab".repeat(32), "addrs": ["127.0.0.1:4433"]},
-                "image": {
-                    "name": "localhost/test/hello:1", "id": format!("sha256:{}", "cd".repeat(32)),
-                    "archive": {"blake3": "ef".repeat(32), "size": 1024, "format": "oci-archive"}
-                },
-                "ports": [{"container": 8080, "host": 18080}],
-                "published_at": 1_700_000_000u64
-            })
-            .as_object()
-            .unwrap()
-            .clone()
-        };
-        let event = |version: &str, summary: &str| {
-            let env = crate::envelope::sign(manifest(version, summary), &id);
-            crate::release::build_release_event(&env, id.nostr_keys()).unwrap()
-        };
+        let event =
+            |version: &str, summary: &str| crate::catalog::tests::release(&id, version, summary);
         let policy = crate::manifest::PolicyConfig::default();
         let now = unix_now();
         for e in [
