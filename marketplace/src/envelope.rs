@@ -209,7 +209,7 @@ pub fn check_contents(
     policy: &PolicyConfig,
     now: u64,
 ) -> Result<Verified, Vec<Violation>> {
-    let violations = manifest::validate(&env.manifest, policy, now);
+    let violations = manifest::validate_sized(&env.manifest, policy, now, Some(jcs.len()));
     if !violations.is_empty() {
         return Err(violations);
     }

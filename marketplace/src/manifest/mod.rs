@@ -11,7 +11,7 @@ mod validate;
 
 pub use policy::{is_loopback, normalise_capability, PolicyConfig};
 pub use typed::*;
-pub use validate::{is_hex64, validate, Violation};
+pub use validate::{is_hex64, validate, validate_sized, Violation};
 
 #[cfg(test)]
 pub(crate) mod tests;

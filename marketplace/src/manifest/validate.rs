@@ -58,14 +58,28 @@ const NAMESPACE_FIELDS: [&str; 5] = ["pid", "ipc", "userns", "uts", "cgroupns"];
 /// Checks a manifest against §2 with the operator's policy; `now` is unix seconds (for
 /// `expires_at`). Returns every violation; an empty list means the manifest passes.
 pub fn validate(manifest: &Map<String, Value>, policy: &PolicyConfig, now: u64) -> Vec<Violation> {
+    validate_sized(manifest, policy, now, None)
+}
+
+/// [`validate`] for a caller that already holds the manifest's JCS bytes (a verified
+/// signature covers them) and passes their length, so they are not computed again.
+pub fn validate_sized(
+    manifest: &Map<String, Value>,
+    policy: &PolicyConfig,
+    now: u64,
+    jcs_len: Option<usize>,
+) -> Vec<Violation> {
     let mut c = Checker {
         out: Vec::new(),
         policy,
     };
-    c.numbers("", &Value::Object(manifest.clone()));
+    for (key, value) in manifest {
+        c.numbers(key, value);
+    }
     // A number JCS cannot write (e.g. `1e999`) has no size; `numbers` reported it above.
-    let jcs = crate::jcs::try_canonical_bytes(&Value::Object(manifest.clone()));
-    let size = jcs.map_or(0, |b| b.len());
+    let size = jcs_len.unwrap_or_else(|| {
+        crate::jcs::try_canonical_bytes(&Value::Object(manifest.clone())).map_or(0, |b| b.len())
+    });
     if size > MAX_MANIFEST_BYTES {
         c.push(
             Reason::ManifestTooLarge,
