@@ -107,3 +107,34 @@ async fn store_anything_relay_insert_raw_and_filters() {
     pool.shutdown().await;
     relay.shutdown().await;
 }
+
+/// A relay that sends one message over the reader's 4 MiB cap: the reader refuses it instead of
+/// buffering it (that relay's fetch fails and says why), and the other relay's events arrive.
+#[tokio::test]
+async fn a_message_over_the_cap_is_refused_and_other_relays_still_serve() {
+    let hostile = StoreAnythingRelay::start().await.unwrap();
+    let honest = StoreAnythingRelay::start().await.unwrap();
+    let keys = Keys::generate();
+    let huge = release(&keys, "archy:app:huge@1.0.0", T0, &"x".repeat(5 << 20));
+    let small = release(&keys, "archy:app:small@1.0.0", T0 + 1, "{}");
+    hostile.insert_raw(serde_json::from_str(&huge.as_json()).unwrap());
+    honest.insert_raw(serde_json::from_str(&small.as_json()).unwrap());
+    let pool = RelayPool::connect(
+        [hostile.url().as_str(), honest.url().as_str()],
+        test_config(1),
+    )
+    .await
+    .unwrap();
+    let report = pool.fetch_report(app_filter(), None).await.unwrap();
+    let ids: Vec<EventId> = report.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![small.id], "{:?}", report.per_relay);
+    let hostile_result = report
+        .per_relay
+        .iter()
+        .find(|(url, _)| url == &hostile.url())
+        .map(|(_, r)| r.clone())
+        .unwrap();
+    let err = hostile_result.expect_err("the oversized message is refused");
+    assert!(err.contains("too long") || err.contains("size"), "{err}");
+    pool.shutdown().await;
+}
