@@ -8,7 +8,7 @@
 //!   the mirror through the relay and fetches from it; with the origin back, the origin serves.
 
 use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig};
-use archy_tests::cli::{archy, archy_json, have_tool, repo, NodeProc};
+use archy_tests::cli::{api_post, archy, archy_json, have_tool, repo, NodeProc};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -513,5 +513,111 @@ async fn a_mirror_found_through_the_relay_serves_while_the_origin_is_down() {
     drop(origin);
     drop(node_a);
     relay2.shutdown().await;
+    relay.shutdown().await;
+}
+
+/// The origin node is SIGKILLed while a consumer's node fetches from it (issue 9, faults, end to
+/// end): the consumer's fetch goes on from a mirror found through the relay, keeps the bytes
+/// the origin already sent (the mirror serves only the rest), and the blob verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_killed_mid_transfer_leaves_the_rest_to_a_mirror() {
+    let (relay, _db) = start_relay().await;
+    let url = relay.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let o = home_with_relay(dir.path(), "origin", Some(&url));
+    let a = home_with_relay(dir.path(), "mirror", Some(&url));
+    let b = home_with_relay(dir.path(), "consumer", Some(&url));
+    // Large enough that the transfer is still running when the test sees its first bytes.
+    let data = test_bytes("killed-mid-transfer", 256 << 20);
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, &data).unwrap();
+    let size = data.len().to_string();
+
+    let mut origin = start_node(&o).await;
+    let added = cli_json(&o, &["blob", "add", file.to_str().unwrap(), "--json"]).await;
+    let hash = added["hash"].as_str().unwrap().to_owned();
+    let o_addr = node_addr(&o).await;
+    let mirror = start_node(&a).await;
+    let a_addr = node_addr(&a).await;
+    let got = cli_json(
+        &a,
+        &[
+            "blob", "get", &hash, "--from", &o_addr, "--size", &size, "--mirror", "--json",
+        ],
+    )
+    .await;
+    assert!(got["mirror"]["accepted"].as_u64().unwrap() >= 1, "{got}");
+
+    // The consumer's node fetches; the test watches its verified bytes through the API and
+    // kills the origin as soon as some have arrived.
+    let consumer = start_node(&b).await;
+    let out = dir.path().join("b.bin");
+    let fetch = {
+        let (b, hash, o_addr, size, out) = (
+            b.clone(),
+            hash.clone(),
+            o_addr.clone(),
+            size.clone(),
+            out.to_str().unwrap().to_owned(),
+        );
+        tokio::spawn(async move {
+            cli_json(
+                &b,
+                &[
+                    "blob",
+                    "get",
+                    &hash,
+                    "--from",
+                    &o_addr,
+                    "--size",
+                    &size,
+                    "--find-mirrors",
+                    "--out",
+                    &out,
+                    "--json",
+                ],
+            )
+            .await
+        })
+    };
+    let have_req = format!(r#"{{"method":"blob_have","params":{{"hash":"{hash}"}}}}"#);
+    let seen = tokio::task::spawn_blocking({
+        let b = b.clone();
+        move || {
+            // A safety net, not a timing bound.
+            for _ in 0..60_000 {
+                let (code, body) = api_post(&b, true, &have_req);
+                if code == 200 {
+                    let have = serde_json::from_str::<Value>(&body).unwrap()["ok"]["have"]
+                        .as_u64()
+                        .unwrap_or(0);
+                    if have > 0 {
+                        return have;
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            0
+        }
+    })
+    .await
+    .unwrap();
+    origin.kill();
+    assert!(seen > 0, "the consumer never received a byte");
+    let got = fetch.await.unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), data, "the blob verifies");
+    let report = &got["report"];
+    let (from_origin, from_mirror) = (
+        bytes_from(report, endpoint_of(&o_addr)),
+        bytes_from(report, endpoint_of(&a_addr)),
+    );
+    assert!(from_origin > 0, "{report}");
+    assert!(
+        from_mirror > 0 && from_mirror < data.len() as u64,
+        "the mirror serves only what the origin did not: {report}"
+    );
+    assert_eq!(from_origin + from_mirror, data.len() as u64, "{report}");
+    assert_eq!(report["completed_by"], endpoint_of(&a_addr), "{report}");
+    drop((consumer, mirror));
     relay.shutdown().await;
 }
