@@ -43,11 +43,10 @@ run() {
   machine
   profile="${BENCH_PROFILE:-release}"
   flag=(--profile "$profile"); [ "$profile" = debug ] && flag=(--profile dev)
-  echo; echo "==> cargo build ${flag[*]} (bench examples)"
-  cargo build "${flag[@]}" -p archy-swarm --example ingest --example bench --example fanout
-  cargo build "${flag[@]}" -p archy-trust --example scale
-  cargo build "${flag[@]}" -p archy-marketplace --example releases
-  cargo build "${flag[@]}" -p archy-orchestrator --example measure
+  # One workspace build: per-package builds resolve features differently and would rebuild
+  # much of the dependency tree that `cargo build --workspace --all-targets` already made.
+  echo; echo "==> cargo build ${flag[*]} --workspace --examples (the bench binaries)"
+  cargo build "${flag[@]}" --workspace --examples
   ex="target/$profile/examples"
 
   run "1. verified ingest (MiB runs)" $ex/ingest $ingest
