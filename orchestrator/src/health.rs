@@ -210,12 +210,12 @@ mod tests {
     use super::*;
     use crate::spec::{HealthCheck, PortSpec, Protocol};
 
-    #[tokio::test]
-    async fn http_probe_against_a_local_server() {
+    /// A loopback HTTP server answering one request per status line, in order; its port.
+    async fn scripted_http(statuses: &'static [&'static str]) -> u16 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
-            for status in ["200 OK", "500 Internal Server Error"] {
+            for status in statuses {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut buf = [0u8; 512];
                 let _ = s.read(&mut buf).await.unwrap();
@@ -223,6 +223,11 @@ mod tests {
                 s.write_all(resp.as_bytes()).await.unwrap();
             }
         });
+        port
+    }
+
+    /// An app publishing container port 80 on `port`, with an HTTP check of `/`.
+    fn web_spec(port: u16, interval_secs: u32) -> AppSpec {
         let mut spec = AppSpec::new("web", "1", "img");
         spec.ports.push(PortSpec {
             container: 80,
@@ -235,10 +240,17 @@ mod tests {
             port: Some(80),
             path: Some("/".into()),
             command: vec![],
-            interval_secs: 1,
+            interval_secs,
             timeout_secs: 5,
             retries: 1,
         });
+        spec
+    }
+
+    #[tokio::test]
+    async fn http_probe_against_a_local_server() {
+        let port = scripted_http(&["200 OK", "500 Internal Server Error"]).await;
+        let spec = web_spec(port, 1);
         let podman = PodmanCmd::from_argv(vec!["/nonexistent/podman".into()]);
         probe(&spec, "x", &podman).await.unwrap();
         let err = probe(&spec, "x", &podman).await.unwrap_err();
@@ -249,33 +261,8 @@ mod tests {
     /// (the Podman here does not exist: asking it would fail the wait).
     #[tokio::test]
     async fn start_period_polls_without_asking_podman() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            for status in ["503 Starting", "503 Starting", "200 OK"] {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let mut buf = [0u8; 512];
-                let _ = s.read(&mut buf).await.unwrap();
-                let resp = format!("HTTP/1.0 {status}\r\n\r\n");
-                s.write_all(resp.as_bytes()).await.unwrap();
-            }
-        });
-        let mut spec = AppSpec::new("web", "1", "img");
-        spec.ports.push(PortSpec {
-            container: 80,
-            host: port,
-            protocol: Protocol::Tcp,
-            bind: "127.0.0.1".parse().unwrap(),
-        });
-        spec.health_check = Some(HealthCheck {
-            kind: HealthKind::Http,
-            port: Some(80),
-            path: Some("/".into()),
-            command: vec![],
-            interval_secs: 30,
-            timeout_secs: 5,
-            retries: 1,
-        });
+        let port = scripted_http(&["503 Starting", "503 Starting", "200 OK"]).await;
+        let spec = web_spec(port, 30);
         let podman = PodmanCmd::from_argv(vec!["/nonexistent/podman".into()]);
         wait_healthy(&spec, "x", &podman).await.unwrap();
     }
