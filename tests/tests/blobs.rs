@@ -84,6 +84,16 @@ async fn node_addr(home: &Path) -> String {
     addr
 }
 
+/// A node on `home` that added `data` as a blob: the node, the blob's hash, its swarm address.
+async fn origin_serving(home: &Path, data: &[u8]) -> (NodeProc, String, String) {
+    let file = home.join("origin-data.bin");
+    std::fs::write(&file, data).unwrap();
+    let node = start_node(home).await;
+    let added = cli_json(home, &["blob", "add", file.to_str().unwrap(), "--json"]).await;
+    let hash = added["hash"].as_str().unwrap().to_owned();
+    (node, hash, node_addr(home).await)
+}
+
 /// A running `archy blob serve`, stopped with SIGTERM on drop.
 struct BlobServe {
     child: Child,
@@ -390,14 +400,8 @@ async fn a_mirror_found_through_the_relay_serves_while_the_origin_is_down() {
     let b = home_with_relay(dir.path(), "consumer-b", Some(&url));
     let c = home_with_relay(dir.path(), "consumer-c", Some(&url));
     let data = test_bytes("mirrored", 1024 * 1024 + 5);
-    let file = dir.path().join("data.bin");
-    std::fs::write(&file, &data).unwrap();
     let size = data.len().to_string();
-
-    let mut origin = start_node(&o).await;
-    let added = cli_json(&o, &["blob", "add", file.to_str().unwrap(), "--json"]).await;
-    let hash = added["hash"].as_str().unwrap().to_owned();
-    let o_addr = node_addr(&o).await;
+    let (mut origin, hash, o_addr) = origin_serving(&o, &data).await;
 
     // A fetches from the origin (through its running node) and becomes a mirror.
     let node_a = start_node(&a).await;
@@ -529,14 +533,8 @@ async fn the_origin_killed_mid_transfer_leaves_the_rest_to_a_mirror() {
     let b = home_with_relay(dir.path(), "consumer", Some(&url));
     // Large enough that the transfer is still running when the test sees its first bytes.
     let data = test_bytes("killed-mid-transfer", 256 << 20);
-    let file = dir.path().join("data.bin");
-    std::fs::write(&file, &data).unwrap();
     let size = data.len().to_string();
-
-    let mut origin = start_node(&o).await;
-    let added = cli_json(&o, &["blob", "add", file.to_str().unwrap(), "--json"]).await;
-    let hash = added["hash"].as_str().unwrap().to_owned();
-    let o_addr = node_addr(&o).await;
+    let (mut origin, hash, o_addr) = origin_serving(&o, &data).await;
     let mirror = start_node(&a).await;
     let a_addr = node_addr(&a).await;
     let got = cli_json(
