@@ -29,21 +29,9 @@ use ed25519_dalek::{Signer, SigningKey, Verifier};
 use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, SecretKey, Tag, Timestamp};
 use serde_json::{json, Map, Value};
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn vm_hwm() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM"))
-                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
-        })
-        .unwrap_or_else(|| "n/a".into())
-}
+#[path = "../../tests/bench_common.rs"]
+mod bench_common;
+use bench_common::{median, vm_hwm};
 
 /// Median items/s of `f` over `items` items: one warm-up, then `runs` timed runs.
 fn per_sec(items: usize, runs: usize, mut f: impl FnMut(usize)) -> f64 {

@@ -15,12 +15,11 @@ use archy_orchestrator::{
     AppSpec, Config, HealthCheck, HealthKind, PodmanCmd, PortSpec, Reconciler,
 };
 
-const IMAGE: &str = "localhost/archy/busybox:latest";
+#[path = "../../tests/bench_common.rs"]
+mod bench_common;
+use bench_common::{median, vm_hwm};
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
+const IMAGE: &str = "localhost/archy/busybox:latest";
 
 /// `min … max` of a sample, for the spread next to the median.
 fn range(v: &[Duration]) -> String {
@@ -39,17 +38,6 @@ fn port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn vm_hwm() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM"))
-                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
-        })
-        .unwrap_or_else(|| "n/a".into())
 }
 
 /// One HTTP GET / on loopback: true on a 2xx/3xx answer.

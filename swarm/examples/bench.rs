@@ -15,19 +15,12 @@ use iroh::endpoint::{presets, RelayMode};
 use iroh::Endpoint;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+#[path = "../../tests/bench_common.rs"]
+mod bench_common;
+use bench_common::{median, vm_hwm};
+
 /// The custom ALPN of the raw-QUIC ceiling: no protocol, just bytes on one bi stream.
 const RAW_ALPN: &[u8] = b"archy/bench-raw/0";
-
-fn vm_hwm() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM"))
-                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
-        })
-        .unwrap_or_else(|| "n/a".into())
-}
 
 async fn raw_endpoint(alpns: Vec<Vec<u8>>) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::builder(presets::Minimal)
@@ -101,11 +94,6 @@ async fn raw_quic(content: std::sync::Arc<Vec<u8>>, runs: usize) -> anyhow::Resu
 
 async fn node(dir: PathBuf) -> anyhow::Result<Swarm> {
     Ok(Swarm::open(SwarmConfig::local(dir, "127.0.0.1:0".parse()?)).await?)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 #[tokio::main]

@@ -13,16 +13,9 @@ use std::time::{Duration, Instant};
 
 use archy_swarm::{FetchRequest, PeerAddr, Swarm, SwarmConfig};
 
-fn vm_hwm() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM"))
-                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
-        })
-        .unwrap_or_else(|| "n/a".into())
-}
+#[path = "../../tests/bench_common.rs"]
+mod bench_common;
+use bench_common::vm_hwm;
 
 struct Outcome {
     origin_egress: u64,

@@ -13,21 +13,9 @@ use std::time::Instant;
 
 use archy_swarm::{Swarm, SwarmConfig};
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn vm_hwm() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM"))
-                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
-        })
-        .unwrap_or_else(|| "n/a".into())
-}
+#[path = "../../tests/bench_common.rs"]
+mod bench_common;
+use bench_common::{median, vm_hwm};
 
 /// Runs `f` once as a warm-up, then `runs` times; returns the median rate in MB/s.
 async fn rate<F, Fut>(size: usize, runs: usize, mut f: F) -> anyhow::Result<f64>

@@ -3,9 +3,13 @@
 //!
 //! `cargo run --release -p archy-trust --example scale [keys] [follows-per-key]`
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use archy_trust::{Key, Label, Signal, TrustConfig, TrustGraph};
+
+#[path = "../../tests/bench_common.rs"]
+mod bench_common;
+use bench_common::{median, vm_hwm};
 
 struct Rng(u64);
 impl Rng {
@@ -19,22 +23,6 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-}
-
-fn vm_hwm() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM"))
-                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
-        })
-        .unwrap_or_else(|| "n/a".into())
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {
