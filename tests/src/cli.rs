@@ -262,3 +262,15 @@ pub fn rootless_podman(args: &[&str]) -> Output {
         .output()
         .expect("runuser runs")
 }
+
+/// Builds the sample app's image (`apps/hello-web/build.sh TAG`) and returns its name,
+/// `localhost/archy/hello-web:TAG`; panics with the script's output if the build fails.
+pub fn build_hello_web(tag: &str) -> String {
+    let built = Command::new("bash")
+        .arg(repo().join("apps/hello-web/build.sh"))
+        .arg(tag)
+        .output()
+        .expect("bash runs");
+    assert!(built.status.success(), "{built:?}");
+    format!("localhost/archy/hello-web:{tag}")
+}

@@ -2,7 +2,7 @@
 //! and the bytes are exactly the signed hash) and during an app install (the app ends up
 //! running once, in one container).
 
-use archy_tests::cli::{api_post, archy, archy_json, have_tool, repo, NodeProc};
+use archy_tests::cli::{api_post, archy, archy_json, build_hello_web, have_tool, repo, NodeProc};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -148,12 +148,7 @@ fn sigkill_during_an_install_converges_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (p, c) = (dir.path().join("p"), dir.path().join("c"));
     let tag = format!("crash{}", std::process::id());
-    let built = Command::new("bash")
-        .arg(repo().join("apps/hello-web/build.sh"))
-        .arg(&tag)
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{built:?}");
+    build_hello_web(&tag);
     std::fs::create_dir_all(&p).unwrap();
     let pn = NodeProc::start(&p).unwrap();
     let relay = pn.relay_url();

@@ -13,7 +13,7 @@
 
 use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig};
 use archy_tests::cli::{
-    archy, archy_json, have_tool, repo, rootless_podman, NodeProc, ROOTLESS_PREFIX,
+    archy, archy_json, build_hello_web, have_tool, repo, rootless_podman, NodeProc, ROOTLESS_PREFIX,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -125,16 +125,7 @@ async fn three_nodes_install_mirror_update_rollback_and_confirm() {
     );
     let port = 20_000 + (std::process::id() % 9_000) as u16;
     let tag = format!("e2e{}", std::process::id());
-    let image = format!("localhost/archy/hello-web:{tag}");
-    let built = blocking(move || {
-        Command::new("bash")
-            .arg(repo().join("apps/hello-web/build.sh"))
-            .arg(&tag)
-            .output()
-            .unwrap()
-    })
-    .await;
-    assert!(built.status.success(), "{built:?}");
+    let image = blocking(move || build_hello_web(&tag)).await;
 
     config(&p, &url, "");
     let p_id = blocking({
@@ -341,16 +332,7 @@ async fn auto_update_applies_a_trusted_publishers_new_version() {
     let port = 20_000 + (std::process::id() % 9_000) as u16 + 3;
     let tag = format!("auto{}", std::process::id());
     let app = format!("auto-{}", std::process::id());
-    let image = format!("localhost/archy/hello-web:{tag}");
-    let built = blocking(move || {
-        Command::new("bash")
-            .arg(repo().join("apps/hello-web/build.sh"))
-            .arg(&tag)
-            .output()
-            .unwrap()
-    })
-    .await;
-    assert!(built.status.success(), "{built:?}");
+    let image = blocking(move || build_hello_web(&tag)).await;
     config(&p, &url, "");
     let npub = blocking({
         let p = p.clone();

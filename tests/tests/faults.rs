@@ -17,7 +17,8 @@
 use archy_marketplace::side_events::release_filter;
 use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig, RelayPool};
 use archy_tests::cli::{
-    api_post, archy, archy_bin, archy_json, have_tool, repo, sticky_loopback, NodeProc,
+    api_post, archy, archy_bin, archy_json, build_hello_web, have_tool, repo, sticky_loopback,
+    NodeProc,
 };
 use archy_tests::forge::Publisher;
 use nostr_sdk::prelude::Event;
@@ -622,12 +623,7 @@ fn sigkill_during_an_update_converges_to_one_version_with_its_data() {
         images: images.clone(),
     };
     for v in VERSIONS {
-        let built = Command::new("bash")
-            .arg(repo().join("apps/hello-web/build.sh"))
-            .arg(format!("{v}-f{pid}"))
-            .output()
-            .unwrap();
-        assert!(built.status.success(), "{built:?}");
+        build_hello_web(&format!("{v}-f{pid}"));
     }
     let relay = Relay::start();
     let url = relay.url();
