@@ -54,10 +54,10 @@ state_is() { # app state
   "$ARCHY" --home "$CON" apps list --json | grep -A4 "\"app\": \"$1\"" | grep -q "\"state\": \"$2\""
 }
 write_marker() { # app value
-  $PODMAN exec "archy-$1" sh -c "echo $2 > /data/marker"
+  $PODMAN exec "archy_$1" sh -c "echo $2 > /data/marker"
 }
 marker_is() { # app value
-  [ "$($PODMAN exec "archy-$1" cat /data/marker)" = "$2" ]
+  [ "$($PODMAN exec "archy_$1" cat /data/marker)" = "$2" ]
 }
 
 # One publisher (embedded relay, iroh origin) and one consumer that trusts it.

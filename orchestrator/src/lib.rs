@@ -3,6 +3,9 @@
 //! verified manifest into an [`AppSpec`] and hands it over.
 //!
 //! Module map (pure logic apart from I/O, in the sans-IO style):
+//! - [`names`] — the injective names (`archy_<app>_<part>`) and owner labels of every Podman
+//!   object, and the legacy names the migration reads (pure).
+//! - [`audit`] — every Podman object of the node with its owner; orphans flagged.
 //! - [`spec`] — [`AppSpec`], [`Intent`], [`Policy`]; defensive validation and the spec hash
 //!   that labels each container (pure).
 //! - [`plan`](mod@plan) — the planner: (desired, observed, back-off, now) → ordered [`Action`]s (pure,
@@ -19,11 +22,15 @@
 //!
 //! Invariants: an intent is committed before it is acted on; a container matching its spec
 //! hash is adopted, never recreated; a stopped app is never started by the loop; volumes and
-//! secrets are removed only by a purge; a failed update rolls back to the previous spec.
+//! secrets are removed only by a purge; a failed update rolls back to the previous spec; an
+//! app's data belongs to (publisher, app): no object is mounted or reused unless its labels
+//! say so, and another publisher's app of the same name is refused.
 
 use std::path::{Path, PathBuf};
 
+pub mod audit;
 pub mod health;
+pub mod names;
 pub mod plan;
 pub mod podman;
 pub mod quadlet;
@@ -32,6 +39,7 @@ pub mod secrets;
 pub mod spec;
 pub mod store;
 
+pub use audit::{AuditEntry, AuditReport, AuditStatus};
 pub use plan::{plan, Action, Backoff, BackoffPolicy, CreateReason, DesiredApp};
 pub use podman::{ContainerState, ObservedContainer, PodmanCmd, PodmanOutput};
 pub use quadlet::render_quadlet;
@@ -39,11 +47,12 @@ pub use reconciler::{
     AppState, AppStatus, Config, InstallOutcome, Outcome, OutcomeStatus, ReconcileReport,
     Reconciler,
 };
+pub use reconciler::{HeldApp, MigrationReport};
 pub use spec::{
     AppSpec, HealthCheck, HealthKind, Intent, Policy, PortSpec, Protocol, Resources, SecretKind,
     SecretSpec, VolumeSpec,
 };
-pub use store::{AppRecord, RolledBack};
+pub use store::{AppRecord, Naming, RolledBack};
 
 /// Everything the orchestrator can refuse or fail at, with a message the user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +70,9 @@ pub enum Error {
     },
     #[error("{command} failed: {message}")]
     Podman { command: String, message: String },
+    /// An object or record belongs to another (publisher, app) than the one asking for it.
+    #[error("{0}")]
+    Owner(String),
     #[error("state database: {0}")]
     Store(#[from] redb::Error),
     #[error("{}: {source}", path.display())]

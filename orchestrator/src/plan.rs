@@ -624,7 +624,7 @@ mod tests {
             p[1],
             Action::Purge {
                 app: "web".into(),
-                volumes: vec!["archy-web-data".into()],
+                volumes: vec!["archy_web_data".into()],
                 secrets: vec![]
             }
         );

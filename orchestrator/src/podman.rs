@@ -17,15 +17,15 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use crate::names::Role;
 use crate::spec::{normalize_capability, AppSpec};
 use crate::Error;
 
-/// Label keys put on every container the orchestrator creates.
-pub const LABEL_APP: &str = "archy.app";
+/// Label keys put on every container the orchestrator creates (with those of
+/// [`crate::names::labels`]).
+pub use crate::names::{LABEL_APP, LABEL_OWNER, LABEL_PUBLISHER, LABEL_ROLE};
 pub const LABEL_SPEC_HASH: &str = "archy.spec-hash";
 pub const LABEL_VERSION: &str = "archy.version";
-/// Which orchestrator instance owns the container; orphans are only removed within an owner.
-pub const LABEL_OWNER: &str = "archy.owner";
 
 /// How to invoke Podman: `argv[0]` and fixed leading arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +168,54 @@ impl PodmanCmd {
         })
     }
 
+    /// `podman FROM… | podman TO…`: the first's stdout streamed into the second's stdin (no
+    /// temporary file); an error unless both exit 0 within `deadline`.
+    pub async fn pipe(
+        &self,
+        from: &[String],
+        to: &[String],
+        deadline: Duration,
+    ) -> Result<(), Error> {
+        tracing::debug!(from = ?from, to = ?to, "podman pipe");
+        let start_err = |args: &[String], e: std::io::Error| Error::Podman {
+            command: self.describe(args),
+            message: format!("cannot start `{}`: {e}", self.argv[0]),
+        };
+        let mut first = self
+            .command(from)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| start_err(from, e))?;
+        let stdout: Stdio = first
+            .stdout
+            .take()
+            .expect("stdout is piped")
+            .try_into()
+            .map_err(|e| start_err(from, e))?;
+        let second = self
+            .command(to)
+            .stdin(stdout)
+            .spawn()
+            .map_err(|e| start_err(to, e))?;
+        let both = async { tokio::join!(first.wait_with_output(), second.wait_with_output()) };
+        let (a, b) = tokio::time::timeout(deadline, both)
+            .await
+            .map_err(|_| Error::Podman {
+                command: self.describe(from),
+                message: format!("no answer within {}s", deadline.as_secs()),
+            })?;
+        for (args, out) in [(from, a), (to, b)] {
+            let out = out.map_err(|e| start_err(args, e))?;
+            if !out.status.success() {
+                return Err(Error::Podman {
+                    command: self.describe(args),
+                    message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Like [`run`](Self::run) but a non-zero exit is an error carrying Podman's stderr.
     pub async fn ok(
         &self,
@@ -189,6 +237,12 @@ impl PodmanCmd {
     fn describe(&self, args: &[String]) -> String {
         // Only the subcommand: full argv may be long; it is in the debug log.
         format!("podman {}", args.first().map(String::as_str).unwrap_or(""))
+    }
+
+    /// The captured output of `podman <args>` for callers that parse it (audit).
+    pub async fn output(&self, args: &[&str]) -> Result<PodmanOutput, Error> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.run(&args, None, Duration::from_secs(120)).await
     }
 
     /// Is Podman usable at all (for tests that must skip loudly when it is absent).
@@ -281,9 +335,10 @@ pub fn parse_ps(json: &str) -> Result<Vec<ObservedContainer>, Error> {
         .collect())
 }
 
-/// Name of the Podman secret holding one generated secret of an app.
+/// Name of the Podman secret holding one generated secret of an app
+/// ([`crate::names::secret`]).
 pub fn podman_secret_name(app: &str, secret: &str) -> String {
-    format!("archy-{app}-{secret}")
+    crate::names::secret(app, secret)
 }
 
 /// How Podman is asked for the spec's image: its pinned id when the spec has one (so no other
@@ -314,14 +369,16 @@ pub fn run_args(spec: &AppSpec, owner: &str) -> Vec<String> {
         "--detach".into(),
         "--name".into(),
         spec.container_name(),
-        "--label".into(),
-        format!("{LABEL_APP}={}", spec.name),
+    ];
+    for l in crate::names::labels(Role::Container, &spec.name, &spec.publisher, owner) {
+        a.push("--label".into());
+        a.push(l);
+    }
+    a.extend([
         "--label".into(),
         format!("{LABEL_SPEC_HASH}={}", spec.spec_hash()),
         "--label".into(),
         format!("{LABEL_VERSION}={}", spec.version),
-        "--label".into(),
-        format!("{LABEL_OWNER}={owner}"),
         // Never reach a registry: the caller has loaded the verified image.
         "--pull=never".into(),
         // The reconciler is the supervisor (with crash-loop back-off), not Podman.
@@ -329,7 +386,7 @@ pub fn run_args(spec: &AppSpec, owner: &str) -> Vec<String> {
         "--cap-drop=ALL".into(),
         "--security-opt=no-new-privileges".into(),
         format!("--stop-timeout={}", spec.stop_grace_secs),
-    ];
+    ]);
     for cap in &spec.capabilities {
         a.push(format!("--cap-add={}", normalize_capability(cap)));
     }
@@ -423,8 +480,9 @@ mod tests {
         assert_eq!(&a[..2], ["run", "--detach"]);
         assert!(has("127.0.0.1:8080:80/tcp"));
         assert!(has("[::1]:5353:53/udp"));
-        assert!(has("archy-web-data:/data"));
-        assert!(has("archy-web-token,type=env,target=TOKEN"));
+        assert!(has("archy_web_data:/data"));
+        assert!(has("archy.role=container"));
+        assert!(has("archy_web_token,type=env,target=TOKEN"));
         assert!(has(&format!("archy.spec-hash={}", s.spec_hash())));
         assert!(!a.iter().any(|x| x.contains("privileged")));
         assert_eq!(&a[a.len() - 3..], ["localhost/x:1", "httpd", "-f"]);

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
+use crate::audit::{self, AuditReport};
 use crate::health;
+use crate::names::{self, ObjectName, Owner, Role};
 use crate::plan::{plan, Action, Backoff, BackoffPolicy, DesiredApp};
 use crate::podman::{
     image_ref, name_in_use, parse_ps, podman_secret_name, run_args, ContainerState,
@@ -23,7 +25,7 @@ use crate::podman::{
 };
 use crate::secrets;
 use crate::spec::{AppSpec, Intent, Policy, PortSpec};
-use crate::store::{AppRecord, RolledBack, Store};
+use crate::store::{AppRecord, Naming, RolledBack, Store};
 use crate::Error;
 
 /// Deadline for quick Podman calls (ps, inspect, create, rm). Generous: shared, slow hosts.
@@ -46,6 +48,10 @@ pub struct Config {
     pub backoff: BackoffPolicy,
     /// A container running this long resets its crash-loop back-off.
     pub stable_after: Duration,
+    /// For the naming migration of records written before apps had a publisher: app → its
+    /// publisher. Apps not listed get [`legacy_default_publisher`](Self::legacy_default_publisher).
+    pub legacy_publishers: std::collections::BTreeMap<String, String>,
+    pub legacy_default_publisher: String,
 }
 
 impl Config {
@@ -58,6 +64,8 @@ impl Config {
             policy: Policy::default(),
             backoff: BackoffPolicy::default(),
             stable_after: Duration::from_secs(60),
+            legacy_publishers: Default::default(),
+            legacy_default_publisher: String::new(),
         }
     }
 }
@@ -166,6 +174,9 @@ struct Pass {
     /// same lock. Should an image vanish after its check, `podman run` fails, and a failed update
     /// rolls back as on any other failure.
     images_ok: HashSet<String>,
+    /// Volume names checked in this pass (or by `install` just before it, under the same lock)
+    /// → whether Podman has them (with the app's labels): not inspected again before `run`.
+    volumes_ok: HashMap<String, bool>,
     /// App → (container id, spec hash) this pass left running and healthy, or adopted running.
     up: HashMap<String, (String, String)>,
 }
@@ -176,6 +187,7 @@ impl Pass {
             observed,
             failed: HashSet::new(),
             images_ok: HashSet::new(),
+            volumes_ok: HashMap::new(),
             up: HashMap::new(),
         }
     }
@@ -240,12 +252,32 @@ impl Reconciler {
         // Held from the image check to the end of the pass, so the pass can use that check and
         // the observation taken beside it instead of asking Podman again.
         let held = self.pass.lock().await;
-        // Both read-only, so side by side: a slow host pays for one Podman start-up, not two.
-        let (image, observed) = tokio::join!(self.ensure_image(&spec), self.observe());
+        self.migrate_locked(&held).await?;
+        // Read-only, so side by side: a slow host pays for one Podman start-up, not three.
+        let (image, observed, volumes) = tokio::join!(
+            self.ensure_image(&spec),
+            self.observe(),
+            self.inspect_volumes(&spec)
+        );
         image?;
         let observed = observed?;
+        // Kept volumes of another publisher's app of this name are refused before anything is
+        // committed (the record check below catches the same case when the record is kept).
+        let volumes = volumes?;
+        self.check_volumes(&spec, &volumes)?;
         self.store.update(&name, |old| {
             let rec = match old {
+                Some(old) if old.current.publisher != spec.publisher => {
+                    return Err(takeover(&name, &old.current.publisher, &spec.publisher));
+                }
+                Some(old) if old.names == Naming::Legacy || old.held.is_some() => {
+                    return Err(Error::Owner(format!(
+                        "app `{name}` is held: {}",
+                        old.held
+                            .as_deref()
+                            .unwrap_or("its Podman objects still use the legacy names")
+                    )));
+                }
                 Some(old) if old.current.spec_hash() == hash => AppRecord {
                     intent: Intent::Running,
                     rolled_back: None,
@@ -257,18 +289,11 @@ impl Reconciler {
                     AppRecord {
                         current: spec.clone(),
                         previous: Some(old.current),
-                        intent: Intent::Running,
                         update_pending: was_live,
-                        rolled_back: None,
+                        ..AppRecord::new(spec.clone())
                     }
                 }
-                None => AppRecord {
-                    current: spec.clone(),
-                    previous: None,
-                    intent: Intent::Running,
-                    update_pending: false,
-                    rolled_back: None,
-                },
+                None => AppRecord::new(spec.clone()),
             };
             Ok((Some(rec), ()))
         })?;
@@ -281,6 +306,11 @@ impl Reconciler {
         self.notify.notify_one();
         let mut pass = Pass::new(observed);
         pass.images_ok.insert(image_ref(&spec));
+        for v in &spec.volumes {
+            let name = spec.volume_name(&v.name);
+            let present = volumes.contains_key(&name);
+            pass.volumes_ok.insert(name, present);
+        }
         let (report, pass) = self.run_pass(&held, pass).await?;
         drop(held);
         let rec = self
@@ -405,7 +435,16 @@ impl Reconciler {
         if let Some(t) = tail {
             args.push(format!("--tail={t}"));
         }
-        args.push(crate::spec::container_name(app));
+        // By what Podman reports for the app (labels), so a container of either naming works.
+        let observed = self.observe().await?;
+        args.push(
+            observed
+                .iter()
+                .filter(|c| c.app == app)
+                .max_by_key(|c| c.state == ContainerState::Running)
+                .map(|c| c.id.clone())
+                .unwrap_or_else(|| crate::spec::container_name(app)),
+        );
         let out = self.cfg.podman.run(&args, None, QUICK).await?;
         if !out.success {
             return Err(Error::Podman {
@@ -487,6 +526,306 @@ impl Reconciler {
         }
     }
 
+    // ------------------------------------------------------------------ audit
+
+    /// Every container, volume and secret in this Podman that is named or labelled as Archy's,
+    /// with its owner and status ([`crate::audit::classify`]).
+    pub async fn audit(&self) -> Result<AuditReport, Error> {
+        let records = self.store.all()?;
+        let node = self.cfg.owner.as_str();
+        let (ps, vols, secrets) = tokio::join!(
+            self.cfg.podman.output(&["ps", "-a", "--format", "json"]),
+            self.cfg
+                .podman
+                .output(&["volume", "ls", "--format", "json"]),
+            self.cfg
+                .podman
+                .output(&["secret", "ls", "--noheading", "--format", "{{.Name}}"]),
+        );
+        let mut objects = Vec::new();
+        let labels_of = |v: &serde_json::Value| -> Owner {
+            let map: HashMap<String, String> =
+                serde_json::from_value(v.clone()).unwrap_or_default();
+            Owner::from_labels(&map)
+        };
+        let listed =
+            |out: crate::PodmanOutput, what: &str| -> Result<Vec<serde_json::Value>, Error> {
+                if !out.success {
+                    return Err(Error::Podman {
+                        command: format!("podman {what}"),
+                        message: out.stderr.trim().to_string(),
+                    });
+                }
+                let t = out.stdout.trim();
+                Ok(if t.is_empty() {
+                    vec![]
+                } else {
+                    serde_json::from_str(t)?
+                })
+            };
+        for c in listed(ps?, "ps")? {
+            let name = c["Names"][0].as_str().unwrap_or_default().to_string();
+            if let Some(e) = audit::classify(
+                Role::Container,
+                &name,
+                labels_of(&c["Labels"]),
+                &records,
+                node,
+            ) {
+                objects.push(e);
+            }
+        }
+        for v in listed(vols?, "volume ls")? {
+            let name = v["Name"].as_str().unwrap_or_default().to_string();
+            if let Some(e) =
+                audit::classify(Role::Volume, &name, labels_of(&v["Labels"]), &records, node)
+            {
+                objects.push(e);
+            }
+        }
+        let secrets = secrets?;
+        let secret_names: Vec<String> = secrets
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !secret_names.is_empty() {
+            let found = self.inspect_secrets(secret_names.iter()).await?;
+            for name in &secret_names {
+                let owner = found.get(name).cloned().unwrap_or_default();
+                if let Some(e) = audit::classify(Role::Secret, name, owner, &records, node) {
+                    objects.push(e);
+                }
+            }
+        }
+        objects.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        Ok(AuditReport { objects })
+    }
+
+    // ------------------------------------------------------------------ naming migration
+
+    /// Moves apps installed by the code before the injective names onto them, losing no data
+    /// (see [`migrate_locked`](Self::migrate_locked)). Passes run it themselves; this is for
+    /// callers that want the report.
+    pub async fn migrate_names(&self) -> Result<MigrationReport, Error> {
+        let held = self.pass.lock().await;
+        self.migrate_locked(&held).await
+    }
+
+    /// The naming migration, under the pass lock. For every record of the legacy scheme:
+    /// 1. its containers are removed (the next pass recreates them under the new names; the
+    ///    data is in volumes);
+    /// 2. each volume `archy-<app>-<v>` is copied into a new, labelled `archy_<app>_<v>`
+    ///    (`podman volume export | import`; Podman 4.3 cannot rename a volume or change its
+    ///    labels) under a journal in redb: `copying` before, `copied` after — a SIGKILL while
+    ///    copying redoes the copy from the untouched original on restart;
+    /// 3. the record gets its publisher and the new naming, in one commit; only then are the
+    ///    originals and the legacy Podman secrets removed (the secret files are the source of
+    ///    truth, so the next pass creates the new, labelled secrets from them).
+    ///
+    /// A legacy volume that two apps' names both map to (`foo`/`bar-data` and `foo-bar`/`data`)
+    /// is never guessed at: it is left as it is, copied to neither, and both apps are held (not
+    /// started) with a reason naming the apps and the volume, until the operator purges the
+    /// app it does not belong to (`archy apps uninstall APP --purge`); the next pass then
+    /// migrates the other.
+    async fn migrate_locked(&self, _held: &MutexGuard<'_, ()>) -> Result<MigrationReport, Error> {
+        let mut report = MigrationReport::default();
+        let records = self.store.all()?;
+        // Originals whose copy is committed but which a kill kept from being removed.
+        for (key, state) in self.store.journal()? {
+            let Some((app, v)) = key.split_once('/') else {
+                continue;
+            };
+            let migrated = records
+                .iter()
+                .any(|r| r.current.name == app && r.names == Naming::Injective);
+            if state == "copied" && migrated {
+                self.remove_volume(&names::legacy::volume(app, v)).await?;
+                self.store.set_journal(&key, None)?;
+            }
+        }
+        let legacy: Vec<&AppRecord> = records
+            .iter()
+            .filter(|r| r.names == Naming::Legacy)
+            .collect();
+        if legacy.is_empty() {
+            return Ok(report);
+        }
+        // Which (app, volume) pairs each legacy volume name stands for, over every legacy record.
+        let mut claims: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for r in &legacy {
+            for (app, v) in legacy_volumes(r) {
+                let pairs = claims.entry(names::legacy::volume(&app, &v)).or_default();
+                if !pairs.contains(&(app.clone(), v.clone())) {
+                    pairs.push((app, v));
+                }
+            }
+        }
+        let observed = self.observe().await?;
+        for r in legacy {
+            let app = r.current.name.clone();
+            for c in observed.iter().filter(|c| c.app == app) {
+                self.remove_container(&c.id, r.current.stop_grace_secs)
+                    .await?;
+            }
+            let publisher = self
+                .cfg
+                .legacy_publishers
+                .get(&app)
+                .cloned()
+                .unwrap_or_else(|| self.cfg.legacy_default_publisher.clone());
+            let mut target = r.current.clone();
+            target.publisher = publisher.clone();
+            let mut held = None;
+            let mut copied = Vec::new();
+            for (_, v) in legacy_volumes(r) {
+                let old = names::legacy::volume(&app, &v);
+                let pairs = &claims[&old];
+                if pairs.len() > 1 {
+                    let who: Vec<String> = pairs
+                        .iter()
+                        .map(|(a, v)| format!("app `{a}` (volume `{v}`)"))
+                        .collect();
+                    held = Some(format!(
+                        "Podman volume `{old}` was shared by {} under the old names; its data \
+                         is kept there and copied to neither. Purge the app it does not belong \
+                         to (`archy apps uninstall APP --purge`, which leaves `{old}` alone) \
+                         and the other one is migrated with it",
+                        who.join(" and ")
+                    ));
+                    continue;
+                }
+                let key = format!("{app}/{v}");
+                let state = self
+                    .store
+                    .journal()?
+                    .into_iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, s)| s);
+                if state.as_deref() != Some("copied") {
+                    if !self.volume_exists(&old).await? {
+                        continue; // never created: nothing to copy
+                    }
+                    self.store.set_journal(&key, Some("copying"))?;
+                    let new = target.volume_name(&v);
+                    // A copy a kill interrupted: start it again from the untouched original.
+                    self.remove_volume(&new).await?;
+                    self.create_volume(&target, &new).await?;
+                    self.copy_volume(&old, &new).await?;
+                    self.store.set_journal(&key, Some("copied"))?;
+                    report.volumes_copied.push(format!("{old} -> {new}"));
+                }
+                copied.push((key, old));
+            }
+            if let Some(reason) = held {
+                tracing::warn!(app = %app, "naming migration: held: {reason}");
+                self.store.update(&app, |rec| {
+                    Ok((
+                        rec.map(|rec| AppRecord {
+                            held: Some(reason.clone()),
+                            ..rec
+                        }),
+                        (),
+                    ))
+                })?;
+                report.held.push(HeldApp { app, reason });
+                continue;
+            }
+            // The legacy Podman secrets go before the commit (so a kill cannot strand them);
+            // the files stay the source of truth for the new, labelled ones.
+            let mut secret_names: Vec<String> = r
+                .current
+                .generated_secrets
+                .iter()
+                .chain(r.previous.iter().flat_map(|p| &p.generated_secrets))
+                .map(|s| names::legacy::secret(&app, &s.name))
+                .collect();
+            secret_names.sort();
+            secret_names.dedup();
+            for name in secret_names {
+                let out = self
+                    .cfg
+                    .podman
+                    .run(&["secret".into(), "rm".into(), name], None, QUICK)
+                    .await?;
+                if !out.success && !out.stderr.contains("no such secret") {
+                    return Err(Error::Podman {
+                        command: "podman secret rm".into(),
+                        message: out.stderr.trim().to_string(),
+                    });
+                }
+            }
+            self.store.update(&app, |rec| {
+                Ok((
+                    rec.map(|mut rec| {
+                        rec.current.publisher = publisher.clone();
+                        if let Some(p) = rec.previous.as_mut() {
+                            p.publisher = publisher.clone();
+                        }
+                        rec.names = Naming::Injective;
+                        rec.held = None;
+                        rec
+                    }),
+                    (),
+                ))
+            })?;
+            for (key, old) in copied {
+                self.remove_volume(&old).await?;
+                self.store.set_journal(&key, None)?;
+            }
+            tracing::info!(app = %app, %publisher, "naming migration: done");
+            report.migrated.push(app);
+        }
+        Ok(report)
+    }
+
+    async fn volume_exists(&self, name: &str) -> Result<bool, Error> {
+        Ok(self
+            .cfg
+            .podman
+            .run(
+                &["volume".into(), "exists".into(), name.into()],
+                None,
+                QUICK,
+            )
+            .await?
+            .success)
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), Error> {
+        let out = self
+            .cfg
+            .podman
+            .run(
+                &["volume".into(), "rm".into(), "-f".into(), name.into()],
+                None,
+                QUICK,
+            )
+            .await?;
+        if out.success || out.stderr.contains("no such volume") {
+            Ok(())
+        } else {
+            Err(Error::Podman {
+                command: "podman volume rm".into(),
+                message: out.stderr.trim().to_string(),
+            })
+        }
+    }
+
+    /// `podman volume export FROM | podman volume import TO`, streamed (no temporary file).
+    async fn copy_volume(&self, from: &str, to: &str) -> Result<(), Error> {
+        self.cfg
+            .podman
+            .pipe(
+                &["volume".into(), "export".into(), from.into()],
+                &["volume".into(), "import".into(), to.into(), "-".into()],
+                Duration::from_secs(3600),
+            )
+            .await
+    }
+
     // ------------------------------------------------------------------ the loop
 
     /// Runs passes until `shutdown` completes: one at once, then on every timer tick and
@@ -547,6 +886,7 @@ impl Reconciler {
     /// One level-triggered pass: observe, plan, apply. Per-app failures are in the report.
     pub async fn reconcile_once(&self) -> Result<ReconcileReport, Error> {
         let held = self.pass.lock().await;
+        self.migrate_locked(&held).await?;
         let observed = self.observe().await?;
         Ok(self.run_pass(&held, Pass::new(observed)).await?.0)
     }
@@ -577,12 +917,34 @@ impl Reconciler {
             }
             m.backoff.clone()
         };
+        let mut report = ReconcileReport::default();
+        // A held app (or one still named by the legacy scheme) is never started; a purge or an
+        // uninstall of it still goes ahead.
         let desired: Vec<DesiredApp> = records
             .iter()
-            .map(|r| DesiredApp::new(r.current.clone(), r.intent))
+            .map(|r| {
+                let parked = r.held.is_some() || r.names == Naming::Legacy;
+                let intent = match r.intent {
+                    Intent::Running | Intent::Stopped if parked => Intent::Stopped,
+                    i => i,
+                };
+                if parked && r.intent == Intent::Running {
+                    report.outcomes.push(Outcome {
+                        app: r.current.name.clone(),
+                        action: "blocked".into(),
+                        status: OutcomeStatus::Blocked,
+                        message: format!(
+                            "held: {}",
+                            r.held
+                                .as_deref()
+                                .unwrap_or("its Podman objects still use the legacy names")
+                        ),
+                    });
+                }
+                DesiredApp::new(r.current.clone(), intent)
+            })
             .collect();
         let actions = plan(&desired, &pass.observed, &backoff, now_ms);
-        let mut report = ReconcileReport::default();
         for action in actions {
             let app = action.app().to_string();
             let outcome = self.apply(action, &mut pass).await;
@@ -764,7 +1126,7 @@ impl Reconciler {
                     }
                 }
                 tracing::info!(app = %app, version = %rec.current.version, ?reason, "creating container");
-                match self.run_container(&rec.current).await {
+                match self.run_container(&rec.current, pass).await {
                     Ok(id) => self.verify_or_roll_back(rec, &id, "create", pass).await,
                     Err((id, e)) => {
                         let id = id.unwrap_or_default();
@@ -872,6 +1234,8 @@ impl Reconciler {
                     intent: r.intent,
                     update_pending: false,
                     rolled_back: Some(rb.clone()),
+                    names: r.names,
+                    held: r.held,
                 }),
                 true,
             )),
@@ -900,7 +1264,7 @@ impl Reconciler {
         }
         let result = match self.check_image(pass, &prev).await {
             Err(e) => Err(e.to_string()),
-            Ok(()) => match self.run_container(&prev).await {
+            Ok(()) => match self.run_container(&prev, pass).await {
                 Err((_, e)) => Err(e.to_string()),
                 Ok(id) => health::wait_healthy(&prev, &id, &self.cfg.podman)
                     .await
@@ -990,7 +1354,14 @@ impl Reconciler {
     /// Creates the Podman secrets, then creates and starts the container (one `podman run`).
     /// On error returns the id of a container the run left behind (created, but its start
     /// failed), if any, so the caller can clean it up.
-    async fn run_container(&self, spec: &AppSpec) -> Result<String, (Option<String>, Error)> {
+    async fn run_container(
+        &self,
+        spec: &AppSpec,
+        pass: &mut Pass,
+    ) -> Result<String, (Option<String>, Error)> {
+        self.ensure_volumes(spec, pass)
+            .await
+            .map_err(|e| (None, e))?;
         self.ensure_podman_secrets(spec)
             .await
             .map_err(|e| (None, e))?;
@@ -1088,40 +1459,136 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Creates the app's Podman secrets that are missing, labelled with their owner, from the
+    /// 0600 files (the source of truth); replaces a copy whose file is new; refuses one that
+    /// belongs to someone else. One `secret inspect` for all of them.
     async fn ensure_podman_secrets(&self, spec: &AppSpec) -> Result<(), Error> {
-        for s in &spec.generated_secrets {
+        if spec.generated_secrets.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<(ObjectName, String)> = spec
+            .generated_secrets
+            .iter()
+            .map(|s| {
+                let o = ObjectName::secret(&spec.name, &s.name);
+                let n = o.render();
+                (o, n)
+            })
+            .collect();
+        let found = self.inspect_secrets(wanted.iter().map(|(_, n)| n)).await?;
+        for (s, (object, name)) in spec.generated_secrets.iter().zip(&wanted) {
             let (value, fresh) = secrets::ensure(&self.cfg.state_dir, &spec.name, s)?;
-            let name = podman_secret_name(&spec.name, &s.name);
-            let exists = self
-                .cfg
-                .podman
-                .run(
-                    &["secret".into(), "inspect".into(), name.clone()],
-                    None,
-                    QUICK,
-                )
-                .await?
-                .success;
-            if exists && !fresh {
-                continue;
-            }
-            if exists {
+            if let Some(owner) = found.get(name) {
+                names::check_owner(name, object, &spec.publisher, &self.cfg.owner, owner)
+                    .map_err(Error::Owner)?;
+                if !fresh {
+                    continue;
+                }
                 // Our file is new, so the Podman copy is stale: replace it.
                 self.cfg
                     .podman
                     .ok(&["secret".into(), "rm".into(), name.clone()], None, QUICK)
                     .await?;
             }
+            let mut args = vec!["secret".to_string(), "create".into()];
+            for l in names::labels(Role::Secret, &spec.name, &spec.publisher, &self.cfg.owner) {
+                args.push("--label".into());
+                args.push(l);
+            }
+            args.extend([name.clone(), "-".into()]);
             self.cfg
                 .podman
-                .ok(
-                    &["secret".into(), "create".into(), name.clone(), "-".into()],
-                    Some(value.expose().as_bytes()),
-                    QUICK,
-                )
+                .ok(&args, Some(value.expose().as_bytes()), QUICK)
                 .await?;
         }
         Ok(())
+    }
+
+    /// The named secrets Podman has, with their owners (absent names are simply missing).
+    async fn inspect_secrets<'a>(
+        &self,
+        names: impl Iterator<Item = &'a String>,
+    ) -> Result<HashMap<String, Owner>, Error> {
+        let mut args = vec!["secret".to_string(), "inspect".into()];
+        args.extend(names.cloned());
+        if args.len() == 2 {
+            return Ok(HashMap::new());
+        }
+        let out = self.cfg.podman.run(&args, None, QUICK).await?;
+        parse_inspect(&out, "secret", |v| {
+            (
+                v["Spec"]["Name"].as_str().map(str::to_string),
+                &v["Spec"]["Labels"],
+            )
+        })
+    }
+
+    /// The spec's volumes that Podman has, with their owners. One `volume inspect`.
+    async fn inspect_volumes(&self, spec: &AppSpec) -> Result<HashMap<String, Owner>, Error> {
+        if spec.volumes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut args = vec!["volume".to_string(), "inspect".into()];
+        args.extend(spec.volumes.iter().map(|v| spec.volume_name(&v.name)));
+        let out = self.cfg.podman.run(&args, None, QUICK).await?;
+        parse_inspect(&out, "volume", |v| {
+            (v["Name"].as_str().map(str::to_string), &v["Labels"])
+        })
+    }
+
+    /// Every volume of the spec that exists is this app's (by its labels).
+    fn check_volumes(&self, spec: &AppSpec, found: &HashMap<String, Owner>) -> Result<(), Error> {
+        for v in &spec.volumes {
+            let name = spec.volume_name(&v.name);
+            if let Some(owner) = found.get(&name) {
+                names::check_owner(
+                    &name,
+                    &ObjectName::volume(&spec.name, &v.name),
+                    &spec.publisher,
+                    &self.cfg.owner,
+                    owner,
+                )
+                .map_err(Error::Owner)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the spec's missing volumes explicitly, labelled with their owner, after checking
+    /// that the existing ones are the app's: Podman would otherwise create (or reuse) them
+    /// silently at `run`.
+    async fn ensure_volumes(&self, spec: &AppSpec, pass: &mut Pass) -> Result<(), Error> {
+        let all_checked = spec
+            .volumes
+            .iter()
+            .all(|v| pass.volumes_ok.contains_key(&spec.volume_name(&v.name)));
+        if !all_checked {
+            let found = self.inspect_volumes(spec).await?;
+            self.check_volumes(spec, &found)?;
+            for v in &spec.volumes {
+                let name = spec.volume_name(&v.name);
+                let present = found.contains_key(&name);
+                pass.volumes_ok.insert(name, present);
+            }
+        }
+        for v in &spec.volumes {
+            let name = spec.volume_name(&v.name);
+            if pass.volumes_ok.get(&name) == Some(&false) {
+                self.create_volume(spec, &name).await?;
+                pass.volumes_ok.insert(name, true);
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_volume(&self, spec: &AppSpec, name: &str) -> Result<(), Error> {
+        let mut args = vec!["volume".to_string(), "create".into()];
+        for l in names::labels(Role::Volume, &spec.name, &spec.publisher, &self.cfg.owner) {
+            args.push("--label".into());
+            args.push(l);
+        }
+        args.push(name.into());
+        self.cfg.podman.ok(&args, None, QUICK).await.map(|_| ())
     }
 
     /// `podman stop -t grace`: SIGTERM, SIGKILL after the grace. We wait longer than the grace.
@@ -1188,6 +1655,48 @@ impl Reconciler {
         volumes.dedup();
         secret_names.sort();
         secret_names.dedup();
+        // Only what is ours by its labels: a foreign object under our name is left alone.
+        let publisher = self
+            .store
+            .get(app)?
+            .map(|r| r.current.publisher)
+            .unwrap_or_default();
+        let ours = |name: &str, object: &ObjectName, found: &HashMap<String, Owner>| match found
+            .get(name)
+        {
+            None => true,
+            Some(o) => match names::check_owner(name, object, &publisher, &self.cfg.owner, o) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(app, "purge: {e}");
+                    false
+                }
+            },
+        };
+        let mut probe = AppSpec::new(app, "0", "-");
+        probe.volumes = volumes
+            .iter()
+            .filter_map(|v| names::parse(Role::Volume, v)?.part)
+            .map(|name| crate::spec::VolumeSpec {
+                name,
+                target: "/x".into(),
+            })
+            .collect();
+        let found_volumes = self.inspect_volumes(&probe).await?;
+        volumes
+            .retain(|v| names::parse(Role::Volume, v).is_some_and(|o| ours(v, &o, &found_volumes)));
+        let full: Vec<String> = secret_names
+            .iter()
+            .map(|s| podman_secret_name(app, s))
+            .collect();
+        let found_secrets = self.inspect_secrets(full.iter()).await?;
+        secret_names.retain(|s| {
+            ours(
+                &podman_secret_name(app, s),
+                &ObjectName::secret(app, s),
+                &found_secrets,
+            )
+        });
         for v in &volumes {
             let out = self
                 .cfg
@@ -1231,6 +1740,75 @@ impl Reconciler {
         m.last_error.remove(app);
         Ok(())
     }
+}
+
+/// What the naming migration did in one call.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Apps now on the injective names.
+    pub migrated: Vec<String>,
+    /// `old -> new` for every volume copied in this call.
+    pub volumes_copied: Vec<String>,
+    /// Apps held until the operator acts.
+    pub held: Vec<HeldApp>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct HeldApp {
+    pub app: String,
+    pub reason: String,
+}
+
+/// (app, volume) of every volume a legacy record's current and previous specs name.
+fn legacy_volumes(r: &AppRecord) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = r
+        .current
+        .volumes
+        .iter()
+        .chain(r.previous.iter().flat_map(|p| &p.volumes))
+        .map(|v| (r.current.name.clone(), v.name.clone()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The error for another publisher's app taking over a name whose data is kept here.
+fn takeover(app: &str, owner: &str, newcomer: &str) -> Error {
+    Error::Owner(format!(
+        "app `{app}` on this node belongs to publisher {owner} (its volumes and secrets are \
+         kept); publisher {newcomer}'s app of the same id is refused and never mounts them. To \
+         replace it, remove the old app's data first: `archy apps uninstall {app} --purge`"
+    ))
+}
+
+/// Parses `podman volume|secret inspect NAME…` output: the objects found (missing names are
+/// errors on stderr and simply absent here), each with the owner its labels name.
+fn parse_inspect(
+    out: &crate::PodmanOutput,
+    what: &str,
+    fields: impl Fn(&serde_json::Value) -> (Option<String>, &serde_json::Value),
+) -> Result<HashMap<String, Owner>, Error> {
+    let text = out.stdout.trim();
+    if text.is_empty() || text == "[]" {
+        if !out.success && !out.stderr.contains("no such") {
+            return Err(Error::Podman {
+                command: format!("podman {what} inspect"),
+                message: out.stderr.trim().to_string(),
+            });
+        }
+        return Ok(HashMap::new());
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_str(text)?;
+    Ok(list
+        .iter()
+        .filter_map(|v| {
+            let (name, labels) = fields(v);
+            let labels: HashMap<String, String> =
+                serde_json::from_value(labels.clone()).unwrap_or_default();
+            Some((name?, Owner::from_labels(&labels)))
+        })
+        .collect())
 }
 
 fn short(id: &str) -> &str {

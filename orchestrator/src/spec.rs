@@ -49,6 +49,11 @@ pub const NEVER_ALLOWED_CAPS: &[&str] = &[
 pub struct AppSpec {
     /// App name, `^[a-z][a-z0-9-]{1,62}$` (container, volume and secret names derive from it).
     pub name: String,
+    /// Who publishes the app (the node passes the publisher's DID; opaque here). The app's
+    /// data belongs to (`publisher`, `name`): its volumes and secrets carry both as labels, and
+    /// another publisher's app of the same name never mounts them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub publisher: String,
     /// Version shown to the user and put on the `archy.version` label.
     pub version: String,
     /// Image reference the caller loaded into Podman, e.g. `localhost/acme/web:1.2.0`.
@@ -122,7 +127,7 @@ fn default_bind() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
 }
 
-/// App-scoped storage: Podman named volume `archy-<app>-<name>` mounted at `target`.
+/// App-scoped storage: Podman named volume `archy_<app>_<name>` ([`crate::names`]) at `target`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeSpec {
@@ -299,6 +304,7 @@ impl AppSpec {
     ) -> Self {
         AppSpec {
             name: name.into(),
+            publisher: String::new(),
             version: version.into(),
             image: image.into(),
             image_id: None,
@@ -347,6 +353,17 @@ impl AppSpec {
     pub fn validate(&self, rules: &Policy) -> Result<(), Error> {
         if !is_id_like(&self.name, 2, 63) {
             return Err(policy_err_name(&self.name));
+        }
+        if self.publisher.len() > 512
+            || self
+                .publisher
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(policy(
+                "publisher",
+                "must be at most 512 characters without spaces",
+            ));
         }
         if self.version.is_empty() || self.version.len() > 128 || has_control(&self.version) {
             return Err(policy("version", "must be 1-128 printable characters"));
@@ -571,14 +588,15 @@ fn policy_err_name(name: &str) -> Error {
     )
 }
 
-/// Podman container name of an app.
+/// Podman container name of an app ([`crate::names::container`]).
 pub fn container_name(app: &str) -> String {
-    format!("archy-{app}")
+    crate::names::container(app)
 }
 
-/// Podman volume name of an app's volume: outlives the container, removed only by a purge.
+/// Podman volume name of an app's volume ([`crate::names::volume`]): outlives the container,
+/// removed only by a purge.
 pub fn volume_name(app: &str, volume: &str) -> String {
-    format!("archy-{app}-{volume}")
+    crate::names::volume(app, volume)
 }
 
 /// Compact JSON with object keys sorted by their UTF-8 bytes.

@@ -12,6 +12,21 @@ use crate::spec::{AppSpec, Intent};
 use crate::Error;
 
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
+/// The naming migration's journal: `<app>/<volume>` → `copying` | `copied` (see
+/// `Reconciler::migrate_names`). Survives SIGKILL; every step is idempotent.
+const MIGRATION: TableDefinition<&str, &str> = TableDefinition::new("names-migration");
+
+/// Which scheme an app's Podman objects are named by ([`crate::names`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Naming {
+    /// `archy-<app>-<part>`, written by the code before issue 13 (records without the field):
+    /// not injective, no owner labels. Migrated before the app runs again.
+    #[default]
+    Legacy,
+    /// `archy_<app>_<part>`, created with owner labels.
+    Injective,
+}
 
 /// The persisted desired state of one app.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +43,27 @@ pub struct AppRecord {
     /// retry it, and the user is told).
     #[serde(default)]
     pub rolled_back: Option<RolledBack>,
+    #[serde(default)]
+    pub names: Naming,
+    /// The app is held (never started) until the operator acts, and why: e.g. its data sat in
+    /// a volume that another app shared under the legacy names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+}
+
+impl AppRecord {
+    /// A first install: `spec` wanted running, named by the injective scheme.
+    pub fn new(spec: AppSpec) -> Self {
+        AppRecord {
+            current: spec,
+            previous: None,
+            intent: Intent::Running,
+            update_pending: false,
+            rolled_back: None,
+            names: Naming::Injective,
+            held: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +87,7 @@ impl Store {
         let db = Database::create(&path).map_err(|e| Error::Store(e.into()))?;
         let tx = db.begin_write().map_err(store)?;
         tx.open_table(APPS).map_err(store)?;
+        tx.open_table(MIGRATION).map_err(store)?;
         tx.commit().map_err(store)?;
         Ok(Store { db })
     }
@@ -107,6 +144,37 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every journal entry of the naming migration.
+    pub fn journal(&self) -> Result<Vec<(String, String)>, Error> {
+        let tx = self.db.begin_read().map_err(store)?;
+        let table = tx.open_table(MIGRATION).map_err(store)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(store)? {
+            let (k, v) = item.map_err(store)?;
+            out.push((k.value().to_string(), v.value().to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Sets (`Some`) or clears (`None`) one journal entry, durably.
+    pub fn set_journal(&self, key: &str, value: Option<&str>) -> Result<(), Error> {
+        let tx = self.db.begin_write().map_err(store)?;
+        {
+            let mut table = tx.open_table(MIGRATION).map_err(store)?;
+            match value {
+                Some(v) => {
+                    table.insert(key, v).map_err(store)?;
+                }
+                None => {
+                    table.remove(key).map_err(store)?;
+                }
+            }
+        }
+        tx.commit().map_err(store)
+    }
+}
+
 fn store(e: impl Into<redb::Error>) -> Error {
     Error::Store(e.into())
 }
@@ -124,11 +192,8 @@ mod tests {
             s.update("web", |_| {
                 Ok((
                     Some(AppRecord {
-                        current: spec.clone(),
-                        previous: None,
                         intent: Intent::Stopped,
-                        update_pending: false,
-                        rolled_back: None,
+                        ..AppRecord::new(spec.clone())
                     }),
                     (),
                 ))
@@ -142,5 +207,19 @@ mod tests {
         assert_eq!(s.all().unwrap().len(), 1);
         s.update("web", |_| Ok((None, ()))).unwrap();
         assert!(s.get("web").unwrap().is_none());
+    }
+
+    #[test]
+    fn records_of_the_old_code_read_as_legacy_naming() {
+        let old = r#"{"current":{"name":"web","version":"1","image":"img"},"previous":null,
+            "intent":"running","update_pending":false,"rolled_back":null}"#;
+        let rec: AppRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(rec.names, Naming::Legacy);
+        assert_eq!(rec.current.publisher, "");
+        assert!(rec.held.is_none());
+        let new: AppRecord =
+            serde_json::from_slice(&serde_json::to_vec(&AppRecord::new(rec.current)).unwrap())
+                .unwrap();
+        assert_eq!(new.names, Naming::Injective);
     }
 }

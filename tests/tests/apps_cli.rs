@@ -109,7 +109,7 @@ fn apps_lifecycle_through_the_cli_rootless() {
     assert_eq!(me["state"], "running");
     // The container runs rootless: it is in archy's store, not root's.
     assert!(
-        rootless_podman(&["container", "exists", &format!("archy-{app}")])
+        rootless_podman(&["container", "exists", &format!("archy_{app}")])
             .status
             .success()
             || rootless_podman(&["ps", "-a", "--format", "{{.Names}}"])
@@ -165,7 +165,7 @@ fn apps_lifecycle_through_the_cli_rootless() {
 
     // Uninstall keeps the volume; purge removes it.
     assert!(archy(h, &["apps", "uninstall", &app]).status.success());
-    let volume = format!("archy-{app}-data");
+    let volume = format!("archy_{app}_data");
     assert!(
         rootless_podman(&["volume", "exists", &volume])
             .status
@@ -208,5 +208,120 @@ fn render_quadlet_from_a_manifest() {
         "ReadOnly=true",
     ] {
         assert!(unit.contains(needle), "missing {needle} in:\n{unit}");
+    }
+}
+
+/// A manifest with one volume and one generated secret whose names are given; the app writes
+/// nothing itself and keeps running.
+fn write_quiet_manifest(dir: &Path, id: &str, volume: &str, secret: &str) -> String {
+    let image_id = String::from_utf8(
+        rootless_podman(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            "localhost/archy/busybox:latest",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let text = format!(
+        r#"schema: archy.app/v1
+id: {id}
+version: 1.0.0
+name: Isolation test
+summary: two apps whose old Podman names collided
+origin: {{endpoint: "{zero}", addrs: []}}
+image:
+  name: localhost/archy/busybox:latest
+  id: "sha256:{image_id}"
+  archive: {{blake3: "{zero}", size: 0, format: oci-archive}}
+command: ["/bin/busybox", "sleep", "100000"]
+volumes: [{{name: {volume}, target: /data}}]
+generated_secrets: [{{name: {secret}, kind: hex32, env: APP_TOKEN}}]
+stop_grace_secs: 1
+"#,
+        zero = "0".repeat(64),
+        image_id = image_id.trim()
+    );
+    let path = dir.join(format!("{id}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn exec_in(app: &str, script: &str) -> String {
+    let out = rootless_podman(&["exec", &format!("archy_{app}"), "sh", "-c", script]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Issue 13's reproduction, through `archy apps install FILE` as a user runs it: app `X` with
+/// volume `bar-data` and secret `bar-key`, app `X-bar` with volume `data` and secret `key`
+/// (the old names gave both one Podman volume and one secret). Installed in either order, each
+/// app sees only its own data and its own secret, and `apps audit` finds every object owned.
+#[test]
+fn two_apps_whose_old_names_collided_stay_apart_through_the_cli() {
+    if !have_tool(
+        podman_ready(),
+        "rootless Podman for user archy (tests/setup/podman.sh)",
+    ) {
+        return;
+    }
+    for (round, short_first) in [(0, true), (1, false)] {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        std::fs::write(
+            h.join("config.toml"),
+            format!("[apps]\npodman_prefix = {PREFIX}\n"),
+        )
+        .unwrap();
+        let short = format!("iso{round}-{}", std::process::id());
+        let long = format!("{short}-bar");
+        let a = write_quiet_manifest(h, &short, "bar-data", "bar-key");
+        let b = write_quiet_manifest(h, &long, "data", "key");
+        let order = if short_first {
+            [(&a, &short), (&b, &long)]
+        } else {
+            [(&b, &long), (&a, &short)]
+        };
+        for (manifest, app) in order {
+            let out = archy_json(h, &["apps", "install", manifest, "--json"]);
+            assert_eq!(out["result"], "running", "{out}");
+            exec_in(app, &format!("echo {app} > /data/owner"));
+        }
+        for app in [&short, &long] {
+            assert_eq!(
+                exec_in(app, "ls /data"),
+                "owner",
+                "{app} sees only its own files"
+            );
+            assert_eq!(exec_in(app, "cat /data/owner"), *app);
+        }
+        let (ta, tb) = (
+            exec_in(&short, "echo $APP_TOKEN"),
+            exec_in(&long, "echo $APP_TOKEN"),
+        );
+        assert_eq!((ta.len(), tb.len()), (64, 64));
+        assert_ne!(ta, tb, "each app has its own generated secret");
+
+        let out = archy(h, &["apps", "audit", "--json"]);
+        let audit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mine: Vec<&serde_json::Value> = audit["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["app"] == short.as_str() || o["app"] == long.as_str())
+            .collect();
+        assert_eq!(
+            mine.len(),
+            6,
+            "2 containers, 2 volumes, 2 secrets: {mine:?}"
+        );
+        assert!(mine.iter().all(|o| o["status"] == "owned"), "{mine:?}");
+        for app in [&short, &long] {
+            assert!(archy(h, &["apps", "uninstall", "--purge", app])
+                .status
+                .success());
+        }
     }
 }

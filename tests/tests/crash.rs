@@ -229,7 +229,7 @@ fn sigkill_during_an_install_converges_after_restart() {
         .unwrap();
     let n = String::from_utf8_lossy(&names.stdout)
         .lines()
-        .filter(|l| *l == format!("archy-{tag}"))
+        .filter(|l| *l == format!("archy_{tag}"))
         .count();
     assert_eq!(n, 1, "exactly one container for the app");
     let body = Command::new("curl")

@@ -412,7 +412,7 @@ async fn auto_update_applies_a_trusted_publishers_new_version() {
     .await;
     assert!(removed.status.success(), "{removed:?}");
     // Nothing may bring it back: the node's own loop keeps running after the uninstall.
-    let name = format!("archy-{app}");
+    let name = format!("archy_{app}");
     let left = blocking(move || {
         std::thread::sleep(std::time::Duration::from_secs(3));
         rootless_containers(&name)

@@ -491,7 +491,7 @@ impl Drop for PodmanLeftovers {
             podman(&["kill", id]);
             podman(&["rm", "-f", "-t", "0", id]);
         }
-        podman(&["volume", "rm", "-f", &format!("archy-{}-data", self.app)]);
+        podman(&["volume", "rm", "-f", &format!("archy_{}_data", self.app)]);
         for image in &self.images {
             podman(&["rmi", "-f", image]);
         }
@@ -654,7 +654,7 @@ fn sigkill_during_an_update_converges_to_one_version_with_its_data() {
         "inspect",
         "--format",
         "{{.Mountpoint}}",
-        &format!("archy-{app}-data"),
+        &format!("archy_{app}_data"),
     ]);
     let mountpoint = String::from_utf8_lossy(&mountpoint.stdout)
         .trim()

@@ -55,6 +55,13 @@ pub enum AppsCmd {
         #[arg(long)]
         tail: Option<u32>,
     },
+    /// Every Podman object of this node (containers, volumes, secrets) with the app and
+    /// publisher that own it; orphans, old-scheme names and label mismatches flagged. Exits 1
+    /// when something needs attention.
+    Audit {
+        #[arg(long)]
+        json: bool,
+    },
     /// One reconcile pass (or, with --watch, the loop until interrupted).
     Reconcile {
         #[arg(long)]
@@ -201,6 +208,37 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
         AppsCmd::Logs { app, tail } => {
             let v = call(home, apps(AppsRequest::Logs { app, tail })).await?;
             print!("{}", v.as_str().unwrap_or(""));
+            Ok(())
+        }
+        AppsCmd::Audit { json } => {
+            let v = call(home, apps(AppsRequest::Audit)).await?;
+            if json {
+                print_json(&v)?;
+            }
+            let report: archy_orchestrator::AuditReport =
+                serde_json::from_value(v).context("reading the audit")?;
+            if !json {
+                if report.objects.is_empty() {
+                    println!("no Podman objects of Archy's");
+                }
+                for e in &report.objects {
+                    println!(
+                        "{:<9} {:<40} {:<10} {}{}",
+                        e.kind.as_str(),
+                        e.name,
+                        serde_json::to_value(e.status)?.as_str().unwrap_or(""),
+                        e.owner
+                            .publisher
+                            .as_deref()
+                            .map(|p| format!("[{p}] "))
+                            .unwrap_or_default(),
+                        e.note
+                    );
+                }
+            }
+            if report.problems().next().is_some() {
+                return Err(super::Rejected.into());
+            }
             Ok(())
         }
         AppsCmd::Reconcile { watch, json } => loop {

@@ -49,13 +49,15 @@ pub enum AppsRequest {
         tail: Option<u32>,
     },
     Reconcile,
+    /// Every Podman object of the node with its owner; orphans flagged.
+    Audit,
 }
 
 /// Handles an app request.
 pub async fn handle(core: &NodeCore, req: AppsRequest) -> Result<Value> {
     let r = core.reconciler().await?;
     let _exclusive = match req {
-        AppsRequest::List | AppsRequest::Logs { .. } => None,
+        AppsRequest::List | AppsRequest::Logs { .. } | AppsRequest::Audit => None,
         _ => Some(core.app_ops.lock().await),
     };
     Ok(match req {
@@ -100,6 +102,7 @@ pub async fn handle(core: &NodeCore, req: AppsRequest) -> Result<Value> {
         }
         AppsRequest::Logs { app, tail } => json!(r.logs(&app, tail).await?),
         AppsRequest::Reconcile => serde_json::to_value(r.reconcile_once().await?)?,
+        AppsRequest::Audit => serde_json::to_value(r.audit().await?)?,
     })
 }
 
@@ -165,6 +168,7 @@ pub fn spec_from_manifest(m: &AppManifest) -> Result<AppSpec> {
         .transpose()?;
     Ok(AppSpec {
         name: m.id.clone(),
+        publisher: m.publisher.did.clone(),
         version: m.version.clone(),
         image: m.image.name.clone(),
         image_id: Some(m.image.id.clone()),
@@ -209,6 +213,15 @@ impl NodeCore {
                 argv.push("podman".into());
                 cfg.podman = archy_orchestrator::PodmanCmd::from_argv(argv);
                 cfg.owner = format!("node-{}", &self.identity.nostr_hex()[..16]);
+                // Apps installed before apps had a publisher: catalog installs name theirs; a
+                // local manifest was filled in with this node's own identity.
+                cfg.legacy_publishers = self
+                    .catalog
+                    .installed()?
+                    .into_iter()
+                    .map(|i| (i.app, i.did))
+                    .collect();
+                cfg.legacy_default_publisher = self.identity.did();
                 cfg.interval =
                     std::time::Duration::from_secs(self.config.apps.reconcile_interval_secs.max(1));
                 cfg.policy = archy_orchestrator::Policy {
