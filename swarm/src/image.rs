@@ -176,14 +176,45 @@ impl Podman {
         Ok(())
     }
 
+    /// Every image name Podman has, with the id it points to.
+    async fn names(&self) -> Result<std::collections::HashMap<String, String>, SwarmError> {
+        let out = self.run(&["images", "--format", "json"], None).await?;
+        let list: Vec<serde_json::Value> = if out.trim().is_empty() {
+            vec![]
+        } else {
+            serde_json::from_str(out.trim()).map_err(|e| SwarmError::Podman {
+                command: "podman images".into(),
+                reason: format!("unreadable output: {e}"),
+            })?
+        };
+        let mut map = std::collections::HashMap::new();
+        for img in list {
+            let Some(id) = img["Id"].as_str().and_then(|i| normalize_id(i).ok()) else {
+                continue;
+            };
+            for n in img["Names"].as_array().into_iter().flatten() {
+                if let Some(n) = n.as_str() {
+                    map.insert(n.to_string(), id.clone());
+                }
+            }
+        }
+        Ok(map)
+    }
+
     /// `podman load` from an archive (fed on stdin), then refuses the result unless its id is
-    /// `expected_id`: every name the load reported is removed on mismatch. Returns the names.
+    /// `expected_id`. The names the archive carried are the publisher's choice, so none of them
+    /// is kept: a name that pointed to another image before the load points to it again, a new
+    /// one is removed, and the image is tagged `own_name` (the node's own namespace) instead.
+    /// Nothing ever runs an image by a publisher's name; this keeps one release from taking
+    /// over a name another app, or the operator, uses. Returns the names the archive carried.
     pub async fn load_checked(
         &self,
         archive: &Path,
         expected_id: &str,
+        own_name: &str,
     ) -> Result<Vec<String>, SwarmError> {
         let expected = normalize_id(expected_id)?;
+        let before = self.names().await?;
         let out = self.run(&["load"], Some(archive)).await?;
         let names = parse_loaded(&out);
         if names.is_empty() {
@@ -192,24 +223,55 @@ impl Podman {
                 reason: format!("could not find the loaded image in its output: {out:?}"),
             });
         }
-        let mut mismatch = None;
-        for name in &names {
-            let id = self.image_id(name).await?;
-            if id != expected {
-                mismatch = Some(id);
+        // An archive holds one image: every name it reported points to it.
+        let loaded = self.image_id(&names[0]).await?;
+        // Give every name back to the image it named before (or to nobody).
+        for name in names.iter().filter(|n| !n.starts_with("sha256:")) {
+            let result = match before.get(name) {
+                Some(old) if *old == loaded => Ok(()),
+                Some(old) => self.tag(old, name).await,
+                None => self.run(&["untag", &loaded, name], None).await.map(|_| ()),
+            };
+            if let Err(e) = result {
+                warn!(%name, error = %e, "could not restore an image name after a load");
             }
         }
-        if let Some(actual) = mismatch {
-            for name in &names {
-                if let Err(e) = self.remove(name).await {
-                    warn!(%name, error = %e, "could not remove refused image");
+        if loaded != expected {
+            if !before.values().any(|id| *id == loaded) {
+                if let Err(e) = self.remove(&loaded).await {
+                    warn!(id = %loaded, error = %e, "could not remove refused image");
                 }
             }
-            return Err(SwarmError::ImageIdMismatch { expected, actual });
+            return Err(SwarmError::ImageIdMismatch {
+                expected,
+                actual: loaded,
+            });
         }
-        info!(?names, id = %expected, "image loaded and id verified");
+        self.tag(&expected, own_name).await?;
+        info!(?names, id = %expected, %own_name, "image loaded and id verified");
         Ok(names)
     }
+}
+
+/// The node's own name for an app's image: `localhost/archy-apps/<app>:<version>`, the version
+/// reduced to what a tag may hold (`+build` becomes `_build`).
+pub fn own_image_name(app: &str, version: &str) -> String {
+    let mut tag: String = version
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(128)
+        .collect();
+    if tag.is_empty() || !tag.as_bytes()[0].is_ascii_alphanumeric() {
+        tag.insert(0, 'v');
+        tag.truncate(128);
+    }
+    format!("localhost/archy-apps/{app}:{tag}")
 }
 
 /// Accepts `sha256:<hex>` or bare `<hex>` (what `podman inspect` prints); returns the former.
@@ -256,19 +318,21 @@ impl Swarm {
         })
     }
 
-    /// Consumer side: loads a complete archive blob into Podman and checks its id against
-    /// `expected_id` (the manifest's `image.id`). Returns the loaded image names.
+    /// Consumer side: loads a complete archive blob into Podman, checks its id against
+    /// `expected_id` (the manifest's `image.id`) and names it `own_name` only (see
+    /// [`Podman::load_checked`]). Returns the names the archive carried.
     pub async fn import_image(
         &self,
         podman: &Podman,
         archive_hash: &str,
         expected_id: &str,
+        own_name: &str,
     ) -> Result<Vec<String>, SwarmError> {
         normalize_id(expected_id)?;
         let tmp = self.tmp_dir()?;
         let path = tmp.path().join("image.tar");
         self.export(archive_hash, &path).await?;
-        podman.load_checked(&path, expected_id).await
+        podman.load_checked(&path, expected_id, own_name).await
     }
 
     fn tmp_dir(&self) -> Result<tempfile::TempDir, SwarmError> {
@@ -302,5 +366,17 @@ mod tests {
             vec!["runuser", "-u", "archy", "--", "podman"]
         );
         assert_eq!(Podman::from_prefix("  "), Podman::default());
+    }
+
+    #[test]
+    fn own_names_are_valid_tags() {
+        assert_eq!(
+            own_image_name("web", "1.2.0+build.5"),
+            "localhost/archy-apps/web:1.2.0_build.5"
+        );
+        assert_eq!(
+            own_image_name("web", "1.0.0-rc.1"),
+            "localhost/archy-apps/web:1.0.0-rc.1"
+        );
     }
 }

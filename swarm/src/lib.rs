@@ -32,7 +32,7 @@ pub use fetch::{
     FetchEvent, FetchProgress, FetchReport, FetchRequest, ProgressSender, DEFAULT_MIN_RATE,
     DEFAULT_STALL_TIMEOUT,
 };
-pub use image::{normalize_id, ArchiveFormat, ExportedImage, Podman};
+pub use image::{normalize_id, own_image_name, ArchiveFormat, ExportedImage, Podman};
 pub use node::{BlobInfo, Network, Swarm, SwarmConfig};
 pub use select::SourceRole;
 pub use serve::ServePolicy;

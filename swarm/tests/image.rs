@@ -12,6 +12,25 @@ use tokio::time::timeout;
 
 const BASE: &str = "localhost/archy/busybox:latest";
 
+/// A new image (its own id) named `name`, from an empty root file system.
+fn import_scratch_image(name: &str) -> String {
+    let podman = std::env::var("ARCHY_PODMAN").unwrap_or("podman".into());
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("tar -cf - -T /dev/null | {podman} import --message \"$$\" - {name}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    format!("sha256:{}", id.trim_start_matches("sha256:"))
+}
+
 async fn exists(podman: &Podman, image: &str) -> bool {
     podman.image_id(image).await.is_ok()
 }
@@ -54,18 +73,38 @@ async fn image_round_trip_over_iroh_with_id_check() {
             exported.archive.size
         );
 
+        // The publisher's name already names another image here (another app's, or the
+        // operator's): the load must not take it over.
+        let other = import_scratch_image(&tag);
+        let own = format!("{tag}-own");
         let names = consumer
-            .import_image(&podman, &exported.archive.hash, &exported.image_id)
+            .import_image(&podman, &exported.archive.hash, &exported.image_id, &own)
             .await
             .unwrap();
         assert_eq!(names, vec![tag.clone()]);
-        assert_eq!(podman.image_id(&tag).await.unwrap(), exported.image_id);
+        assert_eq!(podman.image_id(&own).await.unwrap(), exported.image_id);
+        assert_eq!(
+            podman.image_id(&tag).await.unwrap(),
+            other,
+            "the archive's name points to the image it named before the load"
+        );
+        podman.remove(&tag).await.unwrap();
+        podman.remove(&own).await.unwrap();
+        // A name nobody had before is not kept either: only the node's own name is.
+        consumer
+            .import_image(&podman, &exported.archive.hash, &exported.image_id, &own)
+            .await
+            .unwrap();
+        assert!(
+            !exists(&podman, &tag).await,
+            "the publisher's name is not kept"
+        );
+        podman.remove(&own).await.unwrap();
 
         // The same archive with a different expected id is refused and the image removed.
-        podman.remove(&tag).await.unwrap();
         let wrong = format!("sha256:{}", "0".repeat(64));
         let err = consumer
-            .import_image(&podman, &exported.archive.hash, &wrong)
+            .import_image(&podman, &exported.archive.hash, &wrong, &own)
             .await
             .unwrap_err();
         assert!(
@@ -74,7 +113,7 @@ async fn image_round_trip_over_iroh_with_id_check() {
             "{err}"
         );
         assert!(
-            !exists(&podman, &tag).await,
+            !exists(&podman, &tag).await && !exists(&podman, &own).await,
             "refused image must be removed"
         );
     }

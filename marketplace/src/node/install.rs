@@ -86,15 +86,17 @@ async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<Value> {
         .await?;
         serde_json::to_value(report)?
     };
+    // Named only in the node's own namespace: `image.name` is the publisher's choice and
+    // could name another app's image (PROTOCOL §2.1); the app runs by `image.id`.
     swarm
-        .import_image(&podman, &m.image.archive.blake3, &m.image.id)
+        .import_image(
+            &podman,
+            &m.image.archive.blake3,
+            &m.image.id,
+            &archy_swarm::own_image_name(&m.id, &m.version),
+        )
         .await
         .context("loading the image into Podman")?;
-    // `podman load` names the image as it was exported; give it the manifest's name too.
-    podman
-        .tag(&m.image.id, &m.image.name)
-        .await
-        .with_context(|| format!("tagging the image as {}", m.image.name))?;
     Ok(report)
 }
 
