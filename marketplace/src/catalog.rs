@@ -6,6 +6,13 @@
 //! leaves either all of a batch's effects or none (nothing is marked seen that was not recorded),
 //! and a sync pays one durable commit per batch instead of one fsync per event.
 //!
+//! An event id is marked seen only once its id and signature verified (whatever the later
+//! checks said: they depend only on what the id covers). A copy that fails them
+//! (`event-invalid`) is remembered under its own key, `<id>:<sig>:<recomputed id>`, so the
+//! same junk is checked and counted once, while a valid copy of that id is still checked:
+//! otherwise a relay serving a forged copy under a genuine id first would censor the genuine
+//! release for good (issue 13).
+//!
 //! What hostile relays can make grow is capped ([`Caps`]): the `seen` de-duplication table and
 //! the junk part of `rejected` drop their oldest rows past the cap. Equivocation and expiry
 //! records are evidence about signed releases and are kept.
@@ -14,7 +21,7 @@ use crate::manifest::{AppManifest, PolicyConfig};
 use crate::reason::Reason;
 use crate::release::{self, Rejection};
 use anyhow::{Context, Result};
-use nostr_sdk::prelude::Event;
+use nostr_sdk::prelude::{Event, EventId};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -26,7 +33,11 @@ const RELEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("releases");
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 /// event id → RejectedRecord (JSON).
 const REJECTED: TableDefinition<&str, &[u8]> = TableDefinition::new("rejected");
-/// event id → unix seconds when first processed (de-duplication across relays and restarts).
+/// De-duplication across relays and restarts → unix seconds when first processed. Two kinds
+/// of key: an event id (64 hex digits), for an event whose id and signature verified; and
+/// `<claimed id>:<sig>:<recomputed id>` ([`invalid_copy_key`]) for an `event-invalid` copy,
+/// which must not occupy the id of the genuine event it may imitate. Both count against
+/// [`Caps::seen`].
 const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
 /// app id → InstalledRecord (JSON): which DID an installed app came from (it updates only
 /// from that DID, PROTOCOL §4.1).
@@ -120,7 +131,8 @@ pub enum Outcome {
     History,
     /// The same release again (identical JCS bytes): ignored.
     Duplicate,
-    /// This event id was processed before.
+    /// This event id was processed before (its id and signature verified then), or this very
+    /// invalid copy was.
     AlreadySeen,
     Rejected(Rejection),
 }
@@ -134,7 +146,8 @@ pub struct Catalog {
 /// Row limits on the tables a hostile relay can make grow without signing anything valid.
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {
-    /// `seen` rows. Forgetting one only means a re-check if the event comes again.
+    /// `seen` rows (event ids and invalid copies together). Forgetting one only means a
+    /// re-check if the event comes again.
     pub seen: usize,
     /// `rejected` rows that are not evidence ([`RejectedRecord::is_evidence`]).
     pub junk_rejections: usize,
@@ -229,7 +242,8 @@ impl Catalog {
         now: u64,
     ) -> Result<Vec<(Event, Outcome)>> {
         events.sort_by_key(|e| (e.created_at, e.id));
-        events.dedup_by(|a, b| a.id == b.id);
+        // Only exact copies: a forged copy sharing a genuine event's id must not replace it.
+        events.dedup();
         let mut out = Vec::with_capacity(events.len());
         let mut rest = events.into_iter().peekable();
         while rest.peek().is_some() {
@@ -261,15 +275,27 @@ impl Catalog {
         now: u64,
     ) -> Result<Outcome> {
         let event_id = event.id.to_hex();
-        if t.seen.get(event_id.as_str())?.is_some() {
+        if t.seen.get(event_id.as_str())?.is_some() || Self::invalid_copy_seen(&t.seen, event)? {
             return Ok(Outcome::AlreadySeen);
         }
         match release::check_release(event, policy, now) {
             Err(rejection) => {
-                // A release from the future may become valid once the clock catches up: it
-                // is recorded, but not marked seen, so a later sync checks it again.
-                if rejection.reason != Reason::CreatedAtFuture {
-                    t.seen.insert(event_id.as_str(), now)?;
+                match rejection.reason {
+                    // The id or signature failed: this copy says nothing about the event its
+                    // id names (anyone can forge one under a genuine id), so it is remembered
+                    // by its own key and the id stays free for a valid copy.
+                    Reason::EventInvalid => {
+                        t.seen.insert(invalid_copy_key(event).as_str(), now)?;
+                    }
+                    // A release from the future may become valid once the clock catches up:
+                    // it is recorded, but not marked seen, so a later sync checks it again.
+                    Reason::CreatedAtFuture => {}
+                    // Any other rejection comes after the id and signature verified
+                    // (`check_release` checks them first) and depends only on what the id
+                    // covers: the id is done with.
+                    _ => {
+                        t.seen.insert(event_id.as_str(), now)?;
+                    }
                 }
                 let app = matches!(rejection.reason, Reason::Expired)
                     .then(|| app_of(event))
@@ -279,10 +305,27 @@ impl Catalog {
             }
             Ok(verified) => {
                 t.seen.insert(event_id.as_str(), now)?;
+                // A record left under this id by an invalid copy (or by this event while it
+                // was from the future) is not about this release.
                 t.rejected.remove(event_id.as_str())?;
                 Self::apply_monotonicity(t, event, verified, now)
             }
         }
+    }
+
+    /// Whether this very invalid copy (same claimed id, signature and fields) was processed.
+    /// Looks for any copy with this id and signature first, so the common case (none) costs one
+    /// B-tree lookup and no id recomputation.
+    fn invalid_copy_seen(seen: &redb::Table<&'static str, u64>, event: &Event) -> Result<bool> {
+        let prefix = invalid_copy_prefix(event);
+        let any = match seen.range(prefix.as_str()..)?.next() {
+            Some(row) => row?.0.value().starts_with(&prefix),
+            None => false,
+        };
+        if !any {
+            return Ok(false);
+        }
+        Ok(seen.get(invalid_copy_key(event).as_str())?.is_some())
     }
 
     /// Keeps the hostile-growable tables within [`Caps`], dropping the oldest rows first.
@@ -581,6 +624,27 @@ impl Catalog {
     }
 }
 
+/// `<claimed id>:<sig>:`, the start of [`invalid_copy_key`].
+fn invalid_copy_prefix(event: &Event) -> String {
+    format!("{}:{}:", event.id.to_hex(), event.sig)
+}
+
+/// The `seen` key of an `event-invalid` copy: its claimed id, its signature and the id
+/// recomputed from its fields. It never equals a genuine event's key (a bare id), and never
+/// another copy's unless the two are the same event field for field: a copy with the genuine
+/// id and signature but other content differs in the recomputed id; one with the genuine fields
+/// but another signature differs in the signature.
+fn invalid_copy_key(event: &Event) -> String {
+    let computed = EventId::new(
+        &event.pubkey,
+        &event.created_at,
+        &event.kind,
+        &event.tags,
+        &event.content,
+    );
+    format!("{}{}", invalid_copy_prefix(event), computed.to_hex())
+}
+
 /// (did, id, version) named by an event's content, when it parses that far.
 fn app_of(event: &Event) -> Option<(String, String, String)> {
     let env = crate::envelope::Envelope::from_json(&event.content).ok()?;
@@ -686,6 +750,155 @@ pub(crate) mod tests {
             Outcome::AlreadySeen
         );
         assert!(c.latest(&id.did(), "hello").unwrap().is_some());
+    }
+
+    /// `event` as a relay could serve it: its JSON changed by `f`, the id and signature kept.
+    pub(crate) fn forged(event: &Event, f: impl FnOnce(&mut serde_json::Value)) -> Event {
+        use nostr_sdk::prelude::JsonUtil;
+        let mut v: serde_json::Value = serde_json::from_str(&event.as_json()).unwrap();
+        f(&mut v);
+        let copy = Event::from_json(v.to_string()).unwrap();
+        assert_eq!(copy.id, event.id);
+        copy
+    }
+
+    fn is_invalid(o: &Outcome) -> bool {
+        matches!(o, Outcome::Rejected(r) if r.reason == Reason::EventInvalid)
+    }
+
+    pub(crate) fn publisher(seed: u8) -> Identity {
+        Identity::from_keys(
+            ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
+            Keys::generate(),
+        )
+    }
+
+    /// Censorship by a forged duplicate (issue 13): a copy of a genuine release under its id,
+    /// with other content (or another kind, time or tag list), is rejected as `event-invalid`
+    /// first; the genuine release that comes after it is still checked and accepted, and the
+    /// copy's rejection record under that id goes (its count stays).
+    #[test]
+    fn an_altered_copy_under_a_genuine_id_does_not_censor_the_genuine_release() {
+        let policy = PolicyConfig::default();
+        let now = crate::unix_now();
+        let id = publisher(9);
+        let genuine = release(&id, "1.0.0", "a");
+        let alterations: [fn(&mut serde_json::Value); 4] = [
+            |v| {
+                let c = v["content"]
+                    .as_str()
+                    .unwrap()
+                    .replace("\"a\"", "\"forged\"");
+                v["content"] = c.into();
+            },
+            |v| v["kind"] = 1.into(),
+            |v| v["created_at"] = (v["created_at"].as_u64().unwrap() - 1).into(),
+            |v| v["tags"].as_array_mut().unwrap().truncate(1),
+        ];
+        for alter in alterations {
+            let dir = tempfile::tempdir().unwrap();
+            let c = Catalog::open(&dir.path().join("c.redb")).unwrap();
+            let copy = forged(&genuine, alter);
+            assert_ne!(copy, genuine);
+            let first = c.ingest(&copy, &policy, now).unwrap();
+            assert!(is_invalid(&first), "{first:?}");
+            assert_eq!(c.rejected().unwrap().len(), 1);
+            assert_eq!(c.ingest(&genuine, &policy, now).unwrap(), Outcome::Latest);
+            assert!(c.latest(&id.did(), "hello").unwrap().is_some());
+            assert_eq!(c.rejected().unwrap().len(), 0, "the copy's record is gone");
+            assert_eq!(c.rejection_counts().unwrap()["event-invalid"], 1);
+            // The id is now seen: neither the genuine event nor a copy is checked again.
+            assert_eq!(
+                c.ingest(&genuine, &policy, now).unwrap(),
+                Outcome::AlreadySeen
+            );
+            assert_eq!(c.ingest(&copy, &policy, now).unwrap(), Outcome::AlreadySeen);
+        }
+    }
+
+    /// The genuine id and content with a garbage signature first: the genuine release after it
+    /// is accepted. And in one batch, in either order.
+    #[test]
+    fn a_bad_signature_copy_first_does_not_censor_the_genuine_release() {
+        let policy = PolicyConfig::default();
+        let now = crate::unix_now();
+        let id = publisher(10);
+        let genuine = release(&id, "1.0.0", "a");
+        let bad_sig = forged(&genuine, |v| v["sig"] = "00".repeat(64).into());
+        assert!(bad_sig.verify_id() && !bad_sig.verify_signature());
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("c.redb")).unwrap();
+        assert!(is_invalid(&c.ingest(&bad_sig, &policy, now).unwrap()));
+        assert_eq!(c.ingest(&genuine, &policy, now).unwrap(), Outcome::Latest);
+        assert_eq!(c.rejected().unwrap().len(), 0);
+
+        // One batch (one sync pass holding both copies): exact copies only are merged.
+        let other = release(&id, "1.1.0", "b");
+        let copy = forged(&other, |v| v["sig"] = "00".repeat(64).into());
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("c.redb")).unwrap();
+        let out = c
+            .ingest_all(
+                vec![copy.clone(), copy.clone(), other.clone()],
+                &policy,
+                now,
+            )
+            .unwrap();
+        let outcomes: Vec<&Outcome> = out.iter().map(|(_, o)| o).collect();
+        assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+        assert!(is_invalid(outcomes[0]), "{outcomes:?}");
+        assert_eq!(*outcomes[1], Outcome::Latest);
+        assert_eq!(c.rejection_counts().unwrap()["event-invalid"], 1);
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("c.redb")).unwrap();
+        let out = c.ingest_all(vec![other, copy], &policy, now).unwrap();
+        let outcomes: Vec<&Outcome> = out.iter().map(|(_, o)| o).collect();
+        assert_eq!(outcomes, [&Outcome::Latest, &Outcome::AlreadySeen]);
+        assert_eq!(c.rejection_counts().unwrap().get("event-invalid"), None);
+    }
+
+    /// The same invalid copy twice is checked and counted once; another invalid copy of the
+    /// same id is a new one; their rows count against the `seen` cap like ids do.
+    #[test]
+    fn the_same_invalid_copy_is_counted_once_and_its_rows_are_capped() {
+        let policy = PolicyConfig::default();
+        let now = crate::unix_now();
+        let id = publisher(11);
+        let genuine = release(&id, "1.0.0", "a");
+        let copy = forged(&genuine, |v| v["content"] = "forged".into());
+        let dir = tempfile::tempdir().unwrap();
+        let caps = Caps {
+            seen: 20,
+            junk_rejections: 20,
+        };
+        let c = Catalog::open_with_caps(&dir.path().join("c.redb"), caps).unwrap();
+        assert!(is_invalid(&c.ingest(&copy, &policy, now).unwrap()));
+        assert_eq!(c.ingest(&copy, &policy, now).unwrap(), Outcome::AlreadySeen);
+        assert_eq!(c.rejection_counts().unwrap()["event-invalid"], 1);
+        assert_eq!(seen_rows(&c), 1);
+        let other_copy = forged(&genuine, |v| v["content"] = "forged again".into());
+        assert!(is_invalid(&c.ingest(&other_copy, &policy, now).unwrap()));
+        assert_eq!(c.rejection_counts().unwrap()["event-invalid"], 2);
+
+        // A flood of invalid copies, each distinct: the rows stay within the cap.
+        for pass in 0..5u64 {
+            let flood: Vec<Event> = (0..10)
+                .map(|i| {
+                    forged(&genuine, |v| {
+                        v["content"] = format!("junk {pass} {i}").into()
+                    })
+                })
+                .collect();
+            let out = c.ingest_all(flood, &policy, now + pass).unwrap();
+            assert!(out.iter().all(|(_, o)| is_invalid(o)));
+        }
+        assert!(seen_rows(&c) <= caps.seen as u64, "{}", seen_rows(&c));
+        assert_eq!(c.rejection_counts().unwrap()["event-invalid"], 52);
+        // And the genuine release still goes through.
+        assert_eq!(
+            c.ingest(&genuine, &policy, now + 5).unwrap(),
+            Outcome::Latest
+        );
     }
 
     /// More events than one transaction takes: every one gets its own outcome, in order, and

@@ -125,24 +125,29 @@ fn single_tag<'e>(event: &'e Event, name: &str) -> Result<&'e str, Rejection> {
 }
 
 /// Checks 1–4 of §4.1, in order; the first failure is the reason. `now` is unix seconds.
+///
+/// [`Reason::EventInvalid`] is the only rejection made before the event id and signature are
+/// verified: any other result (accepted or rejected) is about a genuinely signed event.
 pub fn check_release(
     event: &Event,
     policy: &PolicyConfig,
     now: u64,
 ) -> Result<Verified, Rejection> {
-    // 1. Event integrity, limits, clock.
-    if event.kind != Kind::Custom(KIND_APP_DATA) {
-        return Err(Rejection::new(
-            Reason::ContentShape,
-            "kind",
-            format!("kind {} is not 30078", event.kind),
-        ));
-    }
+    // 1. Event integrity first (PROTOCOL order), then limits and clock. Every other outcome
+    // therefore means the id and signature verified: the catalog marks an event id seen only
+    // then (an `event-invalid` copy must not hide the genuine event with that id).
     if event.verify().is_err() {
         return Err(Rejection::new(
             Reason::EventInvalid,
             "id/sig",
             "the event id or its BIP-340 signature is invalid",
+        ));
+    }
+    if event.kind != Kind::Custom(KIND_APP_DATA) {
+        return Err(Rejection::new(
+            Reason::ContentShape,
+            "kind",
+            format!("kind {} is not 30078", event.kind),
         ));
     }
     if event.content.len() > MAX_CONTENT_BYTES {

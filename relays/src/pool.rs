@@ -6,6 +6,11 @@
 //! own connections: nostr-sdk drops events whose signature fails, and the node must see those (PROTOCOL.md §4.1,
 //! rule 1, `event-invalid`). **Events returned by `fetch` and `subscribe` are therefore NOT
 //! verified** unless [`PoolConfig::drop_invalid_events`] is set: the caller checks them.
+//!
+//! De-duplication across relays (fetch, its pages, subscriptions) never goes by the id an event
+//! claims: a hostile relay could then censor a genuine event by serving a forged copy under its
+//! id first. It goes by [`DedupKey`] (the claimed id, the id recomputed from the fields, and the
+//! signature), so a forged copy is handed over beside the genuine event, never in its place.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::RelayError;
 use crate::report::{PublishReport, RelayOutcome};
-use crate::sync::{next_page_until, ResumeCursor, SeenIds};
+use crate::sync::{next_page_until, DedupKey, ResumeCursor, SeenIds};
 use crate::wire::{self, Frame, Incoming};
 
 /// How long each kind of relay operation may take before it counts as failed.
@@ -56,7 +61,7 @@ pub struct PoolConfig {
     pub reconnect_interval: Duration,
     /// A resumed subscription re-asks this many seconds before the newest `created_at` it saw,
     /// because authors choose `created_at` and events can arrive out of order. Duplicates are
-    /// removed by id.
+    /// removed ([`DedupKey`]).
     pub resume_overlap_secs: u64,
     /// Drop events whose id or signature does not verify before handing them over. Off by
     /// default: the node verifies itself and records invalid events as evidence.
@@ -97,8 +102,10 @@ pub struct RelayHealth {
 /// The result of a one-pass fetch, with each relay's part.
 #[derive(Debug, Clone)]
 pub struct FetchReport {
-    /// Matching events from every relay that answered, de-duplicated by id, in
-    /// (`created_at`, id) order (the order the node processes them in).
+    /// Matching events from every relay that answered, each exact copy once ([`DedupKey`]: a
+    /// forged copy carrying another event's id is kept beside it, not in its place), in
+    /// (`created_at`, id) order (the order the node processes them in; ties keep the relays'
+    /// configuration order).
     pub events: Vec<Event>,
     /// Per relay: the number of events it returned (before de-duplication), or why it failed.
     pub per_relay: Vec<(RelayUrl, Result<usize, String>)>,
@@ -107,7 +114,9 @@ pub struct FetchReport {
 /// One item of a live subscription.
 #[derive(Debug, Clone)]
 pub enum StreamItem {
-    /// An event not delivered before (by any relay of the subscription). Unverified unless
+    /// An event not delivered before (by any relay of the subscription; the same event field
+    /// for field, [`DedupKey`], so a forged copy under a delivered event's id still comes, and
+    /// the genuine event still comes after a forged copy). Unverified unless
     /// [`PoolConfig::drop_invalid_events`] is set.
     Event {
         /// The relay it came from first.
@@ -131,7 +140,7 @@ pub enum StreamItem {
 
 /// Keepalive of a subscription connection: ping this often, give up after two silent rounds.
 const KEEPALIVE: Duration = Duration::from_secs(30);
-/// Ids remembered by a subscription for de-duplication.
+/// Events ([`DedupKey`]s) remembered by a subscription for de-duplication.
 const SEEN_CAPACITY: usize = 200_000;
 /// Guard against a relay that keeps returning "new" pages forever.
 const MAX_PAGES: usize = 10_000;
@@ -355,8 +364,8 @@ impl RelayPool {
     }
 
     /// One pass over every relay: all stored events matching `filter` (with `since`, if given,
-    /// replacing the filter's), de-duplicated by id. Relays that are down are skipped; it
-    /// fails only when no relay answered.
+    /// replacing the filter's), de-duplicated ([`DedupKey`], never by the claimed id alone).
+    /// Relays that are down are skipped; it fails only when no relay answered.
     pub async fn fetch(
         &self,
         filter: Filter,
@@ -406,7 +415,9 @@ impl RelayPool {
             match result {
                 Ok(list) => {
                     per_relay.push((url, Ok(list.len())));
-                    events.extend(list.into_iter().filter(|e| seen.insert(e.id)));
+                    // By DedupKey, not by the claimed id: a hostile relay listed first must not
+                    // make a forged copy take the place of the genuine event.
+                    events.extend(list.into_iter().filter(|e| seen.insert(DedupKey::of(e))));
                 }
                 Err(e) => {
                     errors.push((url.clone(), e.clone()));
@@ -440,7 +451,7 @@ impl RelayPool {
                 page.iter().map(|e| (e.id, e.created_at)).collect();
             let mut new_in_page = 0;
             for event in page {
-                if !seen.insert(event.id) {
+                if !seen.insert(DedupKey::of(&event)) {
                     continue;
                 }
                 new_in_page += 1;
@@ -655,7 +666,9 @@ impl SubscriptionTask {
                             if let Ok(mut c) = self.cursor.lock() {
                                 c.observe(event.created_at, Timestamp::now());
                             }
-                            let fresh = self.seen.lock().map(|mut s| s.insert(event.id)).unwrap_or(true);
+                            // By DedupKey (computed outside the lock), not by the claimed id.
+                            let key = DedupKey::of(&event);
+                            let fresh = self.seen.lock().map(|mut s| s.insert(key)).unwrap_or(true);
                             if !fresh {
                                 continue;
                             }

@@ -3,22 +3,61 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use nostr_sdk::{EventId, Timestamp};
+use nostr_sdk::hashes::{sha256, Hash};
+use nostr_sdk::secp256k1::schnorr::Signature;
+use nostr_sdk::{Event, EventId, Timestamp};
 
-/// Remembers the ids already delivered, so an event that several relays hold is delivered once.
+/// What de-duplication across relays keys an event on: SHA-256 of its claimed id, the id
+/// recomputed from its fields (NIP-01: `[0, pubkey, created_at, kind, tags, content]`) and its
+/// signature. Two events share a key only when they are the same event, field for field.
 ///
-/// Bounded: a long-running node sees an unbounded stream; past `capacity` the oldest ids are
-/// forgotten. A forgotten id that shows up again is delivered again, which the node tolerates
-/// (its catalog treats an identical release as a duplicate).
+/// Why not the claimed id: a relay can serve a copy of a genuine event under the genuine id
+/// with other content, or with a garbage signature. Keyed by id, that copy, arriving first,
+/// would take the genuine event's place and the genuine one would be dropped as a duplicate:
+/// censorship by a forged duplicate. Keyed like this, the copy is handed over too (the node
+/// records it as `event-invalid`) and the genuine event still comes through. Recomputing the
+/// id is one hash of the event; the signature (the expensive part) is not checked here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DedupKey([u8; 32]);
+
+impl DedupKey {
+    /// The key of `event` (recomputes its id).
+    pub fn of(event: &Event) -> DedupKey {
+        let computed = EventId::new(
+            &event.pubkey,
+            &event.created_at,
+            &event.kind,
+            &event.tags,
+            &event.content,
+        );
+        Self::from_parts(&event.id, &computed, &event.sig)
+    }
+
+    /// The key of an event claiming id `claimed`, whose fields hash to `computed`, signed `sig`.
+    pub fn from_parts(claimed: &EventId, computed: &EventId, sig: &Signature) -> DedupKey {
+        let mut bytes = [0u8; 32 + 32 + 64];
+        bytes[..32].copy_from_slice(claimed.as_bytes());
+        bytes[32..64].copy_from_slice(computed.as_bytes());
+        bytes[64..].copy_from_slice(&sig.serialize());
+        DedupKey(sha256::Hash::hash(&bytes).to_byte_array())
+    }
+}
+
+/// Remembers the keys already delivered ([`DedupKey`] in the pool), so an event that several
+/// relays hold is delivered once.
+///
+/// Bounded: a long-running node sees an unbounded stream; past `capacity` the oldest keys are
+/// forgotten. A forgotten event that shows up again is delivered again, which the node
+/// tolerates (its catalog treats an identical release as a duplicate).
 #[derive(Debug)]
-pub struct SeenIds {
-    set: HashSet<EventId>,
-    order: VecDeque<EventId>,
+pub struct SeenIds<K = DedupKey> {
+    set: HashSet<K>,
+    order: VecDeque<K>,
     capacity: usize,
 }
 
-impl SeenIds {
-    /// An empty set that remembers at most `capacity` ids (at least 1).
+impl<K: Copy + Eq + std::hash::Hash> SeenIds<K> {
+    /// An empty set that remembers at most `capacity` keys (at least 1).
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
@@ -28,12 +67,12 @@ impl SeenIds {
         }
     }
 
-    /// Records `id`; true when it was not seen before.
-    pub fn insert(&mut self, id: EventId) -> bool {
-        if !self.set.insert(id) {
+    /// Records `key`; true when it was not seen before.
+    pub fn insert(&mut self, key: K) -> bool {
+        if !self.set.insert(key) {
             return false;
         }
-        self.order.push_back(id);
+        self.order.push_back(key);
         if self.order.len() > self.capacity {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
@@ -42,7 +81,7 @@ impl SeenIds {
         true
     }
 
-    /// Number of ids currently remembered.
+    /// Number of keys currently remembered.
     pub fn len(&self) -> usize {
         self.set.len()
     }
@@ -139,6 +178,56 @@ mod tests {
         // id(1) was forgotten, id(3) is still known.
         assert!(seen.insert(id(1)));
         assert!(!seen.insert(id(3)));
+    }
+
+    fn signed(content: &str) -> Event {
+        nostr_sdk::EventBuilder::new(nostr_sdk::Kind::Custom(30078), content)
+            .custom_created_at(Timestamp::from_secs(1_000))
+            .sign_with_keys(&nostr_sdk::Keys::generate())
+            .unwrap()
+    }
+
+    /// `event` with its JSON changed by `f` (id and signature kept as they were).
+    fn altered(event: &Event, f: impl FnOnce(&mut serde_json::Value)) -> Event {
+        use nostr_sdk::JsonUtil;
+        let mut v: serde_json::Value = serde_json::from_str(&event.as_json()).unwrap();
+        f(&mut v);
+        Event::from_json(v.to_string()).unwrap()
+    }
+
+    #[test]
+    fn dedup_key_is_the_whole_event_not_the_claimed_id() {
+        let genuine = signed("genuine");
+        let same = altered(&genuine, |_| {});
+        assert_eq!(DedupKey::of(&genuine), DedupKey::of(&same));
+        // Same id and signature, other content: the id no longer recomputes.
+        let content = altered(&genuine, |v| v["content"] = "forged".into());
+        assert_eq!(content.id, genuine.id);
+        assert!(!content.verify_id());
+        // Same id and fields, a garbage signature: the id recomputes, the signature differs.
+        let sig = altered(&genuine, |v| v["sig"] = "00".repeat(64).into());
+        assert!(sig.verify_id());
+        // Another event's fields (and signature) under the genuine id: its recomputed id is
+        // another event's, its claimed id still differs from that one.
+        let other = signed("other");
+        let swapped = altered(&other, |v| v["id"] = genuine.id.to_hex().into());
+        let keys = [&genuine, &content, &sig, &swapped, &other].map(DedupKey::of);
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // Whichever copy comes first, the genuine event is still fresh.
+        let mut seen = SeenIds::new(10);
+        for copy in [&content, &sig, &swapped] {
+            assert!(seen.insert(DedupKey::of(copy)));
+        }
+        assert!(seen.insert(DedupKey::of(&genuine)));
+        assert!(
+            !seen.insert(DedupKey::of(&same)),
+            "an exact copy is a duplicate"
+        );
+        assert!(!seen.insert(DedupKey::of(&content)));
     }
 
     #[test]

@@ -138,3 +138,77 @@ async fn a_message_over_the_cap_is_refused_and_other_relays_still_serve() {
     assert!(err.contains("too long") || err.contains("size"), "{err}");
     pool.shutdown().await;
 }
+
+/// Censorship by a forged duplicate (issue 13): a hostile relay listed FIRST serves copies of a
+/// genuine event under its id (other content; a garbage signature). The pool hands the copies
+/// over (the node records them as `event-invalid`) and the genuine event from the honest relay
+/// too, in the one-pass fetch and in the live subscription: no copy takes its place.
+#[tokio::test]
+async fn a_forged_copy_under_a_genuine_id_does_not_hide_the_genuine_event() {
+    let hostile = StoreAnythingRelay::start().await.unwrap();
+    let honest = StoreAnythingRelay::start().await.unwrap();
+    let keys = Keys::generate();
+    let forged = |genuine: &Event, field: &str, value: serde_json::Value| {
+        let mut json: serde_json::Value = serde_json::from_str(&genuine.as_json()).unwrap();
+        json[field] = value;
+        json
+    };
+    let genuine = release(&keys, "archy:app:censored@1.0.0", T0, "genuine");
+    let copies = [
+        forged(&genuine, "content", "forged".into()),
+        forged(&genuine, "sig", "00".repeat(64).into()),
+    ];
+    for copy in &copies {
+        assert_eq!(copy["id"], genuine.id.to_hex());
+        hostile.insert_raw(copy.clone());
+    }
+    honest.insert_raw(serde_json::from_str(&genuine.as_json()).unwrap());
+    let pool = RelayPool::connect(
+        [hostile.url().as_str(), honest.url().as_str()],
+        test_config(1),
+    )
+    .await
+    .unwrap();
+
+    // One pass: both copies and the genuine event, the hostile relay's first (its order).
+    let report = pool.fetch_report(app_filter(), None).await.unwrap();
+    assert_eq!(report.events.len(), 3, "{:?}", report.per_relay);
+    assert!(report.events.iter().all(|e| e.id == genuine.id));
+    assert_eq!(report.events.iter().filter(|e| **e == genuine).count(), 1);
+    assert!(report.events[..2].iter().all(|e| e.verify().is_err()));
+
+    // Live: stored copies first from the hostile relay, then the genuine event still arrives;
+    // and a fresh genuine event published later behind another forged copy arrives too.
+    let mut sub = pool.subscribe(app_filter(), None);
+    let mut stored = Vec::new();
+    let mut caught_up = 0;
+    while caught_up < 2 {
+        match next_item(&mut sub).await {
+            StreamItem::Event { event, .. } => stored.push(*event),
+            StreamItem::CaughtUp { .. } => caught_up += 1,
+            StreamItem::Disconnected { error, .. } => panic!("{error}"),
+        }
+    }
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert_eq!(stored.iter().filter(|e| **e == genuine).count(), 1);
+    let later = release(&keys, "archy:app:censored@2.0.0", T0 + 1, "later");
+    hostile.insert_raw(forged(&later, "content", "forged".into()));
+    let forged_later = loop {
+        if let StreamItem::Event { event, .. } = next_item(&mut sub).await {
+            break event;
+        }
+    };
+    assert_eq!(forged_later.id, later.id);
+    assert!(!forged_later.verify_id());
+    honest.insert_raw(serde_json::from_str(&later.as_json()).unwrap());
+    let delivered = loop {
+        if let StreamItem::Event { event, .. } = next_item(&mut sub).await {
+            break event;
+        }
+    };
+    assert_eq!(*delivered, later, "the genuine event behind a forged copy");
+    drop(sub);
+    pool.shutdown().await;
+    hostile.shutdown().await;
+    honest.shutdown().await;
+}

@@ -3,7 +3,7 @@
 //! anything (for hostile events), relay faults, and an independent reader (nostr-tools).
 
 use archy_relays::testing::{NostrRsRelay, StoreAnythingRelay};
-use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig};
+use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig, PoolConfig, RelayPool};
 use archy_tests::cli::{have_tool, repo, sticky_loopback, NodeProc};
 use archy_tests::forge::{with_bad_signature, Publisher};
 use nostr_sdk::prelude::JsonUtil;
@@ -282,6 +282,181 @@ async fn hostile_events_are_rejected_each_with_its_own_reason() {
     assert_eq!(show["app"]["latest"], "2.1.0", "{show}");
     assert!(cli(home.path(), &["node", "status"]).await.status.success());
     drop(node);
+}
+
+/// Censorship by a forged duplicate (issue 13): a genuine release and, on a hostile relay, a
+/// copy of it under its id and signature with other content. Starts both relays (the hostile
+/// one empty), returns (hostile, honest, genuine event, forged copy as JSON).
+async fn forged_duplicate_setup() -> (
+    StoreAnythingRelay,
+    EmbeddedRelay,
+    nostr_sdk::prelude::Event,
+    Value,
+) {
+    let hostile = StoreAnythingRelay::start().await.unwrap();
+    let honest = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let genuine = Publisher::new(13).release_of("hello", "1.0.0");
+    let mut forged: Value = serde_json::from_str(&genuine.as_json()).unwrap();
+    let content = genuine
+        .content
+        .replace("Test app hello", "Forged app hello");
+    assert_ne!(content, genuine.content);
+    forged["content"] = Value::from(content);
+    assert_eq!(forged["id"], genuine.id.to_hex());
+    (hostile, honest, genuine, forged)
+}
+
+/// Publishes `event` to the honest relay through the relay layer (it checks and stores it).
+async fn publish_to(relay: &EmbeddedRelay, event: &nostr_sdk::prelude::Event) {
+    let pool = RelayPool::connect([relay.url().as_str()], PoolConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(pool.publish(event).await.unwrap().accepted, 1);
+    pool.shutdown().await;
+}
+
+/// The rejections the node has counted, per reason code.
+async fn rejection_counts(home: &Path) -> Value {
+    cli_json(home, &["node", "status", "--json"]).await["rejections"].clone()
+}
+
+/// The hostile relay is listed FIRST and serves the forged copy under the genuine id; the honest
+/// relay serves the genuine release. One `market sync` accepts the release and records the copy
+/// as `event-invalid` (counted; its record goes once the genuine event is accepted); a second
+/// pass changes nothing. On the old code (de-duplication by the claimed id) the genuine event
+/// was dropped as a duplicate of the copy and never accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_duplicate_on_the_first_relay_does_not_censor_a_sync_pass() {
+    let (hostile, honest, genuine, forged) = forged_duplicate_setup().await;
+    hostile.insert_raw(forged);
+    publish_to(&honest, &genuine).await;
+    let home = tempfile::tempdir().unwrap();
+    write_config(
+        home.path(),
+        &[hostile.url().to_string(), honest.url().to_string()],
+        1,
+    );
+
+    let sync = cli_json(home.path(), &["market", "sync", "--json"]).await;
+    assert_eq!(sync["received"], 2, "both copies reach the node: {sync}");
+    assert_eq!(
+        sync["accepted"], 1,
+        "the genuine release is accepted: {sync}"
+    );
+    assert_eq!(sync["rejected"], 1, "the forged copy is rejected: {sync}");
+    let show = cli_json(home.path(), &["market", "show", "hello", "--json"]).await;
+    assert_eq!(show["app"]["latest"], "1.0.0", "{show}");
+    assert_eq!(
+        show["releases"][0]["event_id"],
+        genuine.id.to_hex(),
+        "{show}"
+    );
+    assert_eq!(
+        show["latest_manifest"]["summary"], "Test app hello 1.0.0",
+        "the genuine content, not the forged one: {show}"
+    );
+    let counts = rejection_counts(home.path()).await;
+    assert_eq!(counts, json!({"event-invalid": 1}), "{counts}");
+    assert_eq!(
+        cli_json(home.path(), &["market", "rejected", "--json"]).await,
+        json!([]),
+        "no rejection record stays under the id of an accepted release"
+    );
+
+    let again = cli_json(home.path(), &["market", "sync", "--json"]).await;
+    assert_eq!(again["accepted"], 0, "{again}");
+    assert_eq!(again["rejected"], 0, "{again}");
+    assert_eq!(again["already_seen"], 2, "{again}");
+    assert_eq!(rejection_counts(home.path()).await, counts);
+    honest.shutdown().await;
+    hostile.shutdown().await;
+}
+
+/// The same through a running node's live subscription (no discovery pass in between): the
+/// forged copy arrives first from the hostile relay and is rejected; the genuine release
+/// published afterwards on the honest relay still reaches the catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_duplicate_does_not_censor_the_live_subscription() {
+    let (hostile, honest, genuine, forged) = forged_duplicate_setup().await;
+    let home = tempfile::tempdir().unwrap();
+    write_config(
+        home.path(),
+        &[hostile.url().to_string(), honest.url().to_string()],
+        1,
+    );
+    let node = tokio::task::spawn_blocking({
+        let h = home.path().to_path_buf();
+        move || NodeProc::start(&h).unwrap()
+    })
+    .await
+    .unwrap();
+    // The waits below are safety nets (60 s), not performance bounds.
+    let tick = || tokio::time::sleep(std::time::Duration::from_millis(100));
+    let mut caught_up = 0;
+    for _ in 0..600 {
+        caught_up = node.log().matches("live subscription on").count();
+        if caught_up >= 2 {
+            break;
+        }
+        tick().await;
+    }
+    assert_eq!(caught_up, 2, "both relays caught up: {}", node.log());
+
+    hostile.insert_raw(forged);
+    let mut counts = Value::Null;
+    for _ in 0..600 {
+        counts = rejection_counts(home.path()).await;
+        if counts["event-invalid"] == 1 {
+            break;
+        }
+        tick().await;
+    }
+    assert_eq!(counts, json!({"event-invalid": 1}), "{}", node.log());
+
+    publish_to(&honest, &genuine).await;
+    let mut show = Value::Null;
+    for _ in 0..600 {
+        let out = cli(home.path(), &["market", "show", "hello", "--json"]).await;
+        if out.status.success() {
+            show = serde_json::from_slice(&out.stdout).unwrap();
+            if show["app"]["latest"] == "1.0.0" {
+                break;
+            }
+        }
+        tick().await;
+    }
+    assert_eq!(
+        show["app"]["latest"],
+        "1.0.0",
+        "the genuine release never arrived live: {}",
+        node.log()
+    );
+    assert_eq!(
+        show["releases"][0]["event_id"],
+        genuine.id.to_hex(),
+        "{show}"
+    );
+    assert_eq!(show["latest_manifest"]["summary"], "Test app hello 1.0.0");
+    // A pass logs "discovery pass" only when it took something in: none did.
+    assert!(
+        !node.log().contains("discovery pass"),
+        "only the live subscription delivered it: {}",
+        node.log()
+    );
+    assert_eq!(rejection_counts(home.path()).await, counts);
+    assert_eq!(
+        cli_json(home.path(), &["market", "rejected", "--json"]).await,
+        json!([])
+    );
+    // A pass over both relays afterwards finds nothing new.
+    let sync = cli_json(home.path(), &["market", "sync", "--json"]).await;
+    assert_eq!(sync["accepted"], 0, "{sync}");
+    assert_eq!(sync["rejected"], 0, "{sync}");
+    drop(node);
+    honest.shutdown().await;
+    hostile.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,9 +52,30 @@ pub fn ingest(
     report: &mut SyncReport,
 ) -> Result<()> {
     report.received += events.len();
-    let newest = events.iter().map(|e| e.created_at.as_secs()).max();
-    for (_, outcome) in catalog.ingest_all(events, policy, now)? {
+    // Only events whose id and signature verified move the cursor: a forged `created_at` on a
+    // copy that does not verify must not make later passes skip an honest relay's older events.
+    let mut newest: Option<u64> = None;
+    let mut seen_before = Vec::new();
+    for (event, outcome) in catalog.ingest_all(events, policy, now)? {
+        match &outcome {
+            Outcome::Rejected(r) if r.reason == crate::reason::Reason::EventInvalid => {}
+            // Seen before: verified once, or remembered as an invalid copy.
+            Outcome::AlreadySeen => seen_before.push(event),
+            _ => newest = newest.max(Some(event.created_at.as_secs())),
+        }
         report.count(&outcome);
+    }
+    // The signature is checked again only for seen events newer than the rest, newest first,
+    // until one verifies: a pass re-reads the last hour, so this is rarely more than a few.
+    seen_before.sort_unstable_by_key(|e| std::cmp::Reverse(e.created_at));
+    for e in seen_before {
+        if Some(e.created_at.as_secs()) <= newest {
+            break;
+        }
+        if e.verify().is_ok() {
+            newest = Some(e.created_at.as_secs());
+            break;
+        }
     }
     if let Some(newest) = newest {
         // Never advance past "now": an event from the future must be asked for again later.
@@ -103,4 +124,35 @@ pub fn subscription_since(catalog: &Catalog) -> Result<Option<Timestamp>> {
     Ok(catalog
         .cursor(CURSOR)?
         .map(|c| Timestamp::from(c.saturating_sub(OVERLAP_SECS))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::tests::{forged, publisher, release};
+
+    /// A copy that does not verify, dated now, must not move the cursor (later passes would
+    /// skip an honest relay's older events); a verified event does; the same copy re-sent
+    /// (seen before) does not either.
+    #[test]
+    fn only_verified_events_move_the_cursor() {
+        let policy = PolicyConfig::default();
+        // A minute ahead of the events' own time, so "dated now" is newer than the genuine one.
+        let now = crate::unix_now() + 60;
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("c.redb")).unwrap();
+        let genuine = release(&publisher(21), "1.0.0", "a");
+        let copy = forged(&genuine, |v| v["created_at"] = now.into());
+        let mut report = SyncReport::default();
+        ingest(&catalog, vec![copy.clone()], &policy, now, &mut report).unwrap();
+        assert_eq!(report.rejected, 1);
+        assert_eq!(catalog.cursor(CURSOR).unwrap(), None);
+        ingest(&catalog, vec![genuine.clone()], &policy, now, &mut report).unwrap();
+        let at = genuine.created_at.as_secs();
+        assert!(at < now);
+        assert_eq!(catalog.cursor(CURSOR).unwrap(), Some(at));
+        ingest(&catalog, vec![copy, genuine], &policy, now, &mut report).unwrap();
+        assert_eq!(report.already_seen, 2);
+        assert_eq!(catalog.cursor(CURSOR).unwrap(), Some(at));
+    }
 }
