@@ -21,7 +21,7 @@ use crate::manifest::{AppManifest, PolicyConfig};
 use crate::reason::Reason;
 use crate::release::{self, Rejection};
 use anyhow::{Context, Result};
-use nostr_sdk::prelude::{Event, EventId};
+use nostr_sdk::prelude::Event;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -635,13 +635,7 @@ fn invalid_copy_prefix(event: &Event) -> String {
 /// id and signature but other content differs in the recomputed id; one with the genuine fields
 /// but another signature differs in the signature.
 fn invalid_copy_key(event: &Event) -> String {
-    let computed = EventId::new(
-        &event.pubkey,
-        &event.created_at,
-        &event.kind,
-        &event.tags,
-        &event.content,
-    );
+    let computed = archy_relays::sync::recomputed_id(event);
     format!("{}{}", invalid_copy_prefix(event), computed.to_hex())
 }
 

@@ -745,17 +745,7 @@ impl Reconciler {
             secret_names.sort();
             secret_names.dedup();
             for name in secret_names {
-                let out = self
-                    .cfg
-                    .podman
-                    .run(&["secret".into(), "rm".into(), name], None, QUICK)
-                    .await?;
-                if !out.success && !out.stderr.contains("no such secret") {
-                    return Err(Error::Podman {
-                        command: "podman secret rm".into(),
-                        message: out.stderr.trim().to_string(),
-                    });
-                }
+                self.remove_secret(&name).await?;
             }
             self.store.update(&app, |rec| {
                 Ok((
@@ -809,6 +799,22 @@ impl Reconciler {
         } else {
             Err(Error::Podman {
                 command: "podman volume rm".into(),
+                message: out.stderr.trim().to_string(),
+            })
+        }
+    }
+
+    async fn remove_secret(&self, name: &str) -> Result<(), Error> {
+        let out = self
+            .cfg
+            .podman
+            .run(&["secret".into(), "rm".into(), name.into()], None, QUICK)
+            .await?;
+        if out.success || out.stderr.contains("no such secret") {
+            Ok(())
+        } else {
+            Err(Error::Podman {
+                command: "podman secret rm".into(),
                 message: out.stderr.trim().to_string(),
             })
         }
@@ -1698,35 +1704,10 @@ impl Reconciler {
             )
         });
         for v in &volumes {
-            let out = self
-                .cfg
-                .podman
-                .run(
-                    &["volume".into(), "rm".into(), "-f".into(), v.clone()],
-                    None,
-                    QUICK,
-                )
-                .await?;
-            if !out.success && !out.stderr.contains("no such volume") {
-                return Err(Error::Podman {
-                    command: "podman volume rm".into(),
-                    message: out.stderr.trim().to_string(),
-                });
-            }
+            self.remove_volume(v).await?;
         }
         for s in &secret_names {
-            let name = podman_secret_name(app, s);
-            let out = self
-                .cfg
-                .podman
-                .run(&["secret".into(), "rm".into(), name], None, QUICK)
-                .await?;
-            if !out.success && !out.stderr.contains("no such secret") {
-                return Err(Error::Podman {
-                    command: "podman secret rm".into(),
-                    message: out.stderr.trim().to_string(),
-                });
-            }
+            self.remove_secret(&podman_secret_name(app, s)).await?;
         }
         secrets::remove_all(&self.cfg.state_dir, app)?;
         // Delete the record only if the user did not change their mind meanwhile.

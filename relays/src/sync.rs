@@ -23,14 +23,7 @@ pub struct DedupKey([u8; 32]);
 impl DedupKey {
     /// The key of `event` (recomputes its id).
     pub fn of(event: &Event) -> DedupKey {
-        let computed = EventId::new(
-            &event.pubkey,
-            &event.created_at,
-            &event.kind,
-            &event.tags,
-            &event.content,
-        );
-        Self::from_parts(&event.id, &computed, &event.sig)
+        Self::from_parts(&event.id, &recomputed_id(event), &event.sig)
     }
 
     /// The key of an event claiming id `claimed`, whose fields hash to `computed`, signed `sig`.
@@ -41,6 +34,18 @@ impl DedupKey {
         bytes[64..].copy_from_slice(&sig.serialize());
         DedupKey(sha256::Hash::hash(&bytes).to_byte_array())
     }
+}
+
+/// The id `event`'s fields hash to (NIP-01), whatever id it claims. One SHA-256; no signature
+/// check.
+pub fn recomputed_id(event: &Event) -> EventId {
+    EventId::new(
+        &event.pubkey,
+        &event.created_at,
+        &event.kind,
+        &event.tags,
+        &event.content,
+    )
 }
 
 /// Remembers the keys already delivered ([`DedupKey`] in the pool), so an event that several

@@ -18,8 +18,9 @@ fn podman_ready() -> bool {
             .success()
 }
 
-/// A manifest for the busybox test image, on a given host port, with a volume.
-fn write_manifest(dir: &Path, id: &str, port: u16) -> String {
+/// Writes `<dir>/<id>.yaml`: a v1 manifest for the rootless busybox test image, with `rest`
+/// (YAML lines) after its required fields.
+fn write_busybox_manifest(dir: &Path, id: &str, rest: &str) -> String {
     let image_id = String::from_utf8(
         rootless_podman(&[
             "image",
@@ -42,19 +43,30 @@ image:
   name: localhost/archy/busybox:latest
   id: "sha256:{image_id}"
   archive: {{blake3: "{zero}", size: 0, format: oci-archive}}
-command: ["/bin/busybox", "sh", "-c", "mkdir -p /data/www && echo hello > /data/www/index.html && exec /bin/busybox httpd -f -p 8080 -h /data/www"]
-ports: [{{container: 8080, host: {port}}}]
-volumes: [{{name: data, target: /data}}]
-generated_secrets: [{{name: token, kind: hex32, env: APP_TOKEN}}]
-health_check: {{type: http, port: 8080, path: /, interval_s: 1, timeout_s: 2, retries: 20}}
-stop_grace_secs: 3
-"#,
+{rest}"#,
         zero = "0".repeat(64),
         image_id = image_id.trim()
     );
     let path = dir.join(format!("{id}.yaml"));
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_owned()
+}
+
+/// A manifest for the busybox test image, on a given host port, with a volume.
+fn write_manifest(dir: &Path, id: &str, port: u16) -> String {
+    write_busybox_manifest(
+        dir,
+        id,
+        &format!(
+            r#"command: ["/bin/busybox", "sh", "-c", "mkdir -p /data/www && echo hello > /data/www/index.html && exec /bin/busybox httpd -f -p 8080 -h /data/www"]
+ports: [{{container: 8080, host: {port}}}]
+volumes: [{{name: data, target: /data}}]
+generated_secrets: [{{name: token, kind: hex32, env: APP_TOKEN}}]
+health_check: {{type: http, port: 8080, path: /, interval_s: 1, timeout_s: 2, retries: 20}}
+stop_grace_secs: 3
+"#
+        ),
+    )
 }
 
 #[test]
@@ -214,39 +226,17 @@ fn render_quadlet_from_a_manifest() {
 /// A manifest with one volume and one generated secret whose names are given; the app writes
 /// nothing itself and keeps running.
 fn write_quiet_manifest(dir: &Path, id: &str, volume: &str, secret: &str) -> String {
-    let image_id = String::from_utf8(
-        rootless_podman(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{.Id}}",
-            "localhost/archy/busybox:latest",
-        ])
-        .stdout,
-    )
-    .unwrap();
-    let text = format!(
-        r#"schema: archy.app/v1
-id: {id}
-version: 1.0.0
-name: Isolation test
-summary: two apps whose old Podman names collided
-origin: {{endpoint: "{zero}", addrs: []}}
-image:
-  name: localhost/archy/busybox:latest
-  id: "sha256:{image_id}"
-  archive: {{blake3: "{zero}", size: 0, format: oci-archive}}
-command: ["/bin/busybox", "sleep", "100000"]
+    write_busybox_manifest(
+        dir,
+        id,
+        &format!(
+            r#"command: ["/bin/busybox", "sleep", "100000"]
 volumes: [{{name: {volume}, target: /data}}]
 generated_secrets: [{{name: {secret}, kind: hex32, env: APP_TOKEN}}]
 stop_grace_secs: 1
-"#,
-        zero = "0".repeat(64),
-        image_id = image_id.trim()
-    );
-    let path = dir.join(format!("{id}.yaml"));
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
+"#
+        ),
+    )
 }
 
 fn exec_in(app: &str, script: &str) -> String {
