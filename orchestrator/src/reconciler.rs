@@ -634,7 +634,8 @@ impl Reconciler {
         let mut report = MigrationReport::default();
         let records = self.store.all()?;
         // Originals whose copy is committed but which a kill kept from being removed.
-        for (key, state) in self.store.journal()? {
+        let journal: HashMap<String, String> = self.store.journal()?.into_iter().collect();
+        for (key, state) in &journal {
             let Some((app, v)) = key.split_once('/') else {
                 continue;
             };
@@ -643,7 +644,7 @@ impl Reconciler {
                 .any(|r| r.current.name == app && r.names == Naming::Injective);
             if state == "copied" && migrated {
                 self.remove_volume(&names::legacy::volume(app, v)).await?;
-                self.store.set_journal(&key, None)?;
+                self.store.set_journal(key, None)?;
             }
         }
         let legacy: Vec<&AppRecord> = records
@@ -698,13 +699,8 @@ impl Reconciler {
                     continue;
                 }
                 let key = format!("{app}/{v}");
-                let state = self
-                    .store
-                    .journal()?
-                    .into_iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, s)| s);
-                if state.as_deref() != Some("copied") {
+                // Entries removed above are of migrated apps, never of this legacy one.
+                if journal.get(&key).map(String::as_str) != Some("copied") {
                     if !self.volume_exists(&old).await? {
                         continue; // never created: nothing to copy
                     }
