@@ -17,12 +17,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use archy_marketplace::catalog::Catalog;
 use archy_marketplace::envelope;
+use archy_marketplace::events::release_filter;
 use archy_marketplace::identity::Identity;
 use archy_marketplace::jcs::canonical_bytes;
 use archy_marketplace::manifest::PolicyConfig;
 use archy_marketplace::node::discovery;
 use archy_marketplace::release::{self, KIND_APP_DATA};
-use archy_marketplace::side_events::release_filter;
 use archy_relays::testing::NostrRsRelay;
 use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig, PoolConfig, RelayPool};
 use ed25519_dalek::{Signer, SigningKey, Verifier};

@@ -19,7 +19,7 @@
 
 use crate::manifest::{AppManifest, PolicyConfig};
 use crate::reason::Reason;
-use crate::release::{self, Rejection};
+use crate::release::{self, Rejection, Rule5};
 use anyhow::{Context, Result};
 use nostr_sdk::prelude::Event;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -408,28 +408,49 @@ impl Catalog {
             .get(key.as_str())?
             .map(|v| serde_json::from_slice::<ReleaseRecord>(v.value()))
             .transpose()?;
-        if let Some(existing) = existing {
-            if existing.jcs_blake3 == jcs_blake3 {
-                return Ok(Outcome::Duplicate);
+        let akey = app_key(&m.publisher.did, &m.id);
+        let current = t
+            .apps
+            .get(akey.as_str())?
+            .map(|v| serde_json::from_slice::<AppRecord>(v.value()))
+            .transpose()?;
+        let latest = current
+            .as_ref()
+            .map(|app| semver::Version::parse(&app.latest))
+            .transpose()?;
+        let decision = release::rule5(
+            release::Candidate {
+                app: &m.id,
+                version_text: &m.version,
+                version: &version,
+                jcs_hash: &jcs_blake3,
+            },
+            release::Held {
+                same_version: existing
+                    .as_ref()
+                    .map(|r| (r.jcs_blake3.as_str(), r.event_id.as_str())),
+                latest: latest.as_ref(),
+            },
+        );
+        let is_latest = match decision {
+            Rule5::Duplicate => return Ok(Outcome::Duplicate),
+            Rule5::Equivocation {
+                rejection,
+                conflicts_with,
+            } => {
+                Self::reject(
+                    t,
+                    event,
+                    rejection.clone(),
+                    Some(conflicts_with),
+                    Some((m.publisher.did.clone(), m.id.clone(), m.version.clone())),
+                    now,
+                )?;
+                return Ok(Outcome::Rejected(rejection));
             }
-            let r = Rejection {
-                reason: Reason::Equivocation,
-                field: "version".into(),
-                message: format!(
-                    "{} {} was already published with other content (event {}): the publisher signed two different releases of one version",
-                    m.id, m.version, existing.event_id
-                ),
-            };
-            Self::reject(
-                t,
-                event,
-                r.clone(),
-                Some(existing.event_id),
-                Some((m.publisher.did.clone(), m.id.clone(), m.version.clone())),
-                now,
-            )?;
-            return Ok(Outcome::Rejected(r));
-        }
+            Rule5::History => false,
+            Rule5::Latest => true,
+        };
         let record = ReleaseRecord {
             did: m.publisher.did.clone(),
             app: m.id.clone(),
@@ -442,19 +463,6 @@ impl Catalog {
         };
         t.releases
             .insert(key.as_str(), to_json(&record).as_slice())?;
-        let akey = app_key(&m.publisher.did, &m.id);
-        let current = t
-            .apps
-            .get(akey.as_str())?
-            .map(|v| serde_json::from_slice::<AppRecord>(v.value()))
-            .transpose()?;
-        let is_latest = match &current {
-            None => true,
-            Some(app) => {
-                let latest = semver::Version::parse(&app.latest)?;
-                version.cmp_precedence(&latest) == Ordering::Greater
-            }
-        };
         if !is_latest {
             return Ok(Outcome::History);
         }

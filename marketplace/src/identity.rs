@@ -1,28 +1,24 @@
 //! A node's or publisher's identities (PROTOCOL.md §1): an Ed25519 `did:key` that signs
 //! manifests and a secp256k1 Nostr key that signs events, both kept 0600 in the home.
 
-use crate::did;
 use crate::home::{read_secret, write_secret, Home};
 use anyhow::{bail, Context, Result};
+pub use archy_protocol::keys::{PublicIdentity, PublisherKeys};
 use ed25519_dalek::SigningKey;
-use nostr_sdk::prelude::{Keys, SecretKey, ToBech32};
-use serde::Serialize;
+use nostr_sdk::prelude::{Keys, SecretKey};
 
 const DID_KEY_FILE: &str = "identity/did-ed25519.key";
 const NOSTR_KEY_FILE: &str = "identity/nostr-secp256k1.key";
 
-/// The two keys of an identity.
-pub struct Identity {
-    did_key: SigningKey,
-    nostr: Keys,
-}
+/// The two keys of an identity, loaded from (or created in) a home. Signing goes through the
+/// keys ([`PublisherKeys`], which this derefs to); this type adds only the files.
+pub struct Identity(PublisherKeys);
 
-/// The public half, as `archy id show` prints it.
-#[derive(Debug, Clone, Serialize)]
-pub struct PublicIdentity {
-    pub did: String,
-    pub nostr: String,
-    pub npub: String,
+impl std::ops::Deref for Identity {
+    type Target = PublisherKeys;
+    fn deref(&self) -> &PublisherKeys {
+        &self.0
+    }
 }
 
 impl Identity {
@@ -38,14 +34,15 @@ impl Identity {
         }
         let mut seed = [0u8; 32];
         rand::fill(&mut seed);
-        let identity = Identity {
-            did_key: SigningKey::from_bytes(&seed),
-            nostr: Keys::generate(),
-        };
+        let identity = Identity::from_keys(SigningKey::from_bytes(&seed), Keys::generate());
         write_secret(&home.join(DID_KEY_FILE), hex::encode(seed).as_bytes())?;
         write_secret(
             &home.join(NOSTR_KEY_FILE),
-            identity.nostr.secret_key().to_secret_hex().as_bytes(),
+            identity
+                .nostr_keys()
+                .secret_key()
+                .to_secret_hex()
+                .as_bytes(),
         )?;
         Ok(identity)
     }
@@ -68,10 +65,7 @@ impl Identity {
         let nostr = Keys::new(
             SecretKey::from_hex(nostr_hex.trim()).context("the Nostr key file is not a key")?,
         );
-        Ok(Identity {
-            did_key: SigningKey::from_bytes(&seed),
-            nostr,
-        })
+        Ok(Identity::from_keys(SigningKey::from_bytes(&seed), nostr))
     }
 
     /// Loads the identity, creating one on first use (nodes need one to sign mirror announcements).
@@ -85,35 +79,6 @@ impl Identity {
 
     /// An identity from raw keys (test vectors, tests).
     pub fn from_keys(did_key: SigningKey, nostr: Keys) -> Identity {
-        Identity { did_key, nostr }
-    }
-
-    pub fn did(&self) -> String {
-        did::did_from_key(&self.did_key.verifying_key())
-    }
-
-    pub fn did_signing_key(&self) -> &SigningKey {
-        &self.did_key
-    }
-
-    pub fn nostr_keys(&self) -> &Keys {
-        &self.nostr
-    }
-
-    /// The Nostr public key, 64-hex x-only.
-    pub fn nostr_hex(&self) -> String {
-        self.nostr.public_key().to_hex()
-    }
-
-    pub fn public(&self) -> PublicIdentity {
-        PublicIdentity {
-            did: self.did(),
-            nostr: self.nostr_hex(),
-            npub: self
-                .nostr
-                .public_key()
-                .to_bech32()
-                .expect("a public key always encodes as npub"),
-        }
+        Identity(PublisherKeys::new(did_key, nostr))
     }
 }

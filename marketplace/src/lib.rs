@@ -1,26 +1,21 @@
-//! Archy's marketplace crate: the `archy` binary, the node, and the protocol code they share.
+//! Archy's node and its `archy` command line: everything that does I/O.
 //!
-//! Code map (pure protocol code at the top, I/O below it):
-//! - [`reason`]: the rejection reason codes of PROTOCOL.md §4.1.
-//! - [`jcs`], [`jws`], [`did`]: RFC 8785 canonical JSON, the detached EdDSA JWS, `did:key`.
-//! - [`manifest`]: the app manifest of §2, its schema + policy validator and typed view.
-//! - [`envelope`]: `{"manifest", "signature"}`: signing with an identity, verifying with the DID.
+//! Code map (the pure protocol is the `archy-protocol` crate, re-exported here by module):
+//! - [`catalog`]: the redb catalog of releases; it applies the decisions of
+//!   [`release::rule5`] and keeps what hostile relays can grow bounded.
 //! - [`home`], [`identity`]: the node's home directory and its two keys (0600 files).
+//! - [`node`]: `NodeCore` and its components, every operation as an `rpc::Request` with a typed
+//!   reply, the local API, `archy node run` and its loops.
 //! - [`cli`]: the `archy` command line.
 
 pub mod catalog;
 pub mod cli;
-pub mod did;
-pub mod envelope;
 pub mod home;
 pub mod identity;
-pub mod jcs;
-pub mod jws;
-pub mod manifest;
 pub mod node;
-pub mod reason;
-pub mod release;
-pub mod side_events;
+
+// The protocol lives in its own pure crate; the node and its users name it through here.
+pub use archy_protocol::{did, envelope, events, jcs, jws, manifest, reason, release};
 
 /// Unix seconds now. The one place the crate reads the clock, so tests can pass their own `now`.
 pub fn unix_now() -> u64 {

@@ -116,15 +116,11 @@ impl ObjectName {
     }
 }
 
-/// `^[a-z][a-z0-9-]*$` and at most 63 bytes: what app ids and part names share. It excludes
+/// `^[a-z][a-z0-9-]*$` and at most 63 bytes (the rule book's part name): what app ids and
+/// part names share. It excludes
 /// [`SEP`], which is what makes [`parse`] the inverse of [`ObjectName::render`].
 pub fn is_part(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    archy_rules::is_part_name(s)
 }
 
 /// The inverse of [`ObjectName::render`] for a name Podman reports in the namespace of `role`;

@@ -13,35 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// Capabilities the orchestrator accepts by default (PROTOCOL.md §2 default allowlist).
-pub const DEFAULT_ALLOWED_CAPS: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "SETGID",
-    "SETUID",
-    "NET_BIND_SERVICE",
-];
-
-/// Capabilities that amount to `--privileged` (escape or host control). Refused even if an
-/// operator puts them in the allowlist: the orchestrator is the last line before Podman.
-pub const NEVER_ALLOWED_CAPS: &[&str] = &[
-    "ALL",
-    "SYS_ADMIN",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_PTRACE",
-    "SYS_BOOT",
-    "SYS_TIME",
-    "MAC_ADMIN",
-    "MAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "NET_ADMIN",
-    "BPF",
-    "PERFMON",
-    "SYSLOG",
-    "LINUX_IMMUTABLE",
-];
+/// The one rule book (PROTOCOL.md §2 limits, capability lists, the operator's policy).
+pub use archy_rules::{normalize_capability, Policy, DEFAULT_ALLOWED_CAPS, NEVER_ALLOWED_CAPS};
 
 /// What an app needs to run. Serialized with serde; unknown fields are an error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,75 +199,6 @@ pub enum Intent {
     Purged,
 }
 
-/// Operator policy the orchestrator re-checks before anything reaches Podman.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Policy {
-    /// Normalised capability names an app may declare.
-    pub allowed_capabilities: Vec<String>,
-    /// Allow publishing ports on non-loopback addresses.
-    pub allow_non_loopback_bind: bool,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            allowed_capabilities: DEFAULT_ALLOWED_CAPS.iter().map(|s| s.to_string()).collect(),
-            allow_non_loopback_bind: false,
-        }
-    }
-}
-
-/// Upper case, without the `CAP_` prefix.
-pub fn normalize_capability(cap: &str) -> String {
-    let up = cap.trim().to_ascii_uppercase();
-    up.strip_prefix("CAP_").map(str::to_string).unwrap_or(up)
-}
-
-fn policy(field: impl Into<String>, reason: impl Into<String>) -> Error {
-    Error::Policy {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-/// `^[a-z][a-z0-9-]{min-1,max-1}$`
-fn is_id_like(s: &str, min: usize, max: usize) -> bool {
-    let b = s.as_bytes();
-    b.len() >= min
-        && b.len() <= max
-        && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-}
-
-fn is_env_key(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-}
-
-fn is_loopback(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        // `::ffff:127.0.0.1` is deliberately not loopback (PROTOCOL.md §2).
-        IpAddr::V6(v6) => v6.is_loopback(),
-    }
-}
-
-/// Absolute, not `/`, no empty, `.` or `..` segment.
-fn valid_target(t: &str) -> bool {
-    t.starts_with('/')
-        && t.len() > 1
-        && t[1..]
-            .split('/')
-            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
-}
-
-fn has_control(s: &str) -> bool {
-    s.chars().any(|c| c.is_control())
-}
-
 impl AppSpec {
     /// A minimal spec; fill the other fields directly.
     pub fn new(
@@ -349,243 +253,68 @@ impl AppSpec {
             .find(|p| p.container == container_port && p.protocol == Protocol::Tcp)
     }
 
-    /// Defensive policy re-check; the error names the offending field.
-    pub fn validate(&self, rules: &Policy) -> Result<(), Error> {
-        if !is_id_like(&self.name, 2, 63) {
-            return Err(policy_err_name(&self.name));
-        }
-        if self.publisher.len() > 512
-            || self
-                .publisher
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(policy(
-                "publisher",
-                "must be at most 512 characters without spaces",
-            ));
-        }
-        if self.version.is_empty() || self.version.len() > 128 || has_control(&self.version) {
-            return Err(policy("version", "must be 1-128 printable characters"));
-        }
-        if self.image.is_empty()
-            || self.image.starts_with('-')
-            || self
-                .image
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(policy("image", "must be an image reference without spaces"));
-        }
-        if let Some(id) = &self.image_id {
-            let hex = id.strip_prefix("sha256:").unwrap_or(id);
-            if hex.len() != 64
-                || !hex
-                    .bytes()
-                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-            {
-                return Err(policy("image_id", "must be sha256:<64 lowercase hex>"));
-            }
-        }
-        if self.ports.len() > 16 {
-            return Err(policy("ports", "at most 16"));
-        }
-        let mut host_ports = std::collections::BTreeSet::new();
-        for (i, p) in self.ports.iter().enumerate() {
-            if p.container == 0 {
-                return Err(policy(format!("ports[{i}].container"), "must be 1-65535"));
-            }
-            if p.host < 1024 {
-                return Err(policy(format!("ports[{i}].host"), "must be 1024-65535"));
-            }
-            if !host_ports.insert((p.host, p.protocol.as_str(), p.bind)) {
-                return Err(policy(format!("ports[{i}].host"), "published twice"));
-            }
-            if !is_loopback(&p.bind) && !rules.allow_non_loopback_bind {
-                return Err(policy(
-                    format!("ports[{i}].bind"),
-                    format!(
-                        "{} is not loopback and the operator allows only loopback",
-                        p.bind
-                    ),
-                ));
-            }
-        }
-        if self.volumes.len() > 16 {
-            return Err(policy("volumes", "at most 16"));
-        }
-        let mut names = std::collections::BTreeSet::new();
-        for (i, v) in self.volumes.iter().enumerate() {
-            // A name with '/' would make Podman bind-mount a host path: refuse it here.
-            if !is_id_like(&v.name, 1, 63) {
-                return Err(policy(
-                    format!("volumes[{i}].name"),
-                    "must match ^[a-z][a-z0-9-]{0,62}$ (host paths are not allowed)",
-                ));
-            }
-            if !names.insert(&v.name) {
-                return Err(policy(
-                    format!("volumes[{i}].name"),
-                    "duplicate volume name",
-                ));
-            }
-            if !valid_target(&v.target) || v.target.contains(':') || has_control(&v.target) {
-                return Err(policy(
-                    format!("volumes[{i}].target"),
-                    "must be absolute, not `/`, without empty, `.` or `..` segments or `:`",
-                ));
-            }
-        }
-        if self.env.len() > 64 {
-            return Err(policy("env", "at most 64 variables"));
-        }
-        for (k, v) in &self.env {
-            if !is_env_key(k) {
-                return Err(policy(
-                    format!("env.{k}"),
-                    "key must match ^[A-Za-z_][A-Za-z0-9_]*$",
-                ));
-            }
-            if v.contains('\0') {
-                return Err(policy(format!("env.{k}"), "value contains NUL"));
-            }
-        }
-        if self.generated_secrets.len() > 16 {
-            return Err(policy("generated_secrets", "at most 16"));
-        }
-        let mut secret_names = std::collections::BTreeSet::new();
-        for (i, s) in self.generated_secrets.iter().enumerate() {
-            if !is_id_like(&s.name, 1, 63) {
-                return Err(policy(
-                    format!("generated_secrets[{i}].name"),
-                    "must match ^[a-z][a-z0-9-]{0,62}$",
-                ));
-            }
-            if !secret_names.insert(&s.name) {
-                return Err(policy(format!("generated_secrets[{i}].name"), "duplicate"));
-            }
-            if !is_env_key(&s.env) {
-                return Err(policy(
-                    format!("generated_secrets[{i}].env"),
-                    "must match ^[A-Za-z_][A-Za-z0-9_]*$",
-                ));
-            }
-            if self.env.contains_key(&s.env) {
-                return Err(policy(
-                    format!("generated_secrets[{i}].env"),
-                    "also set in `env`; a secret must not be overridden",
-                ));
-            }
-        }
-        for (i, cap) in self.capabilities.iter().enumerate() {
-            let n = normalize_capability(cap);
-            if NEVER_ALLOWED_CAPS.contains(&n.as_str()) {
-                return Err(policy(
-                    format!("capabilities[{i}]"),
-                    format!("{n} is equivalent to privileged mode and is never granted"),
-                ));
-            }
-            if !rules
-                .allowed_capabilities
+    /// The runtime view the rule book checks.
+    pub fn rules_view(&self) -> archy_rules::App<'_> {
+        archy_rules::App {
+            name: &self.name,
+            publisher: &self.publisher,
+            version: &self.version,
+            image: &self.image,
+            image_id: self.image_id.as_deref(),
+            ports: self
+                .ports
                 .iter()
-                .any(|a| normalize_capability(a) == n)
-            {
-                return Err(policy(
-                    format!("capabilities[{i}]"),
-                    format!("{n} is not in the operator's allowlist"),
-                ));
-            }
+                .map(|p| archy_rules::Port {
+                    container: p.container,
+                    host: p.host,
+                    udp: p.protocol == Protocol::Udp,
+                    bind: p.bind,
+                })
+                .collect(),
+            volumes: self
+                .volumes
+                .iter()
+                .map(|v| (v.name.as_str(), v.target.as_str()))
+                .collect(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            secrets: self
+                .generated_secrets
+                .iter()
+                .map(|s| (s.name.as_str(), s.env.as_str()))
+                .collect(),
+            capabilities: self.capabilities.iter().map(String::as_str).collect(),
+            memory_mb: self.resources.memory_mb,
+            cpus: self.resources.cpus.as_deref(),
+            health_check: self.health_check.as_ref().map(|h| archy_rules::Health {
+                kind: match h.kind {
+                    HealthKind::Http => archy_rules::HealthKind::Http,
+                    HealthKind::Tcp => archy_rules::HealthKind::Tcp,
+                    HealthKind::Exec => archy_rules::HealthKind::Exec,
+                },
+                port: h.port,
+                path: h.path.as_deref(),
+                command_len: h.command.len(),
+                timeout_secs: u64::from(h.timeout_secs),
+                retries: h.retries,
+            }),
+            stop_grace_secs: u64::from(self.stop_grace_secs),
+            dependencies: self.dependencies.iter().map(String::as_str).collect(),
+            command: self.command.iter().map(String::as_str).collect(),
         }
-        if let Some(m) = self.resources.memory_mb {
-            if m < 6 {
-                return Err(policy(
-                    "resources.memory_mb",
-                    "must be at least 6 (Podman's minimum)",
-                ));
-            }
-        }
-        if let Some(c) = &self.resources.cpus {
-            let ok = !c.is_empty()
-                && c.split('.').count() <= 2
-                && c.chars().all(|ch| ch.is_ascii_digit() || ch == '.')
-                && c.parse::<f64>()
-                    .map(|f| f > 0.0 && f <= 1024.0)
-                    .unwrap_or(false);
-            if !ok {
-                return Err(policy(
-                    "resources.cpus",
-                    "must be a positive decimal such as \"0.5\"",
-                ));
-            }
-        }
-        if let Some(h) = &self.health_check {
-            match h.kind {
-                HealthKind::Http | HealthKind::Tcp => {
-                    let Some(port) = h.port else {
-                        return Err(policy(
-                            "health_check.port",
-                            "required for http and tcp checks",
-                        ));
-                    };
-                    if self.published(port).is_none() {
-                        return Err(policy(
-                            "health_check.port",
-                            format!("container port {port} is not published over tcp in `ports`"),
-                        ));
-                    }
-                    if let Some(path) = &h.path {
-                        if !path.starts_with('/')
-                            || path.chars().any(|c| c.is_whitespace() || c.is_control())
-                        {
-                            return Err(policy(
-                                "health_check.path",
-                                "must start with `/`, no spaces",
-                            ));
-                        }
-                    }
-                }
-                HealthKind::Exec => {
-                    if h.command.is_empty() {
-                        return Err(policy("health_check.command", "required for exec checks"));
-                    }
-                }
-            }
-            if h.timeout_secs == 0 || h.retries == 0 {
-                return Err(policy(
-                    "health_check",
-                    "timeout_secs and retries must be at least 1",
-                ));
-            }
-        }
-        if self.stop_grace_secs > 3600 {
-            return Err(policy("stop_grace_secs", "at most 3600"));
-        }
-        for (i, d) in self.dependencies.iter().enumerate() {
-            if !is_id_like(d, 2, 63) {
-                return Err(policy(format!("dependencies[{i}]"), "not a valid app name"));
-            }
-            if d == &self.name {
-                return Err(policy(
-                    format!("dependencies[{i}]"),
-                    "an app cannot depend on itself",
-                ));
-            }
-        }
-        if self.command.len() > 64 {
-            return Err(policy("command", "at most 64 items"));
-        }
-        if self.command.iter().any(|a| a.contains('\0')) {
-            return Err(policy("command", "contains NUL"));
-        }
-        Ok(())
     }
-}
 
-fn policy_err_name(name: &str) -> Error {
-    policy(
-        "name",
-        format!("`{name}` must match ^[a-z][a-z0-9-]{{1,62}}$ (it names the container)"),
-    )
+    /// Defensive policy re-check, by the rule book the manifest validator also applies; the
+    /// error names the offending field.
+    pub fn validate(&self, rules: &Policy) -> Result<(), Error> {
+        archy_rules::check(&self.rules_view(), rules).map_err(|r| Error::Policy {
+            field: r.field,
+            reason: r.reason,
+        })
+    }
 }
 
 /// Podman container name of an app ([`crate::names::container`]).
@@ -731,7 +460,7 @@ mod tests {
         s.ports[0].bind = "::ffff:127.0.0.1".parse().unwrap();
         assert_eq!(field_of(s.validate(&p).unwrap_err()), "ports[0].bind");
         let open = Policy {
-            allow_non_loopback_bind: true,
+            allow_non_loopback_binds: true,
             ..Policy::default()
         };
         s.validate(&open).unwrap();
@@ -772,8 +501,8 @@ mod tests {
     #[test]
     fn never_allowed_caps_beat_the_allowlist() {
         let p = Policy {
-            allowed_capabilities: vec!["SYS_ADMIN".into()],
-            allow_non_loopback_bind: false,
+            capability_allowlist: vec!["SYS_ADMIN".into()],
+            allow_non_loopback_binds: false,
         };
         let mut s = web();
         s.capabilities = vec!["SYS_ADMIN".into()];

@@ -500,7 +500,7 @@ async fn a_mirror_found_through_the_relay_serves_while_the_origin_is_down() {
     let pool = archy_relays::RelayPool::connect([url2.as_str()], Default::default())
         .await
         .unwrap();
-    let filter = archy_marketplace::side_events::mirror_filter(&hash);
+    let filter = archy_marketplace::events::mirror_filter(&hash);
     let mut found = Vec::new();
     // A safety net, not a timing bound: the announcement goes out as the node starts.
     for _ in 0..600 {
@@ -511,7 +511,7 @@ async fn a_mirror_found_through_the_relay_serves_while_the_origin_is_down() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(found.len(), 1, "A did not re-announce on the new relay");
-    let ann = archy_marketplace::side_events::parse_mirror_event(&found[0], &hash).unwrap();
+    let ann = archy_marketplace::events::parse_mirror_event(&found[0], &hash).unwrap();
     assert_eq!(ann.endpoint, endpoint_of(&a_addr));
     pool.shutdown().await;
     drop(origin);

@@ -14,7 +14,7 @@
 //! drop guard, also when it fails; names and ports are unique per test process, because other
 //! tests (and other people) use this machine's Podman at the same time.
 
-use archy_marketplace::side_events::release_filter;
+use archy_marketplace::events::release_filter;
 use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig, RelayPool};
 use archy_tests::cli::{
     api_post, archy, archy_bin, archy_json, build_hello_web, have_tool, repo, sticky_loopback,

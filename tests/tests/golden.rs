@@ -216,7 +216,11 @@ fn scenario(url: &str) {
     g.run("config-show", &p, &["config", "show", "--json"]);
     g.run("node-status-offline", &p, &["node", "status", "--json"]);
     let manifest = write_manifest(dir.path(), port);
-    g.run("app-validate", &p, &["app", "validate", &manifest, "--json"]);
+    g.run(
+        "app-validate",
+        &p,
+        &["app", "validate", &manifest, "--json"],
+    );
     let signed = dir.path().join("signed.json");
     let out = archy(
         &p,
@@ -256,13 +260,21 @@ fn scenario(url: &str) {
     write_config(&c, url, "");
     archy_json(&c, &["id", "new", "--json"]);
     g.run("market-sync", &c, &["market", "sync", "--json"]);
-    g.run("market-search", &c, &["market", "search", "golden", "--json"]);
+    g.run(
+        "market-search",
+        &c,
+        &["market", "search", "golden", "--json"],
+    );
     g.run("market-show", &c, &["market", "show", &app, "--json"]);
     g.run("market-rejected", &c, &["market", "rejected", "--json"]);
     g.run("trust-show", &c, &["trust", "show", &npub, "--json"]);
     g.run("trust-block", &c, &["trust", "block", &npub, "--json"]);
     g.run("trust-unblock", &c, &["trust", "unblock", &npub, "--json"]);
-    g.run("trust-anchor-add", &c, &["trust", "anchor", "add", &npub, "--json"]);
+    g.run(
+        "trust-anchor-add",
+        &c,
+        &["trust", "anchor", "add", &npub, "--json"],
+    );
     g.run("trust-refresh", &c, &["trust", "refresh", "--json"]);
     let inst = g.run("apps-install", &c, &["apps", "install", &app, "--json"]);
     assert_eq!(inst["outcome"]["result"], "running", "{inst}");

@@ -187,7 +187,7 @@ pub fn spec_from_manifest(m: &AppManifest) -> Result<AppSpec> {
             .security
             .capabilities
             .iter()
-            .map(|c| manifest::normalise_capability(c))
+            .map(|c| archy_rules::normalize_capability(c))
             .collect(),
         read_only_root: m.security.read_only_root,
         resources: Resources {
@@ -224,16 +224,8 @@ impl NodeCore {
                 cfg.legacy_default_publisher = self.identity.did();
                 cfg.interval =
                     std::time::Duration::from_secs(self.config.apps.reconcile_interval_secs.max(1));
-                cfg.policy = archy_orchestrator::Policy {
-                    allowed_capabilities: self
-                        .config
-                        .policy
-                        .capability_allowlist
-                        .iter()
-                        .map(|c| manifest::normalise_capability(c))
-                        .collect(),
-                    allow_non_loopback_bind: self.config.policy.allow_non_loopback_binds,
-                };
+                // The one policy type: the validator checked releases with this same value.
+                cfg.policy = self.config.policy.clone();
                 Ok(Arc::new(
                     Reconciler::open(cfg).context("opening the app state")?,
                 ))
@@ -249,7 +241,7 @@ mod tests {
 
     #[test]
     fn manifest_to_spec_keeps_every_field_and_defaults() {
-        let mut m = crate::manifest::tests::base();
+        let mut m = archy_protocol::testing::manifest();
         m.insert("ports".into(), json!([{"container": 8080, "host": 18080}]));
         m.insert(
             "volumes".into(),

@@ -13,9 +13,7 @@
 //! the I/O so they are unit-tested without relays or iroh.
 
 use super::NodeCore;
-use crate::side_events::{
-    build_mirror_event, mirror_filter, parse_mirror_event, MirrorAnnouncement,
-};
+use crate::events::{build_mirror_event, mirror_filter, parse_mirror_event, MirrorAnnouncement};
 use anyhow::{bail, Context, Result};
 use archy_swarm::{
     ArchiveFormat, BlobInfo, FetchReport, FetchRequest, PeerAddr, ProgressSender, SwarmError,

@@ -16,6 +16,7 @@ pub struct NodeConfig {
     pub relays: RelaysConfig,
     pub swarm: SwarmSection,
     pub trust: TrustSection,
+    #[serde(with = "crate::manifest::policy_serde")]
     pub policy: PolicyConfig,
     pub apps: AppsSection,
     pub api: ApiSection,

@@ -6,8 +6,8 @@
 //! hands events over unverified, so invalid ones are recorded as `event-invalid`.
 
 use crate::catalog::{Catalog, Outcome};
+use crate::events::release_filter;
 use crate::manifest::PolicyConfig;
-use crate::side_events::release_filter;
 use anyhow::Result;
 use archy_relays::nostr::prelude::{Event, Timestamp};
 use archy_relays::RelayPool;

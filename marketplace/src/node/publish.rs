@@ -2,10 +2,10 @@
 //! publisher profile (§4.2), and goes to every relay of the pool with a quorum.
 
 use crate::envelope::Envelope;
+use crate::events::build_profile_event;
 use crate::home::Home;
 use crate::identity::Identity;
 use crate::release::build_release_event;
-use crate::side_events::build_profile_event;
 use anyhow::Result;
 use archy_relays::{PublishReport, RelayOutcome, RelayPool};
 use serde::Serialize;

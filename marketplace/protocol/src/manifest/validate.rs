@@ -3,9 +3,15 @@
 //! It never stops at the first problem: an author fixing a manifest wants the whole list, each
 //! entry naming the field (`ports[1].bind`), the rule and what was found.
 
-use super::policy::{is_loopback, normalise_capability, PolicyConfig};
-use super::{kind_name, MAX_MANIFEST_BYTES, SCHEMA_V1};
+use super::policy::PolicyConfig;
+use super::{kind_name, SCHEMA_V1};
 use crate::reason::Reason;
+use archy_rules::{
+    is_app_id, is_env_key, is_hex64, is_loopback, is_part_name, normalize_capability,
+    volume_target_problem, MAX_COMMAND, MAX_CPUS, MAX_ENV, MAX_HEALTH_RETRIES, MAX_HEALTH_SECS,
+    MAX_IMAGE_NAME_LEN, MAX_IMAGE_TAG_LEN, MAX_MANIFEST_BYTES, MAX_PORTS, MAX_SAFE_INTEGER,
+    MAX_SECRETS, MAX_STOP_GRACE_SECS, MAX_VOLUMES, MIN_HOST_PORT,
+};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -35,12 +41,7 @@ impl fmt::Display for Violation {
 }
 
 /// Largest magnitude of a manifest number (§2: integers within ±2^53).
-const MAX_SAFE: f64 = 9_007_199_254_740_992.0;
-const MAX_PORTS: usize = 16;
-const MAX_VOLUMES: usize = 16;
-const MAX_ENV: usize = 64;
-const MAX_SECRETS: usize = 16;
-const MAX_COMMAND: usize = 64;
+const MAX_SAFE: f64 = MAX_SAFE_INTEGER as f64;
 
 /// Top-level fields that must never reach the container runtime (§2 "forbidden fields").
 const FORBIDDEN_ANY: [&str; 6] = [
@@ -107,11 +108,12 @@ pub fn validate_sized(
     c.out
 }
 
-/// The orchestrator re-checks every spec before Podman sees it (`AppSpec::validate`), with rules
-/// that relate fields (a health check on an unpublished port, a secret's variable also in
-/// `env`, Podman's memory minimum, …). A manifest it would refuse is refused here too, with its
-/// reason: otherwise a signed release would enter the catalog and fail only at install time.
-/// Found by the `manifest` fuzz target (marketplace/fuzz), which checks the two agree.
+/// The orchestrator re-checks every spec before Podman sees it with the rule book's runtime
+/// rules, which relate fields (a health check on an unpublished port, a secret's variable also
+/// in `env`, Podman's memory minimum, …). The validator runs the same [`archy_rules::check`]
+/// over the manifest's runtime view, with the same reason: otherwise a signed release would
+/// enter the catalog and fail only at install time. The `manifest` fuzz target
+/// (marketplace/fuzz) checks that the node's conversion to the orchestrator's spec agrees.
 fn orchestrator_agrees(manifest: &Map<String, Value>, policy: &PolicyConfig) -> Option<Violation> {
     let refused = |field: String, message: String| Violation {
         reason: Reason::Policy,
@@ -119,22 +121,17 @@ fn orchestrator_agrees(manifest: &Map<String, Value>, policy: &PolicyConfig) -> 
         rule: "orchestrator",
         message: format!("{message} (the node's container runtime would refuse this app)"),
     };
-    let spec = super::AppManifest::from_raw(manifest)
-        .map_err(|e| e.to_string())
-        .and_then(|m| crate::node::apps::spec_from_manifest(&m).map_err(|e| format!("{e:#}")));
-    let spec = match spec {
-        Ok(spec) => spec,
+    let typed = match super::AppManifest::from_raw(manifest) {
+        Ok(m) => m,
+        Err(e) => return Some(refused("(manifest)".into(), e.to_string())),
+    };
+    let view = match typed.rules_view() {
+        Ok(v) => v,
         Err(e) => return Some(refused("(manifest)".into(), e)),
     };
-    let rules = archy_orchestrator::Policy {
-        allowed_capabilities: policy.capability_allowlist.clone(),
-        allow_non_loopback_bind: policy.allow_non_loopback_binds,
-    };
-    match spec.validate(&rules) {
-        Ok(()) => None,
-        Err(archy_orchestrator::Error::Policy { field, reason }) => Some(refused(field, reason)),
-        Err(other) => Some(refused("(manifest)".into(), other.to_string())),
-    }
+    archy_rules::check(&view, policy)
+        .err()
+        .map(|r| refused(r.field, r.reason))
 }
 
 struct Checker<'a> {
@@ -162,24 +159,6 @@ fn safe_integer(n: &serde_json::Number) -> Option<i64> {
     (f.is_finite() && f.fract() == 0.0 && f.abs() <= MAX_SAFE).then_some(f as i64)
 }
 
-/// `^[a-z][a-z0-9-]{min,max}$`: app ids, volume names, secret names.
-pub(crate) fn is_id_like(s: &str, min_rest: usize, max_rest: usize) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some('a'..='z'))
-        && (min_rest..=max_rest).contains(&chars.clone().count())
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
-}
-
-fn is_env_key(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some('A'..='Z' | 'a'..='z' | '_'))
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-pub fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 /// An empty value, which the forbidden-field rule tolerates (`false`, `null`, `""`, `[]`, `{}`).
 fn is_empty_value(v: &Value) -> bool {
     match v {
@@ -191,27 +170,9 @@ fn is_empty_value(v: &Value) -> bool {
     }
 }
 
-/// Volume targets: absolute, not `/`, no empty, `.` or `..` segment.
-fn volume_target_problem(target: &str) -> Option<&'static str> {
-    if !target.starts_with('/') {
-        return Some("must be an absolute path");
-    }
-    if target == "/" {
-        return Some("must not be `/`");
-    }
-    for seg in target[1..].split('/') {
-        match seg {
-            "" => return Some("must not have an empty segment (`//` or a trailing `/`)"),
-            "." | ".." => return Some("must not have a `.` or `..` segment"),
-            _ => {}
-        }
-    }
-    None
-}
-
 /// An OCI image reference `name[:tag]` (lower-case path components, optional registry host:port).
 fn is_image_name(s: &str) -> bool {
-    if s.is_empty() || s.len() > 255 || s.contains('@') {
+    if s.is_empty() || s.len() > MAX_IMAGE_NAME_LEN || s.contains('@') {
         return false;
     }
     let (path, tag) = match s.rsplit_once(':') {
@@ -220,7 +181,7 @@ fn is_image_name(s: &str) -> bool {
     };
     if let Some(tag) = tag {
         let ok = !tag.is_empty()
-            && tag.len() <= 128
+            && tag.len() <= MAX_IMAGE_TAG_LEN
             && tag
                 .chars()
                 .next()
@@ -488,7 +449,7 @@ impl Checker<'_> {
             }
         }
         if let Some(id) = self.string(m, "", "id", true) {
-            if !is_id_like(id, 1, 62) {
+            if !is_app_id(id) {
                 self.schema(
                     "id",
                     "pattern",
@@ -590,7 +551,7 @@ impl Checker<'_> {
                     continue;
                 };
                 if let Some(app) = self.string(d, &p, "app", true) {
-                    if !is_id_like(app, 1, 62) {
+                    if !is_app_id(app) {
                         self.schema(
                             &join(&p, "app"),
                             "pattern",
@@ -615,7 +576,7 @@ impl Checker<'_> {
                     let field = format!("security.capabilities[{i}]");
                     match cap {
                         Value::String(name) => {
-                            let norm = normalise_capability(name);
+                            let norm = normalize_capability(name);
                             if !self.policy.allows_capability(&norm) {
                                 self.policy(
                                     &field,
@@ -637,7 +598,7 @@ impl Checker<'_> {
             self.integer(res, "resources", "memory_mb", false, 1..=i64::MAX);
             match res.get("cpus") {
                 None | Some(Value::Number(_)) => {
-                    self.integer(res, "resources", "cpus", false, 1..=1024);
+                    self.integer(res, "resources", "cpus", false, 1..=i64::from(MAX_CPUS));
                 }
                 Some(Value::String(s)) => {
                     if !s.parse::<f64>().is_ok_and(|f| f.is_finite() && f > 0.0) {
@@ -651,7 +612,13 @@ impl Checker<'_> {
                 Some(other) => self.type_error("resources.cpus", "a string or an integer", other),
             }
         }
-        self.integer(m, "", "stop_grace_secs", false, 0..=3600);
+        self.integer(
+            m,
+            "",
+            "stop_grace_secs",
+            false,
+            0..=MAX_STOP_GRACE_SECS as i64,
+        );
         self.integer(m, "", "expires_at", false, 0..=i64::MAX);
     }
 
@@ -667,11 +634,11 @@ impl Checker<'_> {
             };
             self.integer(port, &p, "container", true, 1..=65535);
             if let Some(host) = self.integer(port, &p, "host", true, 1..=65535) {
-                if host < 1024 {
+                if host < i64::from(MIN_HOST_PORT) {
                     self.policy(
                         &join(&p, "host"),
                         "host-port-privileged",
-                        format!("host port {host} is below 1024"),
+                        format!("host port {host} is below {MIN_HOST_PORT}"),
                     );
                 }
             }
@@ -716,7 +683,7 @@ impl Checker<'_> {
                 continue;
             };
             if let Some(name) = self.string(vol, &p, "name", true) {
-                if !is_id_like(name, 0, 62) {
+                if !is_part_name(name) {
                     self.schema(
                         &join(&p, "name"),
                         "pattern",
@@ -773,7 +740,7 @@ impl Checker<'_> {
                 continue;
             };
             if let Some(name) = self.string(s, &p, "name", true) {
-                if !is_id_like(name, 0, 62) {
+                if !is_part_name(name) {
                     self.schema(
                         &join(&p, "name"),
                         "pattern",
@@ -843,9 +810,9 @@ impl Checker<'_> {
                 "an exec health check needs a non-empty command",
             );
         }
-        self.integer(hc, p, "interval_s", false, 1..=3600);
-        self.integer(hc, p, "timeout_s", false, 1..=3600);
-        self.integer(hc, p, "retries", false, 0..=100);
+        self.integer(hc, p, "interval_s", false, 1..=MAX_HEALTH_SECS as i64);
+        self.integer(hc, p, "timeout_s", false, 1..=MAX_HEALTH_SECS as i64);
+        self.integer(hc, p, "retries", false, 0..=i64::from(MAX_HEALTH_RETRIES));
     }
 
     fn forbidden(&mut self, m: &Map<String, Value>) {

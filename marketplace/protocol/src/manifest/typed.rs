@@ -156,6 +156,80 @@ impl AppManifest {
     }
 
     /// The parsed SemVer version (validated).
+    /// The runtime view the rule book checks (the orchestrator checks the same view of the
+    /// spec the node makes from this manifest; §2's defaults are the rule book's). Fails only
+    /// on a field the validator should already have refused (a bind that is not an IP).
+    pub fn rules_view(&self) -> Result<archy_rules::App<'_>, String> {
+        let ports = self
+            .ports
+            .iter()
+            .map(|p| {
+                Ok(archy_rules::Port {
+                    container: p.container,
+                    host: p.host,
+                    udp: p.protocol == "udp",
+                    bind: p
+                        .bind
+                        .parse()
+                        .map_err(|_| format!("port bind {:?} is not an IP address", p.bind))?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let health_check = match &self.health_check {
+            None => None,
+            Some(h) => Some(archy_rules::Health {
+                kind: match h.kind.as_str() {
+                    "http" => archy_rules::HealthKind::Http,
+                    "tcp" => archy_rules::HealthKind::Tcp,
+                    "exec" => archy_rules::HealthKind::Exec,
+                    other => return Err(format!("health_check.type: unknown {other:?}")),
+                },
+                port: h.port,
+                path: h.path.as_deref(),
+                command_len: h.command.as_ref().map_or(0, Vec::len),
+                timeout_secs: h
+                    .timeout_s
+                    .unwrap_or(u64::from(archy_rules::DEFAULT_HEALTH_TIMEOUT_SECS)),
+                retries: h.retries.unwrap_or(archy_rules::DEFAULT_HEALTH_RETRIES),
+            }),
+        };
+        Ok(archy_rules::App {
+            name: &self.id,
+            publisher: &self.publisher.did,
+            version: &self.version,
+            image: &self.image.name,
+            image_id: Some(&self.image.id),
+            ports,
+            volumes: self
+                .volumes
+                .iter()
+                .map(|v| (v.name.as_str(), v.target.as_str()))
+                .collect(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            secrets: self
+                .generated_secrets
+                .iter()
+                .map(|s| (s.name.as_str(), s.env.as_str()))
+                .collect(),
+            capabilities: self
+                .security
+                .capabilities
+                .iter()
+                .map(String::as_str)
+                .collect(),
+            memory_mb: self.resources.memory_mb,
+            cpus: self.resources.cpus.as_deref(),
+            health_check,
+            stop_grace_secs: self.stop_grace_secs,
+            dependencies: self.dependencies.iter().map(|d| d.app.as_str()).collect(),
+            command: self.command.iter().map(String::as_str).collect(),
+        })
+    }
+
     pub fn semver(&self) -> semver::Version {
         semver::Version::parse(&self.version).expect("validated manifests have SemVer versions")
     }

@@ -1,10 +1,10 @@
 //! The signed envelope `{"manifest": …, "signature": <detached JWS>}` (PROTOCOL.md §3, §4.1):
-//! signing with a home's identity and verifying with nothing but the `did:key`.
+//! signing with a publisher's keys and verifying with nothing but the `did:key`.
 
 use crate::did;
-use crate::identity::Identity;
 use crate::jcs::{canonical_bytes, try_canonical_bytes};
 use crate::jws::{self, DetachedJws, JwsError};
+use crate::keys::PublisherKeys;
 use crate::manifest::{self, AppManifest, PolicyConfig, Violation};
 use crate::reason::Reason;
 use serde::Serialize;
@@ -91,7 +91,7 @@ impl Envelope {
 /// them out, and refuses a `publisher` that names someone else.
 pub fn fill_publisher(
     manifest: &mut Map<String, Value>,
-    identity: &Identity,
+    identity: &PublisherKeys,
     now: u64,
 ) -> Result<(), Violation> {
     let did = identity.did();
@@ -135,7 +135,7 @@ pub fn fill_publisher(
 }
 
 /// Signs a manifest with the identity's DID key (the caller validated it).
-pub fn sign(manifest: Map<String, Value>, identity: &Identity) -> Envelope {
+pub fn sign(manifest: Map<String, Value>, identity: &PublisherKeys) -> Envelope {
     let jcs = canonical_bytes(&Value::Object(manifest.clone()));
     let kid = did::verification_method(&identity.did());
     let signature = jws::sign_detached(&jcs, identity.did_signing_key(), &kid);

@@ -2,14 +2,38 @@
 //! announcement (§4.3). Pure builders and parsers.
 
 use crate::did;
-use crate::identity::Identity;
 use crate::jcs::canonical_bytes;
 use crate::jws;
+use crate::keys::PublisherKeys;
 use crate::release::KIND_APP_DATA;
-use anyhow::{bail, Context, Result};
-use nostr_sdk::prelude::{Alphabet, Event, EventBuilder, Filter, Keys, Kind, SingleLetterTag, Tag};
+use nostr::{Alphabet, Event, EventBuilder, Filter, Keys, Kind, SingleLetterTag, Tag};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use thiserror::Error;
+
+/// Why an event could not be built.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error("building a tag: {0}")]
+    Tag(#[from] nostr::event::tag::Error),
+    #[error("signing the event: {0}")]
+    Sign(#[from] nostr::event::builder::Error),
+    #[error("encoding the content: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Why an event is not a usable mirror announcement (§4.3).
+#[derive(Debug, Error)]
+pub enum MirrorError {
+    #[error("invalid event id or signature: {0}")]
+    Invalid(nostr::event::Error),
+    #[error("not a mirror announcement for {0}")]
+    NotFor(String),
+    #[error("mirror announcement content: {0}")]
+    Content(serde_json::Error),
+    #[error("mirror endpoint is not a 64-hex EndpointId")]
+    Endpoint,
+}
 
 /// `d` tag of the publisher profile.
 pub const PROFILE_D: &str = "archy:publisher";
@@ -21,12 +45,12 @@ pub const MIRROR_TOPIC: &str = "archy-mirror";
 /// Builds the signed publisher profile (§4.2): the profile object is signed with the DID key
 /// (detached JWS over its JCS bytes), the event with the Nostr key.
 pub fn build_profile_event(
-    identity: &Identity,
+    identity: &PublisherKeys,
     name: &str,
     about: &str,
     website: &str,
     now: u64,
-) -> Result<Event> {
+) -> Result<Event, BuildError> {
     let did = identity.did();
     let profile = json!({
         "did": did,
@@ -63,7 +87,7 @@ pub fn build_mirror_event(
     keys: &Keys,
     blake3: &str,
     announcement: &MirrorAnnouncement,
-) -> Result<Event> {
+) -> Result<Event, BuildError> {
     Ok(EventBuilder::new(
         Kind::Custom(KIND_APP_DATA),
         serde_json::to_string(announcement)?,
@@ -86,8 +110,8 @@ pub fn mirror_filter(blake3: &str) -> Filter {
 
 /// Checks and reads a mirror announcement for `blake3`: a valid event whose `d`, `t` and `x`
 /// tags say so and whose content has the right shape. The announcer's key is the event pubkey.
-pub fn parse_mirror_event(event: &Event, blake3: &str) -> Result<MirrorAnnouncement> {
-    event.verify().context("invalid event id or signature")?;
+pub fn parse_mirror_event(event: &Event, blake3: &str) -> Result<MirrorAnnouncement, MirrorError> {
+    event.verify().map_err(MirrorError::Invalid)?;
     let has = |name: &str, value: &str| {
         event.tags.iter().any(|t| {
             let s = t.as_slice();
@@ -96,12 +120,12 @@ pub fn parse_mirror_event(event: &Event, blake3: &str) -> Result<MirrorAnnouncem
     };
     if !(has("d", &format!("archy:mirror:{blake3}")) && has("t", MIRROR_TOPIC) && has("x", blake3))
     {
-        bail!("not a mirror announcement for {blake3}");
+        return Err(MirrorError::NotFor(blake3.to_owned()));
     }
     let a: MirrorAnnouncement =
-        serde_json::from_str(&event.content).context("mirror announcement content")?;
-    if !crate::manifest::is_hex64(&a.endpoint) {
-        bail!("mirror endpoint is not a 64-hex EndpointId");
+        serde_json::from_str(&event.content).map_err(MirrorError::Content)?;
+    if !archy_rules::is_hex64(&a.endpoint) {
+        return Err(MirrorError::Endpoint);
     }
     Ok(a)
 }

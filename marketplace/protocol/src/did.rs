@@ -1,13 +1,13 @@
 //! Ed25519 `did:key` identities (PROTOCOL.md §1).
 //!
-//! `did:key:z` + base58btc(0xed 0x01 ‖ public key). Encoding goes through `ssi`'s did:key method
-//! so the DIDs we write are exactly what the wider DID ecosystem writes; decoding is strict
+//! `did:key:z` + base58btc(0xed 0x01 ‖ public key), the multicodec prefix by `ssi-multicodec`
+//! (the part of `ssi` this needs; a test checks the result is exactly what `ssi`'s did:key
+//! method writes, so our DIDs are the wider DID ecosystem's); decoding is strict
 //! (only `z`/base58btc, only the Ed25519 multicodec, only the canonical form) because a DID is a
 //! key binding: two spellings of one key would let a publisher appear as two.
 
 use ed25519_dalek::VerifyingKey;
-use ssi::dids::DIDKey;
-use ssi::multicodec::MultiEncoded;
+use ssi_multicodec::{MultiEncoded, MultiEncodedBuf};
 use thiserror::Error;
 
 /// The multicodec code of an Ed25519 public key.
@@ -32,10 +32,11 @@ pub enum DidError {
 
 /// The `did:key` DID of an Ed25519 public key.
 pub fn did_from_key(key: &VerifyingKey) -> String {
-    let jwk = ssi::jwk::ed25519_parse(key.as_bytes()).expect("32 bytes are a valid Ed25519 JWK");
-    DIDKey::generate(&jwk)
-        .expect("Ed25519 JWKs have a multicodec")
-        .to_string()
+    let encoded = MultiEncodedBuf::encode_bytes(ED25519_PUB, key.as_bytes());
+    format!(
+        "did:key:{}",
+        multibase::encode(multibase::Base::Base58Btc, encoded.as_bytes())
+    )
 }
 
 /// The Ed25519 public key a `did:key` DID names.
@@ -98,6 +99,17 @@ mod tests {
             verification_method(&did),
             format!("{did}#{}", &did["did:key:".len()..])
         );
+    }
+
+    /// Our encoding is exactly `ssi`'s did:key method's, for many keys.
+    #[test]
+    fn same_did_as_ssi() {
+        for seed in 0..64u8 {
+            let key = SigningKey::from_bytes(&[seed; 32]).verifying_key();
+            let jwk = ssi::jwk::ed25519_parse(key.as_bytes()).unwrap();
+            let theirs = ssi::dids::DIDKey::generate(&jwk).unwrap().to_string();
+            assert_eq!(did_from_key(&key), theirs);
+        }
     }
 
     /// The did:key spec's own Ed25519 test vector.

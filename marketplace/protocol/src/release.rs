@@ -1,12 +1,12 @@
 //! The app-release event of PROTOCOL.md §4.1: building it, and checks 1–4 (everything that
-//! can be decided from the event alone). Check 5 needs the catalog's history; see [`crate::catalog`].
+//! can be decided from the event alone). Check 5 needs the catalog's history; see [`rule5`].
 //!
 //! Pure code: no network, no storage, the clock passed in.
 
 use crate::envelope::{self, Envelope, Verified};
 use crate::manifest::{PolicyConfig, Violation};
 use crate::reason::Reason;
-use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, Tag, Timestamp};
+use nostr::{Event, EventBuilder, Keys, Kind, Tag, Timestamp};
 use serde::Serialize;
 
 /// NIP-78 application-specific data, addressable.
@@ -61,7 +61,10 @@ pub fn d_tag(id: &str, version: &str) -> String {
 
 /// Builds the signed release event for an envelope (§4.1). The envelope must be one this
 /// identity signed; the Nostr signature then covers the DID signature.
-pub fn build_release_event(env: &Envelope, keys: &Keys) -> anyhow::Result<Event> {
+pub fn build_release_event(
+    env: &Envelope,
+    keys: &Keys,
+) -> Result<Event, crate::events::BuildError> {
     let get = |path: &[&str]| str_path(&env.manifest, path).unwrap_or_default().to_owned();
     let (id, version) = (get(&["id"]), get(&["version"]));
     let tags = vec![
@@ -266,4 +269,151 @@ pub fn created_at(event: &Event) -> u64 {
 /// A timestamp from unix seconds.
 pub fn timestamp(secs: u64) -> Timestamp {
     Timestamp::from(secs)
+}
+
+/// A release that passed checks 1–4, as check 5 (§4.1 rule 5) sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// The app id.
+    pub app: &'a str,
+    /// Its version, as signed and parsed.
+    pub version_text: &'a str,
+    pub version: &'a semver::Version,
+    /// A hash of the signed manifest's JCS bytes: two releases of one version are the same
+    /// release exactly when these are equal.
+    pub jcs_hash: &'a str,
+}
+
+/// What a catalog already holds for the candidate's (DID, id).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Held<'a> {
+    /// The accepted release of the same version, if any: (its JCS hash, its event id).
+    pub same_version: Option<(&'a str, &'a str)>,
+    /// The latest accepted version, if any.
+    pub latest: Option<&'a semver::Version>,
+}
+
+/// Check 5's decision, which the catalog then applies (in the manner of nostr-database's
+/// `index_event`, which decides and leaves the writing to the backend).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule5 {
+    /// The same release again (another copy, another relay): nothing to write.
+    Duplicate,
+    /// A second body for one version: refuse it and keep it as evidence against the publisher.
+    Equivocation {
+        rejection: Rejection,
+        /// The event id of the release it conflicts with.
+        conflicts_with: String,
+    },
+    /// A new version below the latest: kept as history, the latest does not move.
+    History,
+    /// A new version above the latest (or the first): it becomes the latest.
+    Latest,
+}
+
+/// §4.1 rule 5: never backwards, never two bodies for one version. Pure: the catalog reads
+/// `held` from its tables and writes what the decision says.
+pub fn rule5(candidate: Candidate<'_>, held: Held<'_>) -> Rule5 {
+    if let Some((jcs_hash, event_id)) = held.same_version {
+        if jcs_hash == candidate.jcs_hash {
+            return Rule5::Duplicate;
+        }
+        return Rule5::Equivocation {
+            rejection: Rejection::new(
+                Reason::Equivocation,
+                "version",
+                format!(
+                    "{} {} was already published with other content (event {event_id}): the publisher signed two different releases of one version",
+                    candidate.app, candidate.version_text
+                ),
+            ),
+            conflicts_with: event_id.to_owned(),
+        };
+    }
+    match held.latest {
+        Some(latest) if candidate.version.cmp_precedence(latest) != std::cmp::Ordering::Greater => {
+            Rule5::History
+        }
+        _ => Rule5::Latest,
+    }
+}
+
+#[cfg(test)]
+mod rule5_tests {
+    use super::*;
+
+    fn v(s: &str) -> semver::Version {
+        semver::Version::parse(s).unwrap()
+    }
+
+    fn decide(version: &str, hash: &str, held: Held<'_>) -> Rule5 {
+        let parsed = v(version);
+        rule5(
+            Candidate {
+                app: "web",
+                version_text: version,
+                version: &parsed,
+                jcs_hash: hash,
+            },
+            held,
+        )
+    }
+
+    #[test]
+    fn the_first_release_is_the_latest() {
+        assert_eq!(decide("1.0.0", "a", Held::default()), Rule5::Latest);
+    }
+
+    #[test]
+    fn higher_moves_up_lower_and_equal_precedence_are_history() {
+        let latest = v("1.2.0");
+        let held = Held {
+            same_version: None,
+            latest: Some(&latest),
+        };
+        assert_eq!(decide("1.3.0", "a", held), Rule5::Latest);
+        assert_eq!(decide("1.1.9", "a", held), Rule5::History);
+        // A pre-release sorts below its release; build metadata does not count in precedence.
+        assert_eq!(decide("1.2.0-rc.1", "a", held), Rule5::History);
+        assert_eq!(decide("1.2.0+other", "a", held), Rule5::History);
+    }
+
+    #[test]
+    fn one_version_one_body() {
+        let latest = v("1.0.0");
+        let held = Held {
+            same_version: Some(("hash-1", "event-1")),
+            latest: Some(&latest),
+        };
+        assert_eq!(decide("1.0.0", "hash-1", held), Rule5::Duplicate);
+        match decide("1.0.0", "hash-2", held) {
+            Rule5::Equivocation {
+                rejection,
+                conflicts_with,
+            } => {
+                assert_eq!(conflicts_with, "event-1");
+                assert_eq!(rejection.reason, Reason::Equivocation);
+                assert_eq!(rejection.field, "version");
+                assert!(
+                    rejection.message.contains("event-1"),
+                    "{}",
+                    rejection.message
+                );
+            }
+            other => panic!("expected equivocation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_equivocation_of_an_old_version_is_still_one() {
+        let latest = v("2.0.0");
+        let held = Held {
+            same_version: Some(("old", "e")),
+            latest: Some(&latest),
+        };
+        assert!(matches!(
+            decide("1.0.0", "new", held),
+            Rule5::Equivocation { .. }
+        ));
+    }
 }

@@ -9,20 +9,19 @@ mod policy;
 mod typed;
 mod validate;
 
-pub use policy::{is_loopback, normalise_capability, PolicyConfig};
+pub use archy_rules::{is_hex64, is_loopback, normalize_capability, MAX_MANIFEST_BYTES};
+pub use policy::{policy_serde, PolicyConfig};
 pub use typed::*;
-pub use validate::{is_hex64, validate, validate_sized, Violation};
+pub use validate::{validate, validate_sized, Violation};
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 
 use serde_json::{Map, Value};
 use thiserror::Error;
 
 /// The only schema string of this version.
 pub const SCHEMA_V1: &str = "archy.app/v1";
-/// The largest manifest, in JCS bytes (PROTOCOL.md §2, `manifest-too-large`).
-pub const MAX_MANIFEST_BYTES: usize = 48 * 1024;
 
 /// A manifest file that could not even be read as a JSON object.
 #[derive(Debug, Error)]
