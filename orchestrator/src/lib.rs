@@ -17,6 +17,9 @@
 //! - [`secrets`] — generated secrets: 0600 files, created once, delivered as Podman secrets.
 //! - [`health`] — http / tcp / exec health checks with retries.
 //! - [`quadlet`] — [`render_quadlet`]: the equivalent systemd Quadlet `.container` unit.
+//! - [`report`] — what the reconciler reports ([`AppStatus`], [`Outcome`] with its typed
+//!   [`ActionKind`], [`ReconcileReport`], [`InstallOutcome`], [`MigrationReport`]): pure data,
+//!   serialised as the CLI's `--json` output.
 //! - [`reconciler`] — [`Reconciler`]: observe → plan → apply, the loop, and the functions the
 //!   CLI calls (install, start, stop, restart, uninstall, logs, list, reconcile_once).
 //!
@@ -35,6 +38,7 @@ pub mod plan;
 pub mod podman;
 pub mod quadlet;
 pub mod reconciler;
+pub mod report;
 pub mod secrets;
 pub mod spec;
 pub mod store;
@@ -43,11 +47,11 @@ pub use audit::{AuditEntry, AuditReport, AuditStatus};
 pub use plan::{plan, Action, Backoff, BackoffPolicy, CreateReason, DesiredApp};
 pub use podman::{ContainerState, ObservedContainer, PodmanCmd, PodmanOutput};
 pub use quadlet::render_quadlet;
-pub use reconciler::{
-    AppState, AppStatus, Config, InstallOutcome, Outcome, OutcomeStatus, ReconcileReport,
-    Reconciler,
+pub use reconciler::{Config, Reconciler};
+pub use report::{
+    ActionKind, AppState, AppStatus, HeldApp, InstallOutcome, MigrationReport, Outcome,
+    OutcomeStatus, ReconcileReport,
 };
-pub use reconciler::{HeldApp, MigrationReport};
 pub use spec::{
     AppSpec, HealthCheck, HealthKind, Intent, Policy, PortSpec, Protocol, Resources, SecretKind,
     SecretSpec, VolumeSpec,

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use crate::audit::{self, AuditReport};
@@ -23,8 +22,13 @@ use crate::podman::{
     image_ref, name_in_use, parse_ps, podman_secret_name, run_args, ContainerState,
     ObservedContainer, PodmanCmd, LABEL_OWNER, LABEL_SPEC_HASH,
 };
+use crate::report::ActionKind;
+pub use crate::report::{
+    AppState, AppStatus, HeldApp, InstallOutcome, MigrationReport, Outcome, OutcomeStatus,
+    ReconcileReport,
+};
 use crate::secrets;
-use crate::spec::{AppSpec, Intent, Policy, PortSpec};
+use crate::spec::{AppSpec, Intent, Policy};
 use crate::store::{AppRecord, Naming, RolledBack, Store};
 use crate::Error;
 
@@ -68,90 +72,6 @@ impl Config {
             legacy_default_publisher: String::new(),
         }
     }
-}
-
-/// What a user sees for one app (`archy apps list --json`).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct AppStatus {
-    pub app: String,
-    pub version: String,
-    pub intent: Intent,
-    pub state: AppState,
-    pub container_id: Option<String>,
-    pub spec_hash: String,
-    /// Result of the last health check this process ran (None: not checked since start).
-    pub healthy: Option<bool>,
-    pub last_error: Option<String>,
-    pub rolled_back: Option<RolledBack>,
-    pub ports: Vec<PortSpec>,
-    pub restarts_backing_off: u32,
-}
-
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum AppState {
-    Running,
-    /// Container exists but is not running.
-    Stopped,
-    /// Created, never started.
-    Created,
-    /// No container.
-    Absent,
-    Paused,
-    Unknown,
-}
-
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum OutcomeStatus {
-    Done,
-    Failed,
-    Blocked,
-    RolledBack,
-}
-
-/// The result of one action of a pass.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Outcome {
-    pub app: String,
-    /// adopt, create, start, stop, remove, purge, blocked.
-    pub action: String,
-    pub status: OutcomeStatus,
-    pub message: String,
-}
-
-/// Everything one pass did; failures are per app, a pass itself fails only if Podman or the
-/// store cannot be read.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct ReconcileReport {
-    pub outcomes: Vec<Outcome>,
-}
-
-impl ReconcileReport {
-    pub fn for_app<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a Outcome> + 'a {
-        self.outcomes.iter().filter(move |o| o.app == app)
-    }
-
-    pub fn failures(&self) -> impl Iterator<Item = &Outcome> {
-        self.outcomes
-            .iter()
-            .filter(|o| matches!(o.status, OutcomeStatus::Failed | OutcomeStatus::Blocked))
-    }
-}
-
-/// The answer of [`Reconciler::install`].
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(tag = "result", rename_all = "kebab-case")]
-pub enum InstallOutcome {
-    /// The spec runs and passed its health check.
-    Running {
-        container_id: String,
-        version: String,
-    },
-    /// The update failed its health check; the previous version runs again.
-    RolledBack { version: String, reason: String },
-    /// It does not run; the reconciler keeps retrying with back-off.
-    Failed { reason: String },
 }
 
 #[derive(Default)]
@@ -933,7 +853,7 @@ impl Reconciler {
                 if parked && r.intent == Intent::Running {
                     report.outcomes.push(Outcome {
                         app: r.current.name.clone(),
-                        action: "blocked".into(),
+                        action: ActionKind::Blocked,
                         status: OutcomeStatus::Blocked,
                         message: format!(
                             "held: {}",
@@ -959,10 +879,10 @@ impl Reconciler {
                 if outcome.status == OutcomeStatus::Failed {
                     self.mem().last_error.insert(app, outcome.message.clone());
                 }
-            } else if outcome.action != "adopt" {
+            } else if outcome.action != ActionKind::Adopt {
                 self.mem().last_error.remove(&app);
             }
-            if outcome.action != "adopt" {
+            if outcome.action != ActionKind::Adopt {
                 tracing::info!(app = %outcome.app, action = %outcome.action, status = ?outcome.status, "{}", outcome.message);
             }
             report.outcomes.push(outcome);
@@ -974,9 +894,9 @@ impl Reconciler {
 
     async fn apply(&self, action: Action, pass: &mut Pass) -> Outcome {
         let app = action.app().to_string();
-        let out = |action: &str, status, message: String| Outcome {
+        let out = |action: ActionKind, status, message: String| Outcome {
             app: app.clone(),
-            action: action.into(),
+            action,
             status,
             message,
         };
@@ -993,11 +913,11 @@ impl Reconciler {
                     .find(|d| pass.failed.contains(*d))
                 {
                     let verb = match &action {
-                        Action::Create { .. } => "create",
-                        Action::Start { .. } => "start",
-                        _ => "adopt",
+                        Action::Create { .. } => ActionKind::Create,
+                        Action::Start { .. } => ActionKind::Start,
+                        _ => ActionKind::Adopt,
                     };
-                    if verb != "adopt" {
+                    if verb != ActionKind::Adopt {
                         return out(
                             verb,
                             OutcomeStatus::Blocked,
@@ -1008,18 +928,20 @@ impl Reconciler {
             }
         }
         match action {
-            Action::Blocked { reason, .. } => out("blocked", OutcomeStatus::Blocked, reason),
+            Action::Blocked { reason, .. } => {
+                out(ActionKind::Blocked, OutcomeStatus::Blocked, reason)
+            }
             Action::Stop {
                 container_id,
                 grace_secs,
                 ..
             } => match self.stop_container(&container_id, grace_secs).await {
                 Ok(()) => out(
-                    "stop",
+                    ActionKind::Stop,
                     OutcomeStatus::Done,
                     format!("stopped {}", short(&container_id)),
                 ),
-                Err(e) => out("stop", OutcomeStatus::Failed, e.to_string()),
+                Err(e) => out(ActionKind::Stop, OutcomeStatus::Failed, e.to_string()),
             },
             Action::Remove {
                 container_id,
@@ -1027,38 +949,40 @@ impl Reconciler {
                 ..
             } => match self.remove_container(&container_id, grace_secs).await {
                 Ok(()) => out(
-                    "remove",
+                    ActionKind::Remove,
                     OutcomeStatus::Done,
                     format!("removed {}", short(&container_id)),
                 ),
-                Err(e) => out("remove", OutcomeStatus::Failed, e.to_string()),
+                Err(e) => out(ActionKind::Remove, OutcomeStatus::Failed, e.to_string()),
             },
             Action::Purge {
                 volumes, secrets, ..
             } => match self.purge(&app, volumes, secrets).await {
                 Ok(()) => out(
-                    "purge",
+                    ActionKind::Purge,
                     OutcomeStatus::Done,
                     "volumes, secrets and record removed".into(),
                 ),
-                Err(e) => out("purge", OutcomeStatus::Failed, e.to_string()),
+                Err(e) => out(ActionKind::Purge, OutcomeStatus::Failed, e.to_string()),
             },
             Action::Adopt { container_id, .. } => {
                 // An update whose container came up before a crash still owes its health check.
                 let rec = match self.store.get(&app) {
                     Ok(Some(r)) => r,
-                    Ok(None) => return out("adopt", OutcomeStatus::Done, "record gone".into()),
-                    Err(e) => return out("adopt", OutcomeStatus::Failed, e.to_string()),
+                    Ok(None) => {
+                        return out(ActionKind::Adopt, OutcomeStatus::Done, "record gone".into())
+                    }
+                    Err(e) => return out(ActionKind::Adopt, OutcomeStatus::Failed, e.to_string()),
                 };
                 if rec.update_pending {
                     return self
-                        .verify_or_roll_back(rec, &container_id, "adopt", pass)
+                        .verify_or_roll_back(rec, &container_id, ActionKind::Adopt, pass)
                         .await;
                 }
                 pass.up
                     .insert(app.clone(), (container_id.clone(), rec.current.spec_hash()));
                 out(
-                    "adopt",
+                    ActionKind::Adopt,
                     OutcomeStatus::Done,
                     format!("kept {}", short(&container_id)),
                 )
@@ -1070,8 +994,10 @@ impl Reconciler {
             } => {
                 let rec = match self.store.get(&app) {
                     Ok(Some(r)) => r,
-                    Ok(None) => return out("start", OutcomeStatus::Done, "record gone".into()),
-                    Err(e) => return out("start", OutcomeStatus::Failed, e.to_string()),
+                    Ok(None) => {
+                        return out(ActionKind::Start, OutcomeStatus::Done, "record gone".into())
+                    }
+                    Err(e) => return out(ActionKind::Start, OutcomeStatus::Failed, e.to_string()),
                 };
                 let user_started = self.mem().user_started.remove(&app);
                 if crashed && !user_started {
@@ -1091,10 +1017,10 @@ impl Reconciler {
                     .await
                 {
                     return self
-                        .bring_up_failed(rec, &container_id, "start", e.to_string(), pass)
+                        .bring_up_failed(rec, &container_id, ActionKind::Start, e.to_string(), pass)
                         .await;
                 }
-                self.verify_or_roll_back(rec, &container_id, "start", pass)
+                self.verify_or_roll_back(rec, &container_id, ActionKind::Start, pass)
                     .await
             }
             Action::Create {
@@ -1102,15 +1028,21 @@ impl Reconciler {
             } => {
                 let rec = match self.store.get(&app) {
                     Ok(Some(r)) => r,
-                    Ok(None) => return out("create", OutcomeStatus::Done, "record gone".into()),
-                    Err(e) => return out("create", OutcomeStatus::Failed, e.to_string()),
+                    Ok(None) => {
+                        return out(
+                            ActionKind::Create,
+                            OutcomeStatus::Done,
+                            "record gone".into(),
+                        )
+                    }
+                    Err(e) => return out(ActionKind::Create, OutcomeStatus::Failed, e.to_string()),
                 };
                 self.mem().user_started.remove(&app);
                 // Check the image BEFORE touching the old container: a missing image must never
                 // take a running app down.
                 if let Err(e) = self.check_image(pass, &rec.current).await {
                     self.record_failure(&app);
-                    return out("create", OutcomeStatus::Failed, e.to_string());
+                    return out(ActionKind::Create, OutcomeStatus::Failed, e.to_string());
                 }
                 let old_grace = rec
                     .previous
@@ -1121,7 +1053,7 @@ impl Reconciler {
                 for id in &replaces {
                     if let Err(e) = self.remove_container(id, old_grace).await {
                         return out(
-                            "create",
+                            ActionKind::Create,
                             OutcomeStatus::Failed,
                             format!("removing the old container: {e}"),
                         );
@@ -1129,10 +1061,13 @@ impl Reconciler {
                 }
                 tracing::info!(app = %app, version = %rec.current.version, ?reason, "creating container");
                 match self.run_container(&rec.current, pass).await {
-                    Ok(id) => self.verify_or_roll_back(rec, &id, "create", pass).await,
+                    Ok(id) => {
+                        self.verify_or_roll_back(rec, &id, ActionKind::Create, pass)
+                            .await
+                    }
                     Err((id, e)) => {
                         let id = id.unwrap_or_default();
-                        self.bring_up_failed(rec, &id, "create", e.to_string(), pass)
+                        self.bring_up_failed(rec, &id, ActionKind::Create, e.to_string(), pass)
                             .await
                     }
                 }
@@ -1145,7 +1080,7 @@ impl Reconciler {
         &self,
         rec: AppRecord,
         container_id: &str,
-        verb: &str,
+        verb: ActionKind,
         pass: &mut Pass,
     ) -> Outcome {
         let app = rec.current.name.clone();
@@ -1168,7 +1103,7 @@ impl Reconciler {
                 }
                 Outcome {
                     app,
-                    action: verb.into(),
+                    action: verb,
                     status: OutcomeStatus::Done,
                     message: format!(
                         "{} {} running and healthy ({})",
@@ -1198,7 +1133,7 @@ impl Reconciler {
         &self,
         rec: AppRecord,
         container_id: &str,
-        verb: &str,
+        verb: ActionKind,
         reason: String,
         pass: &mut Pass,
     ) -> Outcome {
@@ -1214,7 +1149,7 @@ impl Reconciler {
                 }
                 return Outcome {
                     app,
-                    action: verb.into(),
+                    action: verb,
                     status: OutcomeStatus::Failed,
                     message: format!("{} {}: {reason}", rec.current.name, rec.current.version),
                 };
@@ -1246,7 +1181,7 @@ impl Reconciler {
         if !matches!(committed, Ok(true)) {
             return Outcome {
                 app,
-                action: verb.into(),
+                action: verb,
                 status: OutcomeStatus::Failed,
                 message: format!("{reason}; the app's record changed meanwhile, not rolling back"),
             };
@@ -1258,7 +1193,7 @@ impl Reconciler {
             {
                 return Outcome {
                     app,
-                    action: "rollback".into(),
+                    action: ActionKind::Rollback,
                     status: OutcomeStatus::Failed,
                     message: format!("update failed ({reason}); removing it failed: {e}"),
                 };
@@ -1279,7 +1214,7 @@ impl Reconciler {
                 pass.up.insert(app.clone(), (id, prev.spec_hash()));
                 Outcome {
                     app,
-                    action: "rollback".into(),
+                    action: ActionKind::Rollback,
                     status: OutcomeStatus::RolledBack,
                     message: format!(
                         "update to {} failed ({reason}); rolled back to {}",
@@ -1291,7 +1226,7 @@ impl Reconciler {
                 self.record_failure(&app);
                 Outcome {
                     app,
-                    action: "rollback".into(),
+                    action: ActionKind::Rollback,
                     status: OutcomeStatus::Failed,
                     message: format!(
                         "update to {} failed ({reason}); rollback to {} failed too: {e}",
@@ -1717,23 +1652,6 @@ impl Reconciler {
         m.last_error.remove(app);
         Ok(())
     }
-}
-
-/// What the naming migration did in one call.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct MigrationReport {
-    /// Apps now on the injective names.
-    pub migrated: Vec<String>,
-    /// `old -> new` for every volume copied in this call.
-    pub volumes_copied: Vec<String>,
-    /// Apps held until the operator acts.
-    pub held: Vec<HeldApp>,
-}
-
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct HeldApp {
-    pub app: String,
-    pub reason: String,
 }
 
 /// (app, volume) of every volume a legacy record's current and previous specs name.
