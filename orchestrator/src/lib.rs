@@ -20,6 +20,8 @@
 //! - [`report`] — what the reconciler reports ([`AppStatus`], [`Outcome`] with its typed
 //!   [`ActionKind`], [`ReconcileReport`], [`InstallOutcome`], [`MigrationReport`]): pure data,
 //!   serialised as the CLI's `--json` output.
+//! - `runtime` — the Podman verbs (run, start, stop, remove containers; volumes, secrets,
+//!   images, health) for one owner, apart from the store and the decisions (crate-private).
 //! - [`reconciler`] — [`Reconciler`]: observe → plan → apply, the loop, and the functions the
 //!   CLI calls (install, start, stop, restart, uninstall, logs, list, reconcile_once).
 //!
@@ -39,6 +41,7 @@ pub mod podman;
 pub mod quadlet;
 pub mod reconciler;
 pub mod report;
+mod runtime;
 pub mod secrets;
 pub mod spec;
 pub mod store;

@@ -15,27 +15,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use crate::audit::{self, AuditReport};
-use crate::health;
-use crate::names::{self, ObjectName, Owner, Role};
+use crate::names::{self, Owner, Role};
 use crate::plan::{plan, Action, Backoff, BackoffPolicy, DesiredApp};
-use crate::podman::{
-    image_ref, name_in_use, parse_ps, podman_secret_name, run_args, ContainerState,
-    ObservedContainer, PodmanCmd, LABEL_OWNER, LABEL_SPEC_HASH,
-};
+use crate::podman::{image_ref, ContainerState, ObservedContainer, PodmanCmd};
 use crate::report::ActionKind;
 pub use crate::report::{
     AppState, AppStatus, HeldApp, InstallOutcome, MigrationReport, Outcome, OutcomeStatus,
     ReconcileReport,
 };
-use crate::secrets;
+use crate::runtime::{PodmanRuntime, Seen, QUICK};
 use crate::spec::{AppSpec, Intent, Policy};
 use crate::store::{AppRecord, Naming, RolledBack, Store};
 use crate::Error;
-
-/// Deadline for quick Podman calls (ps, inspect, create, rm). Generous: shared, slow hosts.
-const QUICK: Duration = Duration::from_secs(120);
-/// Extra time beyond an app's grace that we wait for `podman stop` to return.
-const STOP_SLACK: Duration = Duration::from_secs(60);
 
 /// How a [`Reconciler`] runs.
 #[derive(Clone, Debug)]
@@ -90,13 +81,9 @@ struct Pass {
     observed: Vec<ObservedContainer>,
     /// Apps that failed or were blocked in this pass: their dependents wait.
     failed: HashSet<String>,
-    /// Image references found in Podman in this pass, or by `install` just before it under the
-    /// same lock. Should an image vanish after its check, `podman run` fails, and a failed update
-    /// rolls back as on any other failure.
-    images_ok: HashSet<String>,
-    /// Volume names checked in this pass (or by `install` just before it, under the same lock)
-    /// → whether Podman has them (with the app's labels): not inspected again before `run`.
-    volumes_ok: HashMap<String, bool>,
+    /// Images and volumes Podman was already asked about in this pass (or by `install` just
+    /// before it, under the same lock).
+    seen: Seen,
     /// App → (container id, spec hash) this pass left running and healthy, or adopted running.
     up: HashMap<String, (String, String)>,
 }
@@ -106,23 +93,17 @@ impl Pass {
         Pass {
             observed,
             failed: HashSet::new(),
-            images_ok: HashSet::new(),
-            volumes_ok: HashMap::new(),
+            seen: Seen::default(),
             up: HashMap::new(),
         }
     }
 }
 
-/// A container found by name, with the labels that say whose it is.
-struct NamedContainer {
-    id: String,
-    owner: Option<String>,
-    spec_hash: Option<String>,
-}
-
 /// Owns the desired-state store and drives Podman. Share it with `Arc`.
 pub struct Reconciler {
     cfg: Config,
+    /// The Podman verbs, for `cfg.owner` (a copy of what they need from `cfg`).
+    rt: PodmanRuntime,
     store: Store,
     notify: Notify,
     pass: Mutex<()>,
@@ -134,8 +115,10 @@ impl Reconciler {
     /// Opens the state in `config.state_dir` (one process at a time: redb locks the file).
     pub fn open(cfg: Config) -> Result<Self, Error> {
         let store = Store::open(&cfg.state_dir)?;
+        let rt = PodmanRuntime::new(cfg.podman.clone(), cfg.owner.clone(), cfg.state_dir.clone());
         Ok(Reconciler {
             cfg,
+            rt,
             store,
             notify: Notify::new(),
             pass: Mutex::new(()),
@@ -175,16 +158,16 @@ impl Reconciler {
         self.migrate_locked(&held).await?;
         // Read-only, so side by side: a slow host pays for one Podman start-up, not three.
         let (image, observed, volumes) = tokio::join!(
-            self.ensure_image(&spec),
+            self.rt.ensure_image(&spec),
             self.observe(),
-            self.inspect_volumes(&spec)
+            self.rt.inspect_volumes(&spec)
         );
         image?;
         let observed = observed?;
         // Kept volumes of another publisher's app of this name are refused before anything is
         // committed (the record check below catches the same case when the record is kept).
         let volumes = volumes?;
-        self.check_volumes(&spec, &volumes)?;
+        self.rt.check_volumes(&spec, &volumes)?;
         self.store.update(&name, |old| {
             let rec = match old {
                 Some(old) if old.current.publisher != spec.publisher => {
@@ -225,11 +208,11 @@ impl Reconciler {
         }
         self.notify.notify_one();
         let mut pass = Pass::new(observed);
-        pass.images_ok.insert(image_ref(&spec));
+        pass.seen.images_ok.insert(image_ref(&spec));
         for v in &spec.volumes {
             let name = spec.volume_name(&v.name);
             let present = volumes.contains_key(&name);
-            pass.volumes_ok.insert(name, present);
+            pass.seen.volumes_ok.insert(name, present);
         }
         let (report, pass) = self.run_pass(&held, pass).await?;
         drop(held);
@@ -312,7 +295,8 @@ impl Reconciler {
                 .ok_or_else(|| Error::UnknownApp(app.into()))?;
             for c in self.observe().await?.iter().filter(|c| c.app == app) {
                 if c.state == ContainerState::Running {
-                    self.stop_container(&c.id, rec.current.stop_grace_secs)
+                    self.rt
+                        .stop_container(&c.id, rec.current.stop_grace_secs)
                         .await?;
                 }
             }
@@ -512,7 +496,7 @@ impl Reconciler {
             .map(str::to_string)
             .collect();
         if !secret_names.is_empty() {
-            let found = self.inspect_secrets(secret_names.iter()).await?;
+            let found = self.rt.inspect_secrets(secret_names.iter()).await?;
             for name in &secret_names {
                 let owner = found.get(name).cloned().unwrap_or_default();
                 if let Some(e) = audit::classify(Role::Secret, name, owner, &records, node) {
@@ -563,7 +547,9 @@ impl Reconciler {
                 .iter()
                 .any(|r| r.current.name == app && r.names == Naming::Injective);
             if state == "copied" && migrated {
-                self.remove_volume(&names::legacy::volume(app, v)).await?;
+                self.rt
+                    .remove_volume(&names::legacy::volume(app, v))
+                    .await?;
                 self.store.set_journal(key, None)?;
             }
         }
@@ -588,7 +574,8 @@ impl Reconciler {
         for r in legacy {
             let app = r.current.name.clone();
             for c in observed.iter().filter(|c| c.app == app) {
-                self.remove_container(&c.id, r.current.stop_grace_secs)
+                self.rt
+                    .remove_container(&c.id, r.current.stop_grace_secs)
                     .await?;
             }
             let publisher = self
@@ -621,15 +608,15 @@ impl Reconciler {
                 let key = format!("{app}/{v}");
                 // Entries removed above are of migrated apps, never of this legacy one.
                 if journal.get(&key).map(String::as_str) != Some("copied") {
-                    if !self.volume_exists(&old).await? {
+                    if !self.rt.volume_exists(&old).await? {
                         continue; // never created: nothing to copy
                     }
                     self.store.set_journal(&key, Some("copying"))?;
                     let new = target.volume_name(&v);
                     // A copy a kill interrupted: start it again from the untouched original.
-                    self.remove_volume(&new).await?;
-                    self.create_volume(&target, &new).await?;
-                    self.copy_volume(&old, &new).await?;
+                    self.rt.remove_volume(&new).await?;
+                    self.rt.create_volume(&target, &new).await?;
+                    self.rt.copy_volume(&old, &new).await?;
                     self.store.set_journal(&key, Some("copied"))?;
                     report.volumes_copied.push(format!("{old} -> {new}"));
                 }
@@ -661,7 +648,7 @@ impl Reconciler {
             secret_names.sort();
             secret_names.dedup();
             for name in secret_names {
-                self.remove_secret(&name).await?;
+                self.rt.remove_secret(&name).await?;
             }
             self.store.update(&app, |rec| {
                 Ok((
@@ -678,74 +665,13 @@ impl Reconciler {
                 ))
             })?;
             for (key, old) in copied {
-                self.remove_volume(&old).await?;
+                self.rt.remove_volume(&old).await?;
                 self.store.set_journal(&key, None)?;
             }
             tracing::info!(app = %app, %publisher, "naming migration: done");
             report.migrated.push(app);
         }
         Ok(report)
-    }
-
-    async fn volume_exists(&self, name: &str) -> Result<bool, Error> {
-        Ok(self
-            .cfg
-            .podman
-            .run(
-                &["volume".into(), "exists".into(), name.into()],
-                None,
-                QUICK,
-            )
-            .await?
-            .success)
-    }
-
-    async fn remove_volume(&self, name: &str) -> Result<(), Error> {
-        let out = self
-            .cfg
-            .podman
-            .run(
-                &["volume".into(), "rm".into(), "-f".into(), name.into()],
-                None,
-                QUICK,
-            )
-            .await?;
-        if out.success || out.stderr.contains("no such volume") {
-            Ok(())
-        } else {
-            Err(Error::Podman {
-                command: "podman volume rm".into(),
-                message: out.stderr.trim().to_string(),
-            })
-        }
-    }
-
-    async fn remove_secret(&self, name: &str) -> Result<(), Error> {
-        let out = self
-            .cfg
-            .podman
-            .run(&["secret".into(), "rm".into(), name.into()], None, QUICK)
-            .await?;
-        if out.success || out.stderr.contains("no such secret") {
-            Ok(())
-        } else {
-            Err(Error::Podman {
-                command: "podman secret rm".into(),
-                message: out.stderr.trim().to_string(),
-            })
-        }
-    }
-
-    /// `podman volume export FROM | podman volume import TO`, streamed (no temporary file).
-    async fn copy_volume(&self, from: &str, to: &str) -> Result<(), Error> {
-        self.cfg
-            .podman
-            .pipe(
-                &["volume".into(), "export".into(), from.into()],
-                &["volume".into(), "import".into(), to.into(), "-".into()],
-                Duration::from_secs(3600),
-            )
-            .await
     }
 
     // ------------------------------------------------------------------ the loop
@@ -786,23 +712,7 @@ impl Reconciler {
 
     /// The containers this reconciler owns (`archy.owner` label).
     pub async fn observe(&self) -> Result<Vec<ObservedContainer>, Error> {
-        let out = self
-            .cfg
-            .podman
-            .ok(
-                &[
-                    "ps".into(),
-                    "-a".into(),
-                    "--format".into(),
-                    "json".into(),
-                    "--filter".into(),
-                    format!("label={LABEL_OWNER}={}", self.cfg.owner),
-                ],
-                None,
-                QUICK,
-            )
-            .await?;
-        parse_ps(&out)
+        self.rt.observe().await
     }
 
     /// One level-triggered pass: observe, plan, apply. Per-app failures are in the report.
@@ -935,7 +845,7 @@ impl Reconciler {
                 container_id,
                 grace_secs,
                 ..
-            } => match self.stop_container(&container_id, grace_secs).await {
+            } => match self.rt.stop_container(&container_id, grace_secs).await {
                 Ok(()) => out(
                     ActionKind::Stop,
                     OutcomeStatus::Done,
@@ -947,7 +857,7 @@ impl Reconciler {
                 container_id,
                 grace_secs,
                 ..
-            } => match self.remove_container(&container_id, grace_secs).await {
+            } => match self.rt.remove_container(&container_id, grace_secs).await {
                 Ok(()) => out(
                     ActionKind::Remove,
                     OutcomeStatus::Done,
@@ -1010,12 +920,7 @@ impl Reconciler {
                     tracing::warn!(app = %app, exit_code = code, "container exited on its own; restarting");
                     self.record_failure(&app);
                 }
-                if let Err(e) = self
-                    .cfg
-                    .podman
-                    .ok(&["start".into(), container_id.clone()], None, QUICK)
-                    .await
-                {
+                if let Err(e) = self.rt.start_container(&container_id).await {
                     return self
                         .bring_up_failed(rec, &container_id, ActionKind::Start, e.to_string(), pass)
                         .await;
@@ -1040,7 +945,7 @@ impl Reconciler {
                 self.mem().user_started.remove(&app);
                 // Check the image BEFORE touching the old container: a missing image must never
                 // take a running app down.
-                if let Err(e) = self.check_image(pass, &rec.current).await {
+                if let Err(e) = self.rt.check_image(&mut pass.seen, &rec.current).await {
                     self.record_failure(&app);
                     return out(ActionKind::Create, OutcomeStatus::Failed, e.to_string());
                 }
@@ -1051,7 +956,7 @@ impl Reconciler {
                     .unwrap_or(0)
                     .max(rec.current.stop_grace_secs);
                 for id in &replaces {
-                    if let Err(e) = self.remove_container(id, old_grace).await {
+                    if let Err(e) = self.rt.remove_container(id, old_grace).await {
                         return out(
                             ActionKind::Create,
                             OutcomeStatus::Failed,
@@ -1060,7 +965,7 @@ impl Reconciler {
                     }
                 }
                 tracing::info!(app = %app, version = %rec.current.version, ?reason, "creating container");
-                match self.run_container(&rec.current, pass).await {
+                match self.rt.run_container(&rec.current, &mut pass.seen).await {
                     Ok(id) => {
                         self.verify_or_roll_back(rec, &id, ActionKind::Create, pass)
                             .await
@@ -1084,7 +989,7 @@ impl Reconciler {
         pass: &mut Pass,
     ) -> Outcome {
         let app = rec.current.name.clone();
-        match health::wait_healthy(&rec.current, container_id, &self.cfg.podman).await {
+        match self.rt.wait_healthy(&rec.current, container_id).await {
             Ok(()) => {
                 self.mem().healthy.insert(app.clone(), true);
                 pass.up.insert(
@@ -1144,6 +1049,7 @@ impl Reconciler {
                 self.record_failure(&app);
                 if !container_id.is_empty() {
                     let _ = self
+                        .rt
                         .stop_container(container_id, rec.current.stop_grace_secs)
                         .await;
                 }
@@ -1188,6 +1094,7 @@ impl Reconciler {
         }
         if !container_id.is_empty() {
             if let Err(e) = self
+                .rt
                 .remove_container(container_id, rec.current.stop_grace_secs)
                 .await
             {
@@ -1199,13 +1106,11 @@ impl Reconciler {
                 };
             }
         }
-        let result = match self.check_image(pass, &prev).await {
+        let result = match self.rt.check_image(&mut pass.seen, &prev).await {
             Err(e) => Err(e.to_string()),
-            Ok(()) => match self.run_container(&prev, pass).await {
+            Ok(()) => match self.rt.run_container(&prev, &mut pass.seen).await {
                 Err((_, e)) => Err(e.to_string()),
-                Ok(id) => health::wait_healthy(&prev, &id, &self.cfg.podman)
-                    .await
-                    .map(|()| id),
+                Ok(id) => self.rt.wait_healthy(&prev, &id).await.map(|()| id),
             },
         };
         match result {
@@ -1245,336 +1150,6 @@ impl Reconciler {
         m.backoff.insert(app.to_string(), next);
     }
 
-    // ------------------------------------------------------------------ podman operations
-
-    /// The image the spec names is present (and has the expected id).
-    async fn ensure_image(&self, spec: &AppSpec) -> Result<(), Error> {
-        let reference = image_ref(spec);
-        let out = self
-            .cfg
-            .podman
-            .run(
-                &[
-                    "image".into(),
-                    "inspect".into(),
-                    "--format".into(),
-                    "{{.Id}}".into(),
-                    reference.clone(),
-                ],
-                None,
-                QUICK,
-            )
-            .await?;
-        let missing = || Error::ImageMissing {
-            image: spec.image.clone(),
-            expected: spec.image_id.clone(),
-        };
-        if !out.success {
-            return Err(missing());
-        }
-        if spec.image_id.is_some() && !out.stdout.trim().starts_with(&reference) {
-            return Err(missing());
-        }
-        Ok(())
-    }
-
-    /// [`ensure_image`](Self::ensure_image), once per image and pass.
-    async fn check_image(&self, pass: &mut Pass, spec: &AppSpec) -> Result<(), Error> {
-        let reference = image_ref(spec);
-        if !pass.images_ok.contains(&reference) {
-            self.ensure_image(spec).await?;
-            pass.images_ok.insert(reference);
-        }
-        Ok(())
-    }
-
-    /// Creates the Podman secrets, then creates and starts the container (one `podman run`).
-    /// On error returns the id of a container the run left behind (created, but its start
-    /// failed), if any, so the caller can clean it up.
-    async fn run_container(
-        &self,
-        spec: &AppSpec,
-        pass: &mut Pass,
-    ) -> Result<String, (Option<String>, Error)> {
-        self.ensure_volumes(spec, pass)
-            .await
-            .map_err(|e| (None, e))?;
-        self.ensure_podman_secrets(spec)
-            .await
-            .map_err(|e| (None, e))?;
-        let args = run_args(spec, &self.cfg.owner);
-        let name = spec.container_name();
-        let mut out = self
-            .cfg
-            .podman
-            .run(&args, None, QUICK)
-            .await
-            .map_err(|e| (None, e))?;
-        if !out.success && name_in_use(&out.stderr) {
-            // Left over from a run interrupted by a crash: remove it if it is ours.
-            self.remove_stale_name(&name).await.map_err(|e| (None, e))?;
-            out = self
-                .cfg
-                .podman
-                .run(&args, None, QUICK)
-                .await
-                .map_err(|e| (None, e))?;
-        }
-        if !out.success {
-            let error = Error::Podman {
-                command: "podman run".into(),
-                message: out.stderr.trim().to_string(),
-            };
-            // `run` prints no id when the start fails; find what it created by name and labels.
-            let hash = spec.spec_hash();
-            let left = match self.named(&name).await {
-                Ok(Some(c))
-                    if c.owner.as_deref() == Some(self.cfg.owner.as_str())
-                        && c.spec_hash.as_deref() == Some(hash.as_str()) =>
-                {
-                    Some(c.id)
-                }
-                _ => None,
-            };
-            return Err((left, error));
-        }
-        let id = out
-            .stdout
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        Ok(id)
-    }
-
-    /// The container called `name`, if Podman has one.
-    async fn named(&self, name: &str) -> Result<Option<NamedContainer>, Error> {
-        let out = self
-            .cfg
-            .podman
-            .run(
-                &["container".into(), "inspect".into(), name.into()],
-                None,
-                QUICK,
-            )
-            .await?;
-        if !out.success {
-            return Ok(None);
-        }
-        let v: serde_json::Value = serde_json::from_str(out.stdout.trim())?;
-        let c = &v[0];
-        let label = |k: &str| c["Config"]["Labels"][k].as_str().map(str::to_string);
-        Ok(c["Id"].as_str().map(|id| NamedContainer {
-            id: id.to_string(),
-            owner: label(LABEL_OWNER),
-            spec_hash: label(LABEL_SPEC_HASH),
-        }))
-    }
-
-    async fn remove_stale_name(&self, name: &str) -> Result<(), Error> {
-        if let Some(c) = self.named(name).await? {
-            if c.owner.as_deref() != Some(self.cfg.owner.as_str()) {
-                return Err(Error::Podman {
-                    command: "podman run".into(),
-                    message: format!("a container named {name} exists and is not managed by this node; remove or rename it"),
-                });
-            }
-        }
-        let rm = self
-            .cfg
-            .podman
-            .run(&["rm".into(), "-f".into(), name.into()], None, QUICK)
-            .await?;
-        if !rm.success {
-            // A run killed half-way can leave storage without a libpod container.
-            self.cfg
-                .podman
-                .run(&["rm".into(), "--storage".into(), name.into()], None, QUICK)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Creates the app's Podman secrets that are missing, labelled with their owner, from the
-    /// 0600 files (the source of truth); replaces a copy whose file is new; refuses one that
-    /// belongs to someone else. One `secret inspect` for all of them.
-    async fn ensure_podman_secrets(&self, spec: &AppSpec) -> Result<(), Error> {
-        if spec.generated_secrets.is_empty() {
-            return Ok(());
-        }
-        let wanted: Vec<(ObjectName, String)> = spec
-            .generated_secrets
-            .iter()
-            .map(|s| {
-                let o = ObjectName::secret(&spec.name, &s.name);
-                let n = o.render();
-                (o, n)
-            })
-            .collect();
-        let found = self.inspect_secrets(wanted.iter().map(|(_, n)| n)).await?;
-        for (s, (object, name)) in spec.generated_secrets.iter().zip(&wanted) {
-            let (value, fresh) = secrets::ensure(&self.cfg.state_dir, &spec.name, s)?;
-            if let Some(owner) = found.get(name) {
-                names::check_owner(name, object, &spec.publisher, &self.cfg.owner, owner)
-                    .map_err(Error::Owner)?;
-                if !fresh {
-                    continue;
-                }
-                // Our file is new, so the Podman copy is stale: replace it.
-                self.cfg
-                    .podman
-                    .ok(&["secret".into(), "rm".into(), name.clone()], None, QUICK)
-                    .await?;
-            }
-            let mut args = vec!["secret".to_string(), "create".into()];
-            for l in names::labels(Role::Secret, &spec.name, &spec.publisher, &self.cfg.owner) {
-                args.push("--label".into());
-                args.push(l);
-            }
-            args.extend([name.clone(), "-".into()]);
-            self.cfg
-                .podman
-                .ok(&args, Some(value.expose().as_bytes()), QUICK)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// The named secrets Podman has, with their owners (absent names are simply missing).
-    async fn inspect_secrets<'a>(
-        &self,
-        names: impl Iterator<Item = &'a String>,
-    ) -> Result<HashMap<String, Owner>, Error> {
-        let mut args = vec!["secret".to_string(), "inspect".into()];
-        args.extend(names.cloned());
-        if args.len() == 2 {
-            return Ok(HashMap::new());
-        }
-        let out = self.cfg.podman.run(&args, None, QUICK).await?;
-        parse_inspect(&out, "secret", |v| {
-            (
-                v["Spec"]["Name"].as_str().map(str::to_string),
-                &v["Spec"]["Labels"],
-            )
-        })
-    }
-
-    /// The spec's volumes that Podman has, with their owners. One `volume inspect`.
-    async fn inspect_volumes(&self, spec: &AppSpec) -> Result<HashMap<String, Owner>, Error> {
-        if spec.volumes.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let mut args = vec!["volume".to_string(), "inspect".into()];
-        args.extend(spec.volumes.iter().map(|v| spec.volume_name(&v.name)));
-        let out = self.cfg.podman.run(&args, None, QUICK).await?;
-        parse_inspect(&out, "volume", |v| {
-            (v["Name"].as_str().map(str::to_string), &v["Labels"])
-        })
-    }
-
-    /// Every volume of the spec that exists is this app's (by its labels).
-    fn check_volumes(&self, spec: &AppSpec, found: &HashMap<String, Owner>) -> Result<(), Error> {
-        for v in &spec.volumes {
-            let name = spec.volume_name(&v.name);
-            if let Some(owner) = found.get(&name) {
-                names::check_owner(
-                    &name,
-                    &ObjectName::volume(&spec.name, &v.name),
-                    &spec.publisher,
-                    &self.cfg.owner,
-                    owner,
-                )
-                .map_err(Error::Owner)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Creates the spec's missing volumes explicitly, labelled with their owner, after checking
-    /// that the existing ones are the app's: Podman would otherwise create (or reuse) them
-    /// silently at `run`.
-    async fn ensure_volumes(&self, spec: &AppSpec, pass: &mut Pass) -> Result<(), Error> {
-        let all_checked = spec
-            .volumes
-            .iter()
-            .all(|v| pass.volumes_ok.contains_key(&spec.volume_name(&v.name)));
-        if !all_checked {
-            let found = self.inspect_volumes(spec).await?;
-            self.check_volumes(spec, &found)?;
-            for v in &spec.volumes {
-                let name = spec.volume_name(&v.name);
-                let present = found.contains_key(&name);
-                pass.volumes_ok.insert(name, present);
-            }
-        }
-        for v in &spec.volumes {
-            let name = spec.volume_name(&v.name);
-            if pass.volumes_ok.get(&name) == Some(&false) {
-                self.create_volume(spec, &name).await?;
-                pass.volumes_ok.insert(name, true);
-            }
-        }
-        Ok(())
-    }
-
-    async fn create_volume(&self, spec: &AppSpec, name: &str) -> Result<(), Error> {
-        let mut args = vec!["volume".to_string(), "create".into()];
-        for l in names::labels(Role::Volume, &spec.name, &spec.publisher, &self.cfg.owner) {
-            args.push("--label".into());
-            args.push(l);
-        }
-        args.push(name.into());
-        self.cfg.podman.ok(&args, None, QUICK).await.map(|_| ())
-    }
-
-    /// `podman stop -t grace`: SIGTERM, SIGKILL after the grace. We wait longer than the grace.
-    async fn stop_container(&self, id: &str, grace_secs: u32) -> Result<(), Error> {
-        let deadline = Duration::from_secs(grace_secs as u64) + STOP_SLACK;
-        let out = self
-            .cfg
-            .podman
-            .run(
-                &[
-                    "stop".into(),
-                    "-t".into(),
-                    grace_secs.to_string(),
-                    id.into(),
-                ],
-                None,
-                deadline,
-            )
-            .await?;
-        if out.success || out.stderr.contains("no such container") {
-            return Ok(());
-        }
-        // `podman stop` may report the SIGKILL fallback as an error; what counts is the state.
-        match health::container_running(&self.cfg.podman, id).await {
-            Err(_) => Ok(()),
-            Ok(()) => Err(Error::Podman {
-                command: "podman stop".into(),
-                message: out.stderr.trim().to_string(),
-            }),
-        }
-    }
-
-    async fn remove_container(&self, id: &str, grace_secs: u32) -> Result<(), Error> {
-        self.stop_container(id, grace_secs).await?;
-        let out = self
-            .cfg
-            .podman
-            .run(&["rm".into(), "-f".into(), id.into()], None, QUICK)
-            .await?;
-        if out.success || out.stderr.contains("no such container") {
-            Ok(())
-        } else {
-            Err(Error::Podman {
-                command: "podman rm".into(),
-                message: out.stderr.trim().to_string(),
-            })
-        }
-    }
-
     async fn purge(
         &self,
         app: &str,
@@ -1582,65 +1157,19 @@ impl Reconciler {
         mut secret_names: Vec<String>,
     ) -> Result<(), Error> {
         // Also the volumes and secrets of the previous spec.
-        if let Some(rec) = self.store.get(app)? {
-            if let Some(prev) = &rec.previous {
-                volumes.extend(prev.volumes.iter().map(|v| prev.volume_name(&v.name)));
-                secret_names.extend(prev.generated_secrets.iter().map(|s| s.name.clone()));
-            }
+        let rec = self.store.get(app)?;
+        if let Some(prev) = rec.as_ref().and_then(|r| r.previous.as_ref()) {
+            volumes.extend(prev.volumes.iter().map(|v| prev.volume_name(&v.name)));
+            secret_names.extend(prev.generated_secrets.iter().map(|s| s.name.clone()));
         }
         volumes.sort();
         volumes.dedup();
         secret_names.sort();
         secret_names.dedup();
-        // Only what is ours by its labels: a foreign object under our name is left alone.
-        let publisher = self
-            .store
-            .get(app)?
-            .map(|r| r.current.publisher)
-            .unwrap_or_default();
-        let ours = |name: &str, object: &ObjectName, found: &HashMap<String, Owner>| match found
-            .get(name)
-        {
-            None => true,
-            Some(o) => match names::check_owner(name, object, &publisher, &self.cfg.owner, o) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(app, "purge: {e}");
-                    false
-                }
-            },
-        };
-        let mut probe = AppSpec::new(app, "0", "-");
-        probe.volumes = volumes
-            .iter()
-            .filter_map(|v| names::parse(Role::Volume, v)?.part)
-            .map(|name| crate::spec::VolumeSpec {
-                name,
-                target: "/x".into(),
-            })
-            .collect();
-        let found_volumes = self.inspect_volumes(&probe).await?;
-        volumes
-            .retain(|v| names::parse(Role::Volume, v).is_some_and(|o| ours(v, &o, &found_volumes)));
-        let full: Vec<String> = secret_names
-            .iter()
-            .map(|s| podman_secret_name(app, s))
-            .collect();
-        let found_secrets = self.inspect_secrets(full.iter()).await?;
-        secret_names.retain(|s| {
-            ours(
-                &podman_secret_name(app, s),
-                &ObjectName::secret(app, s),
-                &found_secrets,
-            )
-        });
-        for v in &volumes {
-            self.remove_volume(v).await?;
-        }
-        for s in &secret_names {
-            self.remove_secret(&podman_secret_name(app, s)).await?;
-        }
-        secrets::remove_all(&self.cfg.state_dir, app)?;
+        let publisher = rec.map(|r| r.current.publisher).unwrap_or_default();
+        self.rt
+            .purge_objects(app, &publisher, volumes, secret_names)
+            .await?;
         // Delete the record only if the user did not change their mind meanwhile.
         self.store.update(app, |old| match old {
             Some(r) if r.intent == Intent::Purged => Ok((None, ())),
@@ -1675,35 +1204,6 @@ fn takeover(app: &str, owner: &str, newcomer: &str) -> Error {
          kept); publisher {newcomer}'s app of the same id is refused and never mounts them. To \
          replace it, remove the old app's data first: `archy apps uninstall {app} --purge`"
     ))
-}
-
-/// Parses `podman volume|secret inspect NAME…` output: the objects found (missing names are
-/// errors on stderr and simply absent here), each with the owner its labels name.
-fn parse_inspect(
-    out: &crate::PodmanOutput,
-    what: &str,
-    fields: impl Fn(&serde_json::Value) -> (Option<String>, &serde_json::Value),
-) -> Result<HashMap<String, Owner>, Error> {
-    let text = out.stdout.trim();
-    if text.is_empty() || text == "[]" {
-        if !out.success && !out.stderr.contains("no such") {
-            return Err(Error::Podman {
-                command: format!("podman {what} inspect"),
-                message: out.stderr.trim().to_string(),
-            });
-        }
-        return Ok(HashMap::new());
-    }
-    let list: Vec<serde_json::Value> = serde_json::from_str(text)?;
-    Ok(list
-        .iter()
-        .filter_map(|v| {
-            let (name, labels) = fields(v);
-            let labels: HashMap<String, String> =
-                serde_json::from_value(labels.clone()).unwrap_or_default();
-            Some((name?, Owner::from_labels(&labels)))
-        })
-        .collect())
 }
 
 fn short(id: &str) -> &str {
