@@ -10,6 +10,9 @@
 //!   that labels each container (pure).
 //! - [`plan`](mod@plan) — the planner: (desired, observed, back-off, now) → ordered [`Action`]s (pure,
 //!   unit-tested without Podman).
+//! - [`backoff`] — the error policy (kube's `error_policy`): what a failure, a user's start,
+//!   a stable container or a purge does to an app's crash-loop [`Backoff`], when the loop
+//!   wakes, what an outcome does to the last error and the dependents (pure).
 //! - [`store`] — desired state (current + previous spec, intent) in redb, committed before
 //!   anything acts on it.
 //! - [`podman`] — the Podman CLI: [`PodmanCmd`] (optionally `runuser` to another user),
@@ -34,6 +37,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod audit;
+pub mod backoff;
 pub mod health;
 pub mod names;
 pub mod plan;

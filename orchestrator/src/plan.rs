@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+pub use crate::backoff::{Backoff, BackoffPolicy};
 use crate::podman::{ContainerState, ObservedContainer};
 use crate::spec::{AppSpec, Intent};
 
@@ -27,44 +28,6 @@ impl DesiredApp {
             spec,
             spec_hash,
             intent,
-        }
-    }
-}
-
-/// Crash-loop back-off for one app, kept by the reconciler (in memory) and passed in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Backoff {
-    /// Consecutive failed starts or crashes.
-    pub failures: u32,
-    /// No start or create before this time (same clock as `now_ms`).
-    pub not_before_ms: u64,
-}
-
-/// Back-off tuning: the delay after `n` failures is `min(base * 2^(n-1), max)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BackoffPolicy {
-    pub base_ms: u64,
-    pub max_ms: u64,
-}
-
-impl Default for BackoffPolicy {
-    fn default() -> Self {
-        BackoffPolicy {
-            base_ms: 2_000,
-            max_ms: 300_000,
-        }
-    }
-}
-
-impl BackoffPolicy {
-    /// The state after one more failure at `now_ms`.
-    pub fn after_failure(&self, prev: Backoff, now_ms: u64) -> Backoff {
-        let failures = prev.failures.saturating_add(1);
-        let shift = (failures - 1).min(30);
-        let delay = self.base_ms.saturating_mul(1u64 << shift).min(self.max_ms);
-        Backoff {
-            failures,
-            not_before_ms: now_ms.saturating_add(delay),
         }
     }
 }

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use crate::audit::{self, AuditReport};
+use crate::backoff::{self, Backoff, BackoffPolicy, Event, LastError};
 use crate::names::{self, Owner, Role};
-use crate::plan::{plan, Action, Backoff, BackoffPolicy, DesiredApp};
+use crate::plan::{plan, Action, DesiredApp};
 use crate::podman::{image_ref, ContainerState, ObservedContainer, PodmanCmd};
 use crate::report::ActionKind;
 pub use crate::report::{
@@ -203,7 +204,13 @@ impl Reconciler {
         tracing::info!(app = %name, version = %spec.version, "install: intent committed");
         {
             let mut m = self.mem();
-            m.backoff.remove(&name);
+            backoff::note(
+                &mut m.backoff,
+                &self.cfg.backoff,
+                &name,
+                Event::UserStarted,
+                0,
+            );
             m.user_started.insert(name.clone());
         }
         self.notify.notify_one();
@@ -263,7 +270,13 @@ impl Reconciler {
         tracing::info!(app, ?intent, "intent committed");
         if intent == Intent::Running {
             let mut m = self.mem();
-            m.backoff.remove(app);
+            backoff::note(
+                &mut m.backoff,
+                &self.cfg.backoff,
+                app,
+                Event::UserStarted,
+                0,
+            );
             m.user_started.insert(app.to_string());
         }
         self.notify.notify_one();
@@ -702,12 +715,7 @@ impl Reconciler {
     /// on time even with a long period).
     fn next_wake(&self) -> Duration {
         let now = self.now_ms();
-        let m = self.mem();
-        m.backoff
-            .values()
-            .filter(|b| b.not_before_ms > now)
-            .map(|b| Duration::from_millis(b.not_before_ms - now + 50))
-            .fold(self.cfg.interval, Duration::min)
+        backoff::next_wake(self.mem().backoff.values(), now, self.cfg.interval)
     }
 
     /// The containers this reconciler owns (`archy.owner` label).
@@ -740,11 +748,8 @@ impl Reconciler {
             let mut m = self.mem();
             // A container that has stayed up long enough ends its crash loop.
             for c in &pass.observed {
-                if c.state == ContainerState::Running
-                    && c.started_at > 0
-                    && now_unix - c.started_at >= self.cfg.stable_after.as_secs() as i64
-                {
-                    m.backoff.remove(&c.app);
+                if backoff::is_stable(c, now_unix, self.cfg.stable_after) {
+                    backoff::note(&mut m.backoff, &self.cfg.backoff, &c.app, Event::Stable, 0);
                 }
             }
             m.backoff.clone()
@@ -780,17 +785,17 @@ impl Reconciler {
         for action in actions {
             let app = action.app().to_string();
             let outcome = self.apply(action, &mut pass).await;
-            if matches!(
-                outcome.status,
-                OutcomeStatus::Failed | OutcomeStatus::Blocked
-            ) {
+            if backoff::holds_dependents(&outcome) {
                 pass.failed.insert(app.clone());
-                // A back-off notice must not hide the failure that caused it.
-                if outcome.status == OutcomeStatus::Failed {
-                    self.mem().last_error.insert(app, outcome.message.clone());
+            }
+            match backoff::last_error_after(&outcome) {
+                LastError::Set(message) => {
+                    self.mem().last_error.insert(app, message);
                 }
-            } else if outcome.action != ActionKind::Adopt {
-                self.mem().last_error.remove(&app);
+                LastError::Clear => {
+                    self.mem().last_error.remove(&app);
+                }
+                LastError::Keep => {}
             }
             if outcome.action != ActionKind::Adopt {
                 tracing::info!(app = %outcome.app, action = %outcome.action, status = ?outcome.status, "{}", outcome.message);
@@ -1144,10 +1149,13 @@ impl Reconciler {
 
     fn record_failure(&self, app: &str) {
         let now = self.now_ms();
-        let mut m = self.mem();
-        let prev = m.backoff.get(app).copied().unwrap_or_default();
-        let next = self.cfg.backoff.after_failure(prev, now);
-        m.backoff.insert(app.to_string(), next);
+        backoff::note(
+            &mut self.mem().backoff,
+            &self.cfg.backoff,
+            app,
+            Event::Failed,
+            now,
+        );
     }
 
     async fn purge(
@@ -1176,7 +1184,7 @@ impl Reconciler {
             other => Ok((other, ())),
         })?;
         let mut m = self.mem();
-        m.backoff.remove(app);
+        backoff::note(&mut m.backoff, &self.cfg.backoff, app, Event::Purged, 0);
         m.healthy.remove(app);
         m.last_error.remove(app);
         Ok(())
