@@ -25,6 +25,8 @@
 //!   serialised as the CLI's `--json` output.
 //! - `runtime` — the Podman verbs (run, start, stop, remove containers; volumes, secrets,
 //!   images, health) for one owner, apart from the store and the decisions (crate-private).
+//! - `apply` — applying one planned [`Action`] through the runtime: health check, rollback of a
+//!   failed update, back-off (crate-private; unit-tested with a scripted runtime).
 //! - [`reconciler`] — [`Reconciler`]: observe → plan → apply, the loop, and the functions the
 //!   CLI calls (install, start, stop, restart, uninstall, logs, list, reconcile_once).
 //!
@@ -36,6 +38,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod apply;
 pub mod audit;
 pub mod backoff;
 pub mod health;

@@ -9,6 +9,7 @@
 //! the pass's [`Seen`], which remembers the answers.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,6 +39,48 @@ pub(crate) struct Seen {
     /// Volume names checked in this pass (or by `install` just before it, under the same lock)
     /// → whether Podman has them (with the app's labels): not inspected again before `run`.
     pub(crate) volumes_ok: HashMap<String, bool>,
+}
+
+/// The container verbs apply takes: [`crate::runtime::PodmanRuntime`] in production, a script
+/// in the unit tests.
+pub(crate) trait Containers: Sync {
+    /// The spec's image is in Podman (with its pinned id), asked once per pass.
+    fn check_image(
+        &self,
+        seen: &mut Seen,
+        spec: &AppSpec,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Volumes, secrets, then one `podman run`: the new container's id, or the error with the
+    /// id of a container the run left behind (created, its start failed), if any.
+    fn run_container(
+        &self,
+        spec: &AppSpec,
+        seen: &mut Seen,
+    ) -> impl Future<Output = Result<String, (Option<String>, Error)>> + Send;
+    fn start_container(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    fn wait_healthy(
+        &self,
+        spec: &AppSpec,
+        id: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    fn stop_container(
+        &self,
+        id: &str,
+        grace_secs: u32,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    fn remove_container(
+        &self,
+        id: &str,
+        grace_secs: u32,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Removes the app's own (by their labels) volumes and secrets, and its secret files.
+    fn purge_objects(
+        &self,
+        app: &str,
+        publisher: &str,
+        volumes: Vec<String>,
+        secret_names: Vec<String>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
 /// A container found by name, with the labels that say whose it is.
@@ -114,74 +157,6 @@ impl PodmanRuntime {
             return Err(missing());
         }
         Ok(())
-    }
-
-    /// [`ensure_image`](Self::ensure_image), once per image and pass.
-    pub(crate) async fn check_image(&self, seen: &mut Seen, spec: &AppSpec) -> Result<(), Error> {
-        let reference = image_ref(spec);
-        if !seen.images_ok.contains(&reference) {
-            self.ensure_image(spec).await?;
-            seen.images_ok.insert(reference);
-        }
-        Ok(())
-    }
-
-    /// Creates the Podman secrets, then creates and starts the container (one `podman run`).
-    /// On error returns the id of a container the run left behind (created, but its start
-    /// failed), if any, so the caller can clean it up.
-    pub(crate) async fn run_container(
-        &self,
-        spec: &AppSpec,
-        seen: &mut Seen,
-    ) -> Result<String, (Option<String>, Error)> {
-        self.ensure_volumes(spec, seen)
-            .await
-            .map_err(|e| (None, e))?;
-        self.ensure_podman_secrets(spec)
-            .await
-            .map_err(|e| (None, e))?;
-        let args = run_args(spec, &self.owner);
-        let name = spec.container_name();
-        let mut out = self
-            .podman
-            .run(&args, None, QUICK)
-            .await
-            .map_err(|e| (None, e))?;
-        if !out.success && name_in_use(&out.stderr) {
-            // Left over from a run interrupted by a crash: remove it if it is ours.
-            self.remove_stale_name(&name).await.map_err(|e| (None, e))?;
-            out = self
-                .podman
-                .run(&args, None, QUICK)
-                .await
-                .map_err(|e| (None, e))?;
-        }
-        if !out.success {
-            let error = Error::Podman {
-                command: "podman run".into(),
-                message: out.stderr.trim().to_string(),
-            };
-            // `run` prints no id when the start fails; find what it created by name and labels.
-            let hash = spec.spec_hash();
-            let left = match self.named(&name).await {
-                Ok(Some(c))
-                    if c.owner.as_deref() == Some(self.owner.as_str())
-                        && c.spec_hash.as_deref() == Some(hash.as_str()) =>
-                {
-                    Some(c.id)
-                }
-                _ => None,
-            };
-            return Err((left, error));
-        }
-        let id = out
-            .stdout
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        Ok(id)
     }
 
     /// The container called `name`, if Podman has one.
@@ -366,51 +341,6 @@ impl PodmanRuntime {
         self.podman.ok(&args, None, QUICK).await.map(|_| ())
     }
 
-    /// `podman stop -t grace`: SIGTERM, SIGKILL after the grace. We wait longer than the grace.
-    pub(crate) async fn stop_container(&self, id: &str, grace_secs: u32) -> Result<(), Error> {
-        let deadline = Duration::from_secs(grace_secs as u64) + STOP_SLACK;
-        let out = self
-            .podman
-            .run(
-                &[
-                    "stop".into(),
-                    "-t".into(),
-                    grace_secs.to_string(),
-                    id.into(),
-                ],
-                None,
-                deadline,
-            )
-            .await?;
-        if out.success || out.stderr.contains("no such container") {
-            return Ok(());
-        }
-        // `podman stop` may report the SIGKILL fallback as an error; what counts is the state.
-        match health::container_running(&self.podman, id).await {
-            Err(_) => Ok(()),
-            Ok(()) => Err(Error::Podman {
-                command: "podman stop".into(),
-                message: out.stderr.trim().to_string(),
-            }),
-        }
-    }
-
-    pub(crate) async fn remove_container(&self, id: &str, grace_secs: u32) -> Result<(), Error> {
-        self.stop_container(id, grace_secs).await?;
-        let out = self
-            .podman
-            .run(&["rm".into(), "-f".into(), id.into()], None, QUICK)
-            .await?;
-        if out.success || out.stderr.contains("no such container") {
-            Ok(())
-        } else {
-            Err(Error::Podman {
-                command: "podman rm".into(),
-                message: out.stderr.trim().to_string(),
-            })
-        }
-    }
-
     pub(crate) async fn volume_exists(&self, name: &str) -> Result<bool, Error> {
         Ok(self
             .podman
@@ -467,9 +397,79 @@ impl PodmanRuntime {
             )
             .await
     }
+}
+
+impl Containers for PodmanRuntime {
+    /// [`ensure_image`](Self::ensure_image), once per image and pass.
+    async fn check_image(&self, seen: &mut Seen, spec: &AppSpec) -> Result<(), Error> {
+        let reference = image_ref(spec);
+        if !seen.images_ok.contains(&reference) {
+            self.ensure_image(spec).await?;
+            seen.images_ok.insert(reference);
+        }
+        Ok(())
+    }
+
+    /// Creates the Podman secrets, then creates and starts the container (one `podman run`).
+    /// On error returns the id of a container the run left behind (created, but its start
+    /// failed), if any, so the caller can clean it up.
+    async fn run_container(
+        &self,
+        spec: &AppSpec,
+        seen: &mut Seen,
+    ) -> Result<String, (Option<String>, Error)> {
+        self.ensure_volumes(spec, seen)
+            .await
+            .map_err(|e| (None, e))?;
+        self.ensure_podman_secrets(spec)
+            .await
+            .map_err(|e| (None, e))?;
+        let args = run_args(spec, &self.owner);
+        let name = spec.container_name();
+        let mut out = self
+            .podman
+            .run(&args, None, QUICK)
+            .await
+            .map_err(|e| (None, e))?;
+        if !out.success && name_in_use(&out.stderr) {
+            // Left over from a run interrupted by a crash: remove it if it is ours.
+            self.remove_stale_name(&name).await.map_err(|e| (None, e))?;
+            out = self
+                .podman
+                .run(&args, None, QUICK)
+                .await
+                .map_err(|e| (None, e))?;
+        }
+        if !out.success {
+            let error = Error::Podman {
+                command: "podman run".into(),
+                message: out.stderr.trim().to_string(),
+            };
+            // `run` prints no id when the start fails; find what it created by name and labels.
+            let hash = spec.spec_hash();
+            let left = match self.named(&name).await {
+                Ok(Some(c))
+                    if c.owner.as_deref() == Some(self.owner.as_str())
+                        && c.spec_hash.as_deref() == Some(hash.as_str()) =>
+                {
+                    Some(c.id)
+                }
+                _ => None,
+            };
+            return Err((left, error));
+        }
+        let id = out
+            .stdout
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        Ok(id)
+    }
 
     /// `podman start ID`.
-    pub(crate) async fn start_container(&self, id: &str) -> Result<(), Error> {
+    async fn start_container(&self, id: &str) -> Result<(), Error> {
         self.podman
             .ok(&["start".into(), id.to_string()], None, QUICK)
             .await
@@ -477,14 +477,59 @@ impl PodmanRuntime {
     }
 
     /// Waits until the container of `spec` passes its health check ([`health::wait_healthy`]).
-    pub(crate) async fn wait_healthy(&self, spec: &AppSpec, id: &str) -> Result<(), String> {
+    async fn wait_healthy(&self, spec: &AppSpec, id: &str) -> Result<(), String> {
         health::wait_healthy(spec, id, &self.podman).await
+    }
+
+    /// `podman stop -t grace`: SIGTERM, SIGKILL after the grace. We wait longer than the grace.
+    async fn stop_container(&self, id: &str, grace_secs: u32) -> Result<(), Error> {
+        let deadline = Duration::from_secs(grace_secs as u64) + STOP_SLACK;
+        let out = self
+            .podman
+            .run(
+                &[
+                    "stop".into(),
+                    "-t".into(),
+                    grace_secs.to_string(),
+                    id.into(),
+                ],
+                None,
+                deadline,
+            )
+            .await?;
+        if out.success || out.stderr.contains("no such container") {
+            return Ok(());
+        }
+        // `podman stop` may report the SIGKILL fallback as an error; what counts is the state.
+        match health::container_running(&self.podman, id).await {
+            Err(_) => Ok(()),
+            Ok(()) => Err(Error::Podman {
+                command: "podman stop".into(),
+                message: out.stderr.trim().to_string(),
+            }),
+        }
+    }
+
+    async fn remove_container(&self, id: &str, grace_secs: u32) -> Result<(), Error> {
+        self.stop_container(id, grace_secs).await?;
+        let out = self
+            .podman
+            .run(&["rm".into(), "-f".into(), id.into()], None, QUICK)
+            .await?;
+        if out.success || out.stderr.contains("no such container") {
+            Ok(())
+        } else {
+            Err(Error::Podman {
+                command: "podman rm".into(),
+                message: out.stderr.trim().to_string(),
+            })
+        }
     }
 
     /// Removes an app's volumes and Podman secrets, and its secret files. Only what is ours by
     /// its labels: a foreign object under our name is left alone. `volumes` are Podman volume
     /// names, `secret_names` the spec's names of the generated secrets.
-    pub(crate) async fn purge_objects(
+    async fn purge_objects(
         &self,
         app: &str,
         publisher: &str,
