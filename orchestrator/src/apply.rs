@@ -493,3 +493,558 @@ fn rolled_back(r: AppRecord, prev: AppSpec, rb: RolledBack) -> AppRecord {
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
+
+#[cfg(test)]
+mod tests {
+    //! Apply driven through a scripted runtime and a real store in a temporary directory:
+    //! which verbs run in which order, which outcome follows, when a rollback is chosen and
+    //! what it commits, and when a failure counts towards the back-off.
+
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::plan::CreateReason;
+    use crate::spec::VolumeSpec;
+
+    /// What the scripted runtime answers.
+    #[derive(Default)]
+    struct Script {
+        /// Versions whose image is not in "Podman".
+        missing_images: HashSet<String>,
+        /// The answers of successive `run`s: the new id, or the id left behind and an error.
+        runs: VecDeque<Result<String, (Option<String>, String)>>,
+        start_fails: bool,
+        /// Container ids whose health check fails.
+        unhealthy: HashSet<String>,
+    }
+
+    /// A runtime that records every verb (`"run 2"`, `"stop c1"`, …) and answers from a script.
+    #[derive(Default)]
+    struct Fake {
+        script: StdMutex<Script>,
+        calls: StdMutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn call(&self, c: String) {
+            self.calls.lock().unwrap().push(c);
+        }
+
+        fn calls(&self) -> Vec<String> {
+            std::mem::take(&mut *self.calls.lock().unwrap())
+        }
+    }
+
+    fn podman_error(message: &str) -> Error {
+        Error::Podman {
+            command: "podman fake".into(),
+            message: message.into(),
+        }
+    }
+
+    impl Containers for Fake {
+        async fn check_image(&self, _: &mut Seen, spec: &AppSpec) -> Result<(), Error> {
+            self.call(format!("image {}", spec.version));
+            if self
+                .script
+                .lock()
+                .unwrap()
+                .missing_images
+                .contains(&spec.version)
+            {
+                return Err(Error::ImageMissing {
+                    image: spec.image.clone(),
+                    expected: None,
+                });
+            }
+            Ok(())
+        }
+
+        async fn run_container(
+            &self,
+            spec: &AppSpec,
+            _: &mut Seen,
+        ) -> Result<String, (Option<String>, Error)> {
+            self.call(format!("run {}", spec.version));
+            let next = self.script.lock().unwrap().runs.pop_front();
+            match next.expect("an unscripted run") {
+                Ok(id) => Ok(id),
+                Err((left, message)) => Err((left, podman_error(&message))),
+            }
+        }
+
+        async fn start_container(&self, id: &str) -> Result<(), Error> {
+            self.call(format!("start {id}"));
+            if self.script.lock().unwrap().start_fails {
+                return Err(podman_error("cannot start"));
+            }
+            Ok(())
+        }
+
+        async fn wait_healthy(&self, _: &AppSpec, id: &str) -> Result<(), String> {
+            self.call(format!("health {id}"));
+            if self.script.lock().unwrap().unhealthy.contains(id) {
+                return Err("health check failed 3 times".into());
+            }
+            Ok(())
+        }
+
+        async fn stop_container(&self, id: &str, grace_secs: u32) -> Result<(), Error> {
+            self.call(format!("stop {id} {grace_secs}"));
+            Ok(())
+        }
+
+        async fn remove_container(&self, id: &str, grace_secs: u32) -> Result<(), Error> {
+            self.call(format!("remove {id} {grace_secs}"));
+            Ok(())
+        }
+
+        async fn purge_objects(
+            &self,
+            app: &str,
+            publisher: &str,
+            volumes: Vec<String>,
+            secret_names: Vec<String>,
+        ) -> Result<(), Error> {
+            self.call(format!(
+                "purge {app} {publisher} {volumes:?} {secret_names:?}"
+            ));
+            Ok(())
+        }
+    }
+
+    const POLICY: BackoffPolicy = BackoffPolicy {
+        base_ms: 2_000,
+        max_ms: 300_000,
+    };
+
+    struct Env {
+        _dir: tempfile::TempDir,
+        store: Store,
+        mem: StdMutex<Memory>,
+        rt: Fake,
+    }
+
+    impl Env {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            Env {
+                _dir: dir,
+                store,
+                mem: StdMutex::default(),
+                rt: Fake::default(),
+            }
+        }
+
+        fn script(&self) -> std::sync::MutexGuard<'_, Script> {
+            self.rt.script.lock().unwrap()
+        }
+
+        fn put(&self, rec: AppRecord) {
+            let name = rec.current.name.clone();
+            self.store.update(&name, |_| Ok((Some(rec), ()))).unwrap();
+        }
+
+        fn record(&self, app: &str) -> Option<AppRecord> {
+            self.store.get(app).unwrap()
+        }
+
+        fn failures(&self, app: &str) -> u32 {
+            Memory::lock(&self.mem)
+                .backoff
+                .get(app)
+                .map_or(0, |b| b.failures)
+        }
+
+        async fn apply(&self, action: Action, pass: &mut Pass) -> Outcome {
+            let applier = Applier {
+                rt: &self.rt,
+                store: &self.store,
+                mem: &self.mem,
+                policy: &POLICY,
+                epoch: Instant::now(),
+            };
+            applier.apply(action, pass).await
+        }
+    }
+
+    fn spec(version: &str) -> AppSpec {
+        AppSpec::new("web", version, format!("localhost/web:{version}"))
+    }
+
+    /// `web` updated from 1 to 2, the update not yet healthy.
+    fn update() -> AppRecord {
+        AppRecord {
+            previous: Some(spec("1")),
+            update_pending: true,
+            ..AppRecord::new(spec("2"))
+        }
+    }
+
+    fn create(replaces: &[&str]) -> Action {
+        Action::Create {
+            app: "web".into(),
+            reason: if replaces.is_empty() {
+                CreateReason::Missing
+            } else {
+                CreateReason::Drift
+            },
+            replaces: replaces.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    fn start(id: &str, crashed: bool) -> Action {
+        Action::Start {
+            app: "web".into(),
+            container_id: id.into(),
+            crashed,
+        }
+    }
+
+    fn pass() -> Pass {
+        Pass::new(vec![])
+    }
+
+    #[tokio::test]
+    async fn adopting_keeps_a_running_container_and_asks_podman_nothing() {
+        let env = Env::new();
+        env.put(AppRecord::new(spec("1")));
+        let mut pass = pass();
+        let action = Action::Adopt {
+            app: "web".into(),
+            container_id: "c1".into(),
+        };
+        let o = env.apply(action, &mut pass).await;
+        assert_eq!(
+            (o.action, o.status.clone()),
+            (ActionKind::Adopt, OutcomeStatus::Done)
+        );
+        assert_eq!(o.message, "kept c1");
+        assert_eq!(pass.up["web"], ("c1".into(), spec("1").spec_hash()));
+        assert!(env.rt.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_adopted_update_still_owes_its_health_check() {
+        let env = Env::new();
+        env.put(update());
+        let action = Action::Adopt {
+            app: "web".into(),
+            container_id: "c2".into(),
+        };
+        let o = env.apply(action, &mut pass()).await;
+        assert_eq!(
+            (o.action, o.status.clone()),
+            (ActionKind::Adopt, OutcomeStatus::Done)
+        );
+        assert_eq!(env.rt.calls(), ["health c2"]);
+        // Healthy: the update is done, the previous spec kept for a later rollback.
+        let rec = env.record("web").unwrap();
+        assert!(!rec.update_pending);
+        assert_eq!(rec.previous, Some(spec("1")));
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_fails_before_the_old_container_is_touched() {
+        let env = Env::new();
+        env.put(update());
+        env.script().missing_images.insert("2".into());
+        let o = env.apply(create(&["c1"]), &mut pass()).await;
+        assert_eq!(
+            (o.action, o.status.clone()),
+            (ActionKind::Create, OutcomeStatus::Failed)
+        );
+        assert!(o.message.contains("is not in Podman"), "{o:?}");
+        assert_eq!(env.rt.calls(), ["image 2"]);
+        assert_eq!(env.failures("web"), 1);
+        // Not a failed bring-up: nothing is rolled back, the update waits for its image.
+        assert_eq!(env.record("web"), Some(update()));
+    }
+
+    #[tokio::test]
+    async fn an_unhealthy_update_rolls_back_to_the_previous_spec() {
+        let env = Env::new();
+        env.put(update());
+        {
+            let mut s = env.script();
+            s.runs.extend([Ok("new".into()), Ok("old".into())]);
+            s.unhealthy.insert("new".into());
+        }
+        let mut pass = pass();
+        let o = env.apply(create(&["c1"]), &mut pass).await;
+        assert_eq!(
+            (o.action, o.status.clone()),
+            (ActionKind::Rollback, OutcomeStatus::RolledBack)
+        );
+        assert_eq!(
+            o.message,
+            "update to 2 failed (unhealthy: health check failed 3 times); rolled back to 1"
+        );
+        assert_eq!(
+            env.rt.calls(),
+            [
+                "image 2",
+                "remove c1 30",
+                "run 2",
+                "health new",
+                "remove new 30",
+                "image 1",
+                "run 1",
+                "health old"
+            ]
+        );
+        // Committed before the old spec was brought back.
+        let rec = env.record("web").unwrap();
+        assert_eq!(rec.current, spec("1"));
+        assert_eq!((rec.previous, rec.update_pending), (None, false));
+        let rb = rec.rolled_back.unwrap();
+        assert_eq!(
+            (rb.from_version.as_str(), rb.to_version.as_str()),
+            ("2", "1")
+        );
+        assert_eq!(rb.from_spec_hash, spec("2").spec_hash());
+        assert_eq!(pass.up["web"], ("old".into(), spec("1").spec_hash()));
+        // A rollback that worked is not a crash loop.
+        assert_eq!(env.failures("web"), 0);
+        assert!(Memory::lock(&env.mem).healthy["web"]);
+    }
+
+    #[tokio::test]
+    async fn a_rollback_that_fails_too_backs_off() {
+        let env = Env::new();
+        env.put(update());
+        {
+            let mut s = env.script();
+            s.runs.extend([Ok("new".into()), Ok("old".into())]);
+            s.unhealthy.extend(["new".into(), "old".into()]);
+        }
+        let mut pass = pass();
+        let o = env.apply(create(&[]), &mut pass).await;
+        assert_eq!(
+            (o.action, o.status.clone()),
+            (ActionKind::Rollback, OutcomeStatus::Failed)
+        );
+        assert!(o.message.contains("rollback to 1 failed too"), "{o:?}");
+        assert_eq!(env.failures("web"), 1);
+        assert!(pass.up.is_empty());
+        // The rollback stays committed: the next pass retries the previous spec, not the update.
+        assert_eq!(env.record("web").unwrap().current, spec("1"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_of_an_update_rolls_back() {
+        let env = Env::new();
+        env.put(update());
+        {
+            let mut s = env.script();
+            s.start_fails = true;
+            s.runs.push_back(Ok("old".into()));
+        }
+        let o = env.apply(start("c2", false), &mut pass()).await;
+        assert_eq!(
+            (o.action, o.status.clone()),
+            (ActionKind::Rollback, OutcomeStatus::RolledBack)
+        );
+        assert_eq!(
+            env.rt.calls(),
+            ["start c2", "remove c2 30", "image 1", "run 1", "health old"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unhealthy_first_install_is_stopped_and_backs_off() {
+        let env = Env::new();
+        env.put(AppRecord::new(spec("1")));
+        {
+            let mut s = env.script();
+            s.runs.push_back(Ok("c1".into()));
+            s.unhealthy.insert("c1".into());
+        }
+        let mut pass = pass();
+        let o = env.apply(create(&[]), &mut pass).await;
+        assert_eq!(
+            (o.action, o.status.clone()),
+            (ActionKind::Create, OutcomeStatus::Failed)
+        );
+        assert_eq!(o.message, "web 1: unhealthy: health check failed 3 times");
+        // Stopped, not removed: it is not adopted as healthy, and the next try reuses it.
+        assert_eq!(
+            env.rt.calls(),
+            ["image 1", "run 1", "health c1", "stop c1 30"]
+        );
+        assert_eq!(env.failures("web"), 1);
+        assert!(!Memory::lock(&env.mem).healthy["web"]);
+        assert!(pass.up.is_empty());
+        assert_eq!(env.record("web"), Some(AppRecord::new(spec("1"))));
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_stops_only_a_container_it_left_behind() {
+        let env = Env::new();
+        env.put(AppRecord::new(spec("1")));
+        env.script().runs.extend([
+            Err((Some("half".into()), "port is taken".into())),
+            Err((None, "no such image".into())),
+        ]);
+        let o = env.apply(create(&[]), &mut pass()).await;
+        assert_eq!(o.status, OutcomeStatus::Failed);
+        assert!(o.message.ends_with("port is taken"), "{o:?}");
+        assert_eq!(env.rt.calls(), ["image 1", "run 1", "stop half 30"]);
+        let o = env.apply(create(&[]), &mut pass()).await;
+        assert_eq!(o.status, OutcomeStatus::Failed);
+        assert_eq!(env.rt.calls(), ["image 1", "run 1"]);
+        assert_eq!(env.failures("web"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_crash_counts_towards_the_back_off_a_user_start_does_not() {
+        let env = Env::new();
+        env.put(AppRecord::new(spec("1")));
+        let o = env.apply(start("c1", true), &mut pass()).await;
+        assert_eq!(
+            (o.action, o.status.clone()),
+            (ActionKind::Start, OutcomeStatus::Done)
+        );
+        assert_eq!(env.rt.calls(), ["start c1", "health c1"]);
+        // Counted before the start; the healthy start does not end the loop.
+        assert_eq!(env.failures("web"), 1);
+        Memory::lock(&env.mem).user_started.insert("web".into());
+        let o = env.apply(start("c1", true), &mut pass()).await;
+        assert_eq!(o.status, OutcomeStatus::Done);
+        assert_eq!(env.failures("web"), 1);
+        assert!(Memory::lock(&env.mem).user_started.is_empty());
+        // A container that was never started did not crash.
+        env.apply(start("c1", false), &mut pass()).await;
+        assert_eq!(env.failures("web"), 1);
+    }
+
+    #[tokio::test]
+    async fn dependents_of_a_failed_app_wait_running_ones_are_kept() {
+        let env = Env::new();
+        let mut api = AppSpec::new("api", "1", "localhost/api:1");
+        api.dependencies = vec!["db".into()];
+        env.put(AppRecord::new(api));
+        let mut pass = pass();
+        pass.failed.insert("db".into());
+        let on_api = |a: Action| match a {
+            Action::Create {
+                reason, replaces, ..
+            } => Action::Create {
+                app: "api".into(),
+                reason,
+                replaces,
+            },
+            Action::Start {
+                container_id,
+                crashed,
+                ..
+            } => Action::Start {
+                app: "api".into(),
+                container_id,
+                crashed,
+            },
+            other => other,
+        };
+        for (action, verb) in [
+            (on_api(create(&[])), ActionKind::Create),
+            (on_api(start("c1", true)), ActionKind::Start),
+        ] {
+            let o = env.apply(action, &mut pass).await;
+            assert_eq!((o.action, o.status.clone()), (verb, OutcomeStatus::Blocked));
+            assert_eq!(o.message, "dependency `db` failed in this pass");
+        }
+        let adopt = Action::Adopt {
+            app: "api".into(),
+            container_id: "c1".into(),
+        };
+        let o = env.apply(adopt, &mut pass).await;
+        assert_eq!(
+            (o.action, o.status.clone()),
+            (ActionKind::Adopt, OutcomeStatus::Done)
+        );
+        assert!(env.rt.calls().is_empty());
+        assert_eq!(env.failures("api"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_purge_takes_the_previous_specs_objects_and_the_record() {
+        let env = Env::new();
+        let mut old = spec("1");
+        old.volumes.push(VolumeSpec {
+            name: "cache".into(),
+            target: "/cache".into(),
+        });
+        let mut rec = AppRecord {
+            previous: Some(old),
+            intent: Intent::Purged,
+            ..AppRecord::new(spec("2"))
+        };
+        rec.current.publisher = "did:key:pub".into();
+        rec.previous.as_mut().unwrap().publisher = "did:key:pub".into();
+        env.put(rec);
+        {
+            let mut m = Memory::lock(&env.mem);
+            m.healthy.insert("web".into(), true);
+            m.last_error.insert("web".into(), "old".into());
+            backoff::note(&mut m.backoff, &POLICY, "web", Event::Failed, 0);
+        }
+        let action = Action::Purge {
+            app: "web".into(),
+            volumes: vec!["archy_web_data".into(), "archy_web_cache".into()],
+            secrets: vec!["token".into()],
+        };
+        let o = env.apply(action, &mut pass()).await;
+        assert_eq!(
+            (o.action, o.status.clone()),
+            (ActionKind::Purge, OutcomeStatus::Done)
+        );
+        assert_eq!(
+            env.rt.calls(),
+            [r#"purge web did:key:pub ["archy_web_cache", "archy_web_data"] ["token"]"#]
+        );
+        assert_eq!(env.record("web"), None);
+        let m = Memory::lock(&env.mem);
+        assert!(m.backoff.is_empty() && m.healthy.is_empty() && m.last_error.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_purge_keeps_the_record_of_a_user_who_changed_their_mind() {
+        let env = Env::new();
+        env.put(AppRecord::new(spec("1")));
+        let action = Action::Purge {
+            app: "web".into(),
+            volumes: vec![],
+            secrets: vec![],
+        };
+        let o = env.apply(action, &mut pass()).await;
+        assert_eq!(o.status, OutcomeStatus::Done);
+        assert_eq!(env.record("web"), Some(AppRecord::new(spec("1"))));
+    }
+
+    #[tokio::test]
+    async fn a_vanished_record_is_not_brought_up() {
+        let env = Env::new();
+        for action in [create(&["c1"]), start("c1", true)] {
+            let o = env.apply(action, &mut pass()).await;
+            assert_eq!(
+                (o.status.clone(), o.message.as_str()),
+                (OutcomeStatus::Done, "record gone")
+            );
+        }
+        assert!(env.rt.calls().is_empty());
+        assert_eq!(env.failures("web"), 0);
+    }
+
+    #[test]
+    fn only_an_update_rolls_back() {
+        assert_eq!(rollback_target(&update()), Some(&spec("1")));
+        // A reinstall after uninstall keeps the old spec but has nothing running to go back to.
+        let reinstall = AppRecord {
+            update_pending: false,
+            ..update()
+        };
+        assert_eq!(rollback_target(&reinstall), None);
+        assert_eq!(rollback_target(&AppRecord::new(spec("1"))), None);
+    }
+}
