@@ -27,6 +27,8 @@
 //!   images, health) for one owner, apart from the store and the decisions (crate-private).
 //! - `apply` — applying one planned [`Action`] through the runtime: health check, rollback of a
 //!   failed update, back-off (crate-private; unit-tested with a scripted runtime).
+//! - `migrate` — the naming migration of apps installed before the injective names, under a
+//!   journal, never guessing at a shared volume (crate-private).
 //! - [`reconciler`] — [`Reconciler`]: observe → plan → apply, the loop, and the functions the
 //!   CLI calls (install, start, stop, restart, uninstall, logs, list, reconcile_once).
 //!
@@ -42,6 +44,7 @@ mod apply;
 pub mod audit;
 pub mod backoff;
 pub mod health;
+mod migrate;
 pub mod names;
 pub mod plan;
 pub mod podman;

@@ -17,7 +17,8 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 use crate::apply::{Applier, Memory, Pass};
 use crate::audit::{self, AuditReport};
 use crate::backoff::{self, BackoffPolicy, Event, LastError};
-use crate::names::{self, Owner, Role};
+use crate::migrate;
+use crate::names::{Owner, Role};
 use crate::plan::{plan, DesiredApp};
 use crate::podman::{image_ref, ContainerState, ObservedContainer, PodmanCmd};
 use crate::report::ActionKind;
@@ -502,167 +503,20 @@ impl Reconciler {
     // ------------------------------------------------------------------ naming migration
 
     /// Moves apps installed by the code before the injective names onto them, losing no data
-    /// (see [`migrate_locked`](Self::migrate_locked)). Passes run it themselves; this is for
+    /// (the steps are in the crate's `migrate` module). Passes run it themselves; this is for
     /// callers that want the report.
     pub async fn migrate_names(&self) -> Result<MigrationReport, Error> {
         let held = self.pass.lock().await;
         self.migrate_locked(&held).await
     }
 
-    /// The naming migration, under the pass lock. For every record of the legacy scheme:
-    /// 1. its containers are removed (the next pass recreates them under the new names; the
-    ///    data is in volumes);
-    /// 2. each volume `archy-<app>-<v>` is copied into a new, labelled `archy_<app>_<v>`
-    ///    (`podman volume export | import`; Podman 4.3 cannot rename a volume or change its
-    ///    labels) under a journal in redb: `copying` before, `copied` after — a SIGKILL while
-    ///    copying redoes the copy from the untouched original on restart;
-    /// 3. the record gets its publisher and the new naming, in one commit; only then are the
-    ///    originals and the legacy Podman secrets removed (the secret files are the source of
-    ///    truth, so the next pass creates the new, labelled secrets from them).
-    ///
-    /// A legacy volume that two apps' names both map to (`foo`/`bar-data` and `foo-bar`/`data`)
-    /// is never guessed at: it is left as it is, copied to neither, and both apps are held (not
-    /// started) with a reason naming the apps and the volume, until the operator purges the
-    /// app it does not belong to (`archy apps uninstall APP --purge`); the next pass then
-    /// migrates the other.
+    /// The naming migration ([`migrate::run`]), under the pass lock.
     async fn migrate_locked(&self, _held: &MutexGuard<'_, ()>) -> Result<MigrationReport, Error> {
-        let mut report = MigrationReport::default();
-        let records = self.store.all()?;
-        // Originals whose copy is committed but which a kill kept from being removed.
-        let journal: HashMap<String, String> = self.store.journal()?.into_iter().collect();
-        for (key, state) in &journal {
-            let Some((app, v)) = key.split_once('/') else {
-                continue;
-            };
-            let migrated = records
-                .iter()
-                .any(|r| r.current.name == app && r.names == Naming::Injective);
-            if state == "copied" && migrated {
-                self.rt
-                    .remove_volume(&names::legacy::volume(app, v))
-                    .await?;
-                self.store.set_journal(key, None)?;
-            }
-        }
-        let legacy: Vec<&AppRecord> = records
-            .iter()
-            .filter(|r| r.names == Naming::Legacy)
-            .collect();
-        if legacy.is_empty() {
-            return Ok(report);
-        }
-        // Which (app, volume) pairs each legacy volume name stands for, over every legacy record.
-        let mut claims: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for r in &legacy {
-            for (app, v) in legacy_volumes(r) {
-                let pairs = claims.entry(names::legacy::volume(&app, &v)).or_default();
-                if !pairs.contains(&(app.clone(), v.clone())) {
-                    pairs.push((app, v));
-                }
-            }
-        }
-        let observed = self.observe().await?;
-        for r in legacy {
-            let app = r.current.name.clone();
-            for c in observed.iter().filter(|c| c.app == app) {
-                self.rt
-                    .remove_container(&c.id, r.current.stop_grace_secs)
-                    .await?;
-            }
-            let publisher = self
-                .cfg
-                .legacy_publishers
-                .get(&app)
-                .cloned()
-                .unwrap_or_else(|| self.cfg.legacy_default_publisher.clone());
-            let mut target = r.current.clone();
-            target.publisher = publisher.clone();
-            let mut held = None;
-            let mut copied = Vec::new();
-            for (_, v) in legacy_volumes(r) {
-                let old = names::legacy::volume(&app, &v);
-                let pairs = &claims[&old];
-                if pairs.len() > 1 {
-                    let who: Vec<String> = pairs
-                        .iter()
-                        .map(|(a, v)| format!("app `{a}` (volume `{v}`)"))
-                        .collect();
-                    held = Some(format!(
-                        "Podman volume `{old}` was shared by {} under the old names; its data \
-                         is kept there and copied to neither. Purge the app it does not belong \
-                         to (`archy apps uninstall APP --purge`, which leaves `{old}` alone) \
-                         and the other one is migrated with it",
-                        who.join(" and ")
-                    ));
-                    continue;
-                }
-                let key = format!("{app}/{v}");
-                // Entries removed above are of migrated apps, never of this legacy one.
-                if journal.get(&key).map(String::as_str) != Some("copied") {
-                    if !self.rt.volume_exists(&old).await? {
-                        continue; // never created: nothing to copy
-                    }
-                    self.store.set_journal(&key, Some("copying"))?;
-                    let new = target.volume_name(&v);
-                    // A copy a kill interrupted: start it again from the untouched original.
-                    self.rt.remove_volume(&new).await?;
-                    self.rt.create_volume(&target, &new).await?;
-                    self.rt.copy_volume(&old, &new).await?;
-                    self.store.set_journal(&key, Some("copied"))?;
-                    report.volumes_copied.push(format!("{old} -> {new}"));
-                }
-                copied.push((key, old));
-            }
-            if let Some(reason) = held {
-                tracing::warn!(app = %app, "naming migration: held: {reason}");
-                self.store.update(&app, |rec| {
-                    Ok((
-                        rec.map(|rec| AppRecord {
-                            held: Some(reason.clone()),
-                            ..rec
-                        }),
-                        (),
-                    ))
-                })?;
-                report.held.push(HeldApp { app, reason });
-                continue;
-            }
-            // The legacy Podman secrets go before the commit (so a kill cannot strand them);
-            // the files stay the source of truth for the new, labelled ones.
-            let mut secret_names: Vec<String> = r
-                .current
-                .generated_secrets
-                .iter()
-                .chain(r.previous.iter().flat_map(|p| &p.generated_secrets))
-                .map(|s| names::legacy::secret(&app, &s.name))
-                .collect();
-            secret_names.sort();
-            secret_names.dedup();
-            for name in secret_names {
-                self.rt.remove_secret(&name).await?;
-            }
-            self.store.update(&app, |rec| {
-                Ok((
-                    rec.map(|mut rec| {
-                        rec.current.publisher = publisher.clone();
-                        if let Some(p) = rec.previous.as_mut() {
-                            p.publisher = publisher.clone();
-                        }
-                        rec.names = Naming::Injective;
-                        rec.held = None;
-                        rec
-                    }),
-                    (),
-                ))
-            })?;
-            for (key, old) in copied {
-                self.rt.remove_volume(&old).await?;
-                self.store.set_journal(&key, None)?;
-            }
-            tracing::info!(app = %app, %publisher, "naming migration: done");
-            report.migrated.push(app);
-        }
-        Ok(report)
+        let owners = migrate::LegacyOwners {
+            publishers: &self.cfg.legacy_publishers,
+            default_publisher: &self.cfg.legacy_default_publisher,
+        };
+        migrate::run(&self.rt, &self.store, &owners).await
     }
 
     // ------------------------------------------------------------------ the loop
@@ -783,20 +637,6 @@ impl Reconciler {
         }
         Ok((report, pass))
     }
-}
-
-/// (app, volume) of every volume a legacy record's current and previous specs name.
-fn legacy_volumes(r: &AppRecord) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = r
-        .current
-        .volumes
-        .iter()
-        .chain(r.previous.iter().flat_map(|p| &p.volumes))
-        .map(|v| (r.current.name.clone(), v.name.clone()))
-        .collect();
-    out.sort();
-    out.dedup();
-    out
 }
 
 /// The error for another publisher's app taking over a name whose data is kept here.
