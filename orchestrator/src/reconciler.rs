@@ -1,4 +1,6 @@
-//! The reconciler: observe Podman, plan (pure), apply; the loop; and the user-facing functions.
+//! The reconciler: the user-facing functions and the loop. A pass observes Podman (through
+//! `runtime`), plans ([`plan`](mod@crate::plan), pure) and applies each action (`apply`, with the
+//! back-off rules of [`crate::backoff`]); what it reports is in [`crate::report`].
 //!
 //! Level-triggered: every pass compares the whole desired state with the whole observed state,
 //! so a missed event, a crash or a container removed behind our back is repaired by the next
@@ -206,37 +208,9 @@ impl Reconciler {
             .store
             .get(&name)?
             .ok_or_else(|| Error::UnknownApp(name.clone()))?;
-        if let Some(rb) = &rec.rolled_back {
-            if rb.from_spec_hash == hash {
-                return Ok(InstallOutcome::RolledBack {
-                    version: rb.to_version.clone(),
-                    reason: rb.reason.clone(),
-                });
-            }
-        }
-        // The pass saw it running (adopted) or made it healthy: no second `podman ps`.
-        let running = pass.up.get(&name).filter(|(_, h)| *h == hash);
-        let failure = report
-            .for_app(&name)
-            .find(|o| matches!(o.status, OutcomeStatus::Failed | OutcomeStatus::Blocked));
-        match (running, failure) {
-            (Some((id, _)), None) => Ok(InstallOutcome::Running {
-                container_id: id.clone(),
-                version: spec.version,
-            }),
-            (_, Some(f)) => {
-                let mut reason = f.message.clone();
-                if f.status == OutcomeStatus::Blocked {
-                    if let Some(last) = self.last_error(&name) {
-                        reason = format!("{reason}; last failure: {last}");
-                    }
-                }
-                Ok(InstallOutcome::Failed { reason })
-            }
-            (None, None) => Ok(InstallOutcome::Failed {
-                reason: "no container is running after the pass".into(),
-            }),
-        }
+        Ok(install_outcome(&rec, spec, &report, &pass.up, || {
+            self.last_error(&name)
+        }))
     }
 
     /// Sets an app's intent, commits it and wakes the loop (does not wait for the result).
@@ -587,30 +561,12 @@ impl Reconciler {
             m.backoff.clone()
         };
         let mut report = ReconcileReport::default();
-        // A held app (or one still named by the legacy scheme) is never started; a purge or an
-        // uninstall of it still goes ahead.
         let desired: Vec<DesiredApp> = records
             .iter()
             .map(|r| {
-                let parked = r.held.is_some() || r.names == Naming::Legacy;
-                let intent = match r.intent {
-                    Intent::Running | Intent::Stopped if parked => Intent::Stopped,
-                    i => i,
-                };
-                if parked && r.intent == Intent::Running {
-                    report.outcomes.push(Outcome {
-                        app: r.current.name.clone(),
-                        action: ActionKind::Blocked,
-                        status: OutcomeStatus::Blocked,
-                        message: format!(
-                            "held: {}",
-                            r.held
-                                .as_deref()
-                                .unwrap_or("its Podman objects still use the legacy names")
-                        ),
-                    });
-                }
-                DesiredApp::new(r.current.clone(), intent)
+                let (desired, held) = desired_of(r);
+                report.outcomes.extend(held);
+                desired
             })
             .collect();
         let actions = plan(&desired, &pass.observed, &backoff, now_ms);
@@ -639,6 +595,75 @@ impl Reconciler {
     }
 }
 
+/// What the store wants of one record, for the planner. A held app (or one still named by the
+/// legacy scheme) is never started: it is planned as stopped, and if the user wants it running
+/// the pass reports it blocked; a purge or an uninstall of it still goes ahead.
+fn desired_of(r: &AppRecord) -> (DesiredApp, Option<Outcome>) {
+    let parked = r.held.is_some() || r.names == Naming::Legacy;
+    let intent = match r.intent {
+        Intent::Running | Intent::Stopped if parked => Intent::Stopped,
+        i => i,
+    };
+    let blocked = (parked && r.intent == Intent::Running).then(|| Outcome {
+        app: r.current.name.clone(),
+        action: ActionKind::Blocked,
+        status: OutcomeStatus::Blocked,
+        message: format!(
+            "held: {}",
+            r.held
+                .as_deref()
+                .unwrap_or("its Podman objects still use the legacy names")
+        ),
+    });
+    (DesiredApp::new(r.current.clone(), intent), blocked)
+}
+
+/// The answer of [`Reconciler::install`] from the record after its pass, that pass's report,
+/// and what the pass left up (app → (container id, spec hash)): rolled back if the record says
+/// this spec was; running if the pass left this spec up and reported no failure; else failed,
+/// with the reason of the failure (and, when the app was only blocked, `last_error`: the
+/// failure that caused the back-off).
+fn install_outcome(
+    rec: &AppRecord,
+    spec: AppSpec,
+    report: &ReconcileReport,
+    up: &HashMap<String, (String, String)>,
+    last_error: impl FnOnce() -> Option<String>,
+) -> InstallOutcome {
+    let hash = spec.spec_hash();
+    if let Some(rb) = &rec.rolled_back {
+        if rb.from_spec_hash == hash {
+            return InstallOutcome::RolledBack {
+                version: rb.to_version.clone(),
+                reason: rb.reason.clone(),
+            };
+        }
+    }
+    // The pass saw it running (adopted) or made it healthy: no second `podman ps`.
+    let running = up.get(&spec.name).filter(|(_, h)| *h == hash);
+    let failure = report
+        .for_app(&spec.name)
+        .find(|o| matches!(o.status, OutcomeStatus::Failed | OutcomeStatus::Blocked));
+    match (running, failure) {
+        (Some((id, _)), None) => InstallOutcome::Running {
+            container_id: id.clone(),
+            version: spec.version,
+        },
+        (_, Some(f)) => {
+            let mut reason = f.message.clone();
+            if f.status == OutcomeStatus::Blocked {
+                if let Some(last) = last_error() {
+                    reason = format!("{reason}; last failure: {last}");
+                }
+            }
+            InstallOutcome::Failed { reason }
+        }
+        (None, None) => InstallOutcome::Failed {
+            reason: "no container is running after the pass".into(),
+        },
+    }
+}
+
 /// The error for another publisher's app taking over a name whose data is kept here.
 fn takeover(app: &str, owner: &str, newcomer: &str) -> Error {
     Error::Owner(format!(
@@ -661,4 +686,168 @@ fn futures_are_send(r: &'static Reconciler, spec: AppSpec) {
     is_send(r.uninstall("x", true));
     is_send(r.logs("x", None));
     is_send(r.list());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RolledBack;
+
+    fn spec(version: &str) -> AppSpec {
+        AppSpec::new("web", version, "localhost/web:1")
+    }
+
+    fn outcome(status: OutcomeStatus, message: &str) -> Outcome {
+        Outcome {
+            app: "web".into(),
+            action: ActionKind::Create,
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn report(outcomes: Vec<Outcome>) -> ReconcileReport {
+        ReconcileReport { outcomes }
+    }
+
+    fn up(id: &str, spec: &AppSpec) -> HashMap<String, (String, String)> {
+        HashMap::from([("web".to_string(), (id.to_string(), spec.spec_hash()))])
+    }
+
+    fn no_last_error() -> Option<String> {
+        panic!("the last error is read only for a blocked app")
+    }
+
+    #[test]
+    fn an_install_runs_only_if_the_pass_left_this_spec_up_without_failure() {
+        let rec = AppRecord::new(spec("2"));
+        let done = report(vec![outcome(OutcomeStatus::Done, "ok")]);
+        assert_eq!(
+            install_outcome(&rec, spec("2"), &done, &up("c2", &spec("2")), no_last_error),
+            InstallOutcome::Running {
+                container_id: "c2".into(),
+                version: "2".into()
+            }
+        );
+        // Up, but another spec (the pass kept the old one): not this install.
+        assert_eq!(
+            install_outcome(&rec, spec("2"), &done, &up("c1", &spec("1")), no_last_error),
+            InstallOutcome::Failed {
+                reason: "no container is running after the pass".into()
+            }
+        );
+        let failed = report(vec![outcome(OutcomeStatus::Failed, "podman run failed")]);
+        assert_eq!(
+            install_outcome(
+                &rec,
+                spec("2"),
+                &failed,
+                &up("c2", &spec("2")),
+                no_last_error
+            ),
+            InstallOutcome::Failed {
+                reason: "podman run failed".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_blocked_install_names_the_failure_behind_it() {
+        let rec = AppRecord::new(spec("2"));
+        let blocked = report(vec![outcome(OutcomeStatus::Blocked, "crash-loop back-off")]);
+        let none = HashMap::new();
+        assert_eq!(
+            install_outcome(&rec, spec("2"), &blocked, &none, || Some("exit 1".into())),
+            InstallOutcome::Failed {
+                reason: "crash-loop back-off; last failure: exit 1".into()
+            }
+        );
+        assert_eq!(
+            install_outcome(&rec, spec("2"), &blocked, &none, || None),
+            InstallOutcome::Failed {
+                reason: "crash-loop back-off".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_rolled_back_install_says_to_what_and_why() {
+        let rb = |from: &AppSpec| RolledBack {
+            from_version: from.version.clone(),
+            from_spec_hash: from.spec_hash(),
+            to_version: "1".into(),
+            reason: "unhealthy".into(),
+        };
+        let rec = AppRecord {
+            rolled_back: Some(rb(&spec("2"))),
+            ..AppRecord::new(spec("1"))
+        };
+        let rolled = report(vec![outcome(OutcomeStatus::RolledBack, "rolled back")]);
+        assert_eq!(
+            install_outcome(
+                &rec,
+                spec("2"),
+                &rolled,
+                &up("c1", &spec("1")),
+                no_last_error
+            ),
+            InstallOutcome::RolledBack {
+                version: "1".into(),
+                reason: "unhealthy".into()
+            }
+        );
+        // An older rollback (of another spec) is not this install's.
+        let rec = AppRecord {
+            rolled_back: Some(rb(&spec("3"))),
+            ..AppRecord::new(spec("2"))
+        };
+        let done = report(vec![outcome(OutcomeStatus::Done, "ok")]);
+        assert!(matches!(
+            install_outcome(&rec, spec("2"), &done, &up("c2", &spec("2")), no_last_error),
+            InstallOutcome::Running { .. }
+        ));
+    }
+
+    #[test]
+    fn a_held_or_legacy_app_is_planned_stopped_and_reported_blocked() {
+        let held = AppRecord {
+            held: Some("volume `archy-foo-bar-data` was shared".into()),
+            ..AppRecord::new(spec("1"))
+        };
+        let (d, blocked) = desired_of(&held);
+        assert_eq!(d.intent, Intent::Stopped);
+        let blocked = blocked.unwrap();
+        assert_eq!(
+            (blocked.action, blocked.status),
+            (ActionKind::Blocked, OutcomeStatus::Blocked)
+        );
+        assert_eq!(
+            blocked.message,
+            "held: volume `archy-foo-bar-data` was shared"
+        );
+        let legacy = AppRecord {
+            names: Naming::Legacy,
+            ..AppRecord::new(spec("1"))
+        };
+        let (d, blocked) = desired_of(&legacy);
+        assert_eq!(d.intent, Intent::Stopped);
+        assert_eq!(
+            blocked.unwrap().message,
+            "held: its Podman objects still use the legacy names"
+        );
+        // Stopped by the user: nothing to report. Uninstalled or purged: that still happens.
+        for (intent, planned) in [
+            (Intent::Stopped, Intent::Stopped),
+            (Intent::Uninstalled, Intent::Uninstalled),
+            (Intent::Purged, Intent::Purged),
+        ] {
+            let (d, blocked) = desired_of(&AppRecord {
+                intent,
+                ..legacy.clone()
+            });
+            assert_eq!((d.intent, blocked), (planned, None));
+        }
+        let (d, blocked) = desired_of(&AppRecord::new(spec("1")));
+        assert_eq!((d.intent, blocked), (Intent::Running, None));
+    }
 }
