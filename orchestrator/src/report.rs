@@ -3,13 +3,13 @@
 //! `--json` output, so every field name and value here is part of that output (golden files
 //! check it): rename nothing without changing them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::spec::{Intent, PortSpec};
 use crate::store::RolledBack;
 
 /// What a user sees for one app (`archy apps list --json`).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AppStatus {
     pub app: String,
     pub version: String,
@@ -25,7 +25,7 @@ pub struct AppStatus {
     pub restarts_backing_off: u32,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AppState {
     Running,
@@ -39,7 +39,7 @@ pub enum AppState {
     Unknown,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutcomeStatus {
     Done,
@@ -50,7 +50,7 @@ pub enum OutcomeStatus {
 
 /// Which action an [`Outcome`] is the result of: the planned [`crate::Action`], or the
 /// rollback an update's failure led to. Serialised (and displayed) as the lowercase verb.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum ActionKind {
     Adopt,
@@ -100,7 +100,7 @@ impl PartialEq<&str> for ActionKind {
 }
 
 /// The result of one action of a pass.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Outcome {
     pub app: String,
     pub action: ActionKind,
@@ -110,7 +110,7 @@ pub struct Outcome {
 
 /// Everything one pass did; failures are per app, a pass itself fails only if Podman or the
 /// store cannot be read.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReconcileReport {
     pub outcomes: Vec<Outcome>,
 }
@@ -128,7 +128,7 @@ impl ReconcileReport {
 }
 
 /// The answer of [`crate::Reconciler::install`].
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum InstallOutcome {
     /// The spec runs and passed its health check.
@@ -143,7 +143,7 @@ pub enum InstallOutcome {
 }
 
 /// What the naming migration did in one call.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MigrationReport {
     /// Apps now on the injective names.
     pub migrated: Vec<String>,
@@ -153,7 +153,7 @@ pub struct MigrationReport {
     pub held: Vec<HeldApp>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HeldApp {
     pub app: String,
     pub reason: String,

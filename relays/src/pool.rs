@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nostr_sdk::prelude::{Client, Event, EventId, Filter, RelayOptions, RelayUrl, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -84,7 +84,7 @@ impl Default for PoolConfig {
 }
 
 /// The state of one relay, as `health()` saw it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RelayHealth {
     /// The relay.
     pub url: RelayUrl,

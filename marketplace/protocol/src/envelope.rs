@@ -11,10 +11,19 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// A manifest with its detached signature.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Deserialising checks the shape as [`Envelope::from_value`] does.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(try_from = "Value")]
 pub struct Envelope {
     pub manifest: Map<String, Value>,
     pub signature: String,
+}
+
+impl TryFrom<Value> for Envelope {
+    type Error = String;
+    fn try_from(value: Value) -> Result<Envelope, String> {
+        Envelope::from_value(value).map_err(|v| v.to_string())
+    }
 }
 
 /// A manifest whose signature and policy checks passed.

@@ -5,7 +5,7 @@
 use crate::did;
 use ed25519_dalek::SigningKey;
 use nostr::{Keys, ToBech32};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The two keys of an identity.
 pub struct PublisherKeys {
@@ -14,7 +14,7 @@ pub struct PublisherKeys {
 }
 
 /// The public half, as `archy id show` prints it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PublicIdentity {
     pub did: String,
     pub nostr: String,

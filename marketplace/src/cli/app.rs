@@ -6,7 +6,7 @@ use crate::home::Home;
 use crate::identity::Identity;
 use crate::manifest::{self, PolicyConfig, Violation};
 use crate::node::blobs::ImageFields;
-use crate::node::rpc::Request;
+use crate::node::rpc::{ImageExport, Publish};
 use crate::unix_now;
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -102,15 +102,22 @@ pub async fn run(home: &Home, cmd: AppCmd) -> Result<()> {
                 None => None,
             };
             let env = sign_file_with(home, &file, &policy, fields.as_ref())?;
-            let envelope = serde_json::to_value(&env)?;
-            let mut out = super::call(home, Request::Publish { envelope, relays }).await?;
-            if let (Some(f), Some(o)) = (&fields, out.as_object_mut()) {
-                o.insert("image".into(), serde_json::to_value(f)?);
-            }
+            let outcome = super::call(
+                home,
+                Publish {
+                    envelope: env,
+                    relays,
+                },
+            )
+            .await?;
+            let out = Published {
+                outcome,
+                image: fields,
+            };
             if json {
                 return super::print_json(&out);
             }
-            if let Some(f) = &fields {
+            if let Some(f) = &out.image {
                 println!(
                     "image {} ({}): archive {} ({} bytes, {}), origin {}",
                     f.name,
@@ -121,18 +128,14 @@ pub async fn run(home: &Home, cmd: AppCmd) -> Result<()> {
                     f.origin.endpoint
                 );
             }
-            println!(
-                "published {} {} as event {}",
-                out["app"].as_str().unwrap_or(""),
-                out["version"].as_str().unwrap_or(""),
-                out["event_id"].as_str().unwrap_or("")
-            );
-            for a in out["relays"].as_array().into_iter().flatten() {
+            let o = &out.outcome;
+            println!("published {} {} as event {}", o.app, o.version, o.event_id);
+            for a in &o.relays {
                 println!(
                     "  {}: {} {}",
-                    a["relay"].as_str().unwrap_or(""),
-                    a["outcome"].as_str().unwrap_or(""),
-                    a["message"].as_str().unwrap_or("")
+                    a.relay,
+                    a.outcome,
+                    a.message.as_deref().unwrap_or("")
                 );
             }
             Ok(())
@@ -186,6 +189,16 @@ pub async fn run(home: &Home, cmd: AppCmd) -> Result<()> {
     }
 }
 
+/// What `app publish --json` prints: the relays' answers and, with `--image`, the image fields
+/// that were signed into the manifest.
+#[derive(serde::Serialize)]
+struct Published {
+    #[serde(flatten)]
+    outcome: crate::node::publish::PublishOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<ImageFields>,
+}
+
 /// Exports a Podman image through the node (or in-process) for `app publish --image`.
 async fn export_image(home: &Home, image: &str, format: &str) -> Result<ImageFields> {
     let format = match format {
@@ -193,11 +206,14 @@ async fn export_image(home: &Home, image: &str, format: &str) -> Result<ImageFie
         _ => archy_swarm::ArchiveFormat::OciArchive,
     };
     let node_runs = crate::node::api::Client::connect(home).await?.is_some();
-    let req = Request::ImageExport {
-        image: image.to_owned(),
-        format,
-    };
-    let fields: ImageFields = serde_json::from_value(super::call(home, req).await?)?;
+    let fields = super::call(
+        home,
+        ImageExport {
+            image: image.to_owned(),
+            format,
+        },
+    )
+    .await?;
     if !node_runs {
         eprintln!(
             "warning: no node runs for {}: consumers can fetch the image archive {} only while \

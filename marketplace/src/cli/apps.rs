@@ -2,11 +2,13 @@
 
 use super::{call, print_json};
 use crate::home::Home;
-use crate::node::apps::AppsRequest;
-use crate::node::rpc::Request;
+use crate::node::apps::{
+    Audit, Install, InstallManifest, List, Logs, Reconcile, Restart, Start, Stop, Uninstall, Update,
+};
+use crate::node::install::{ImageSource, InstallReport, UpdateReply};
 use anyhow::{Context, Result};
+use archy_orchestrator::{AppStatus, InstallOutcome};
 use clap::Subcommand;
-use serde_json::Value;
 use std::path::Path;
 
 #[derive(Debug, Subcommand)]
@@ -71,73 +73,65 @@ pub enum AppsCmd {
     },
 }
 
-fn apps(req: AppsRequest) -> Request {
-    Request::Apps(req)
+/// The serde name of a unit enum value (`running`, `stopped`, …), as `--json` writes it.
+fn word<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
-fn show_outcome(v: &Value, json: bool) -> Result<()> {
-    if json {
-        return print_json(v);
-    }
-    let outcome = v.get("outcome").unwrap_or(v);
-    match outcome.get("result").and_then(Value::as_str) {
-        Some("running") => {
+/// The human form of an install's answer; a rollback or a failure exits 1.
+fn show_outcome(app: &str, outcome: &InstallOutcome, report: Option<&InstallReport>) -> Result<()> {
+    match outcome {
+        InstallOutcome::Running { version, .. } => {
             println!(
-                "{} {} is running{}",
-                v["app"].as_str().unwrap_or(""),
-                outcome["version"].as_str().unwrap_or(""),
-                v["tier"]
-                    .as_str()
-                    .map(|t| format!(" (publisher: {t})"))
+                "{app} {version} is running{}",
+                report
+                    .map(|r| format!(" (publisher: {})", r.tier))
                     .unwrap_or_default()
             );
-            for (source, bytes) in v["fetch"]["bytes_per_source"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| Some((s[0].as_str()?, s[1].as_u64()?)))
-            {
-                println!("  image: {bytes} bytes over iroh from {source}, every chunk verified");
+            let Some(r) = report else { return Ok(()) };
+            match &r.fetch {
+                ImageSource::Fetched(f) => {
+                    for (source, bytes) in &f.bytes_per_source {
+                        println!(
+                            "  image: {bytes} bytes over iroh from {source}, every chunk verified"
+                        );
+                    }
+                }
+                ImageSource::AlreadyLocal { source } => println!("  image: {source}"),
             }
-            if let Some(from) = v["fetch"]["source"].as_str() {
-                println!("  image: {from}");
-            }
-            if v["mirrored"] == true {
+            if r.mirrored {
                 println!("  now mirroring the image for other nodes (announced on the relays)");
             }
-            for url in v["urls"].as_array().into_iter().flatten() {
-                println!("  {}", url.as_str().unwrap_or(""));
+            for url in &r.urls {
+                println!("  {url}");
             }
             Ok(())
         }
-        Some("rolled-back") => {
+        InstallOutcome::RolledBack { version, reason } => {
             println!(
-                "the update failed its health check and was rolled back to {}: {}",
-                outcome["version"].as_str().unwrap_or("?"),
-                outcome["reason"].as_str().unwrap_or("")
+                "the update failed its health check and was rolled back to {version}: {reason}"
             );
             Err(super::Rejected.into())
         }
-        Some("failed") => {
-            println!(
-                "the app does not run: {}",
-                outcome["reason"].as_str().unwrap_or("")
-            );
+        InstallOutcome::Failed { reason } => {
+            println!("the app does not run: {reason}");
             Err(super::Rejected.into())
         }
-        _ => print_json(v),
     }
 }
 
-fn show_status(v: &Value) -> Result<()> {
+fn show_status(v: &AppStatus) -> Result<()> {
     println!(
         "{} {}: {} (intent {}){}",
-        v["app"].as_str().unwrap_or(""),
-        v["version"].as_str().unwrap_or(""),
-        v["state"].as_str().unwrap_or(""),
-        v["intent"].as_str().unwrap_or(""),
-        v["last_error"]
-            .as_str()
+        v.app,
+        v.version,
+        word(&v.state),
+        word(&v.intent),
+        v.last_error
+            .as_deref()
             .map(|e| format!(" — {e}"))
             .unwrap_or_default()
     );
@@ -147,53 +141,59 @@ fn show_status(v: &Value) -> Result<()> {
 pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
     match cmd {
         AppsCmd::List { json } => {
-            let v = call(home, apps(AppsRequest::List)).await?;
+            let list = call(home, List).await?;
             if json {
-                return print_json(&v);
+                return print_json(&list);
             }
-            let list = v.as_array().cloned().unwrap_or_default();
             if list.is_empty() {
                 println!("no apps installed");
             }
             for a in &list {
-                show_status(a)?;
+                show_status(&a.status)?;
             }
             Ok(())
         }
         AppsCmd::Install { app, confirm, json } => {
-            let req = if Path::new(&app).is_file() {
+            if Path::new(&app).is_file() {
                 let text =
                     std::fs::read_to_string(&app).with_context(|| format!("reading {app}"))?;
                 let manifest =
                     crate::manifest::parse(&text).map_err(|e| anyhow::anyhow!("{app}: {e}"))?;
-                AppsRequest::InstallManifest {
-                    manifest: Value::Object(manifest),
+                let outcome = call(home, InstallManifest { manifest }).await?;
+                if json {
+                    return print_json(&outcome);
                 }
-            } else {
-                AppsRequest::Install { app, confirm }
-            };
-            show_outcome(&call(home, apps(req)).await?, json)
+                return show_outcome("", &outcome, None);
+            }
+            let report = call(home, Install { app, confirm }).await?;
+            if json {
+                return print_json(&report);
+            }
+            show_outcome(&report.app, &report.outcome, Some(&report))
         }
         AppsCmd::Update { app, confirm, json } => {
-            let v = call(home, apps(AppsRequest::Update { app, confirm })).await?;
-            if v["result"] == "up to date" && !json {
-                println!("{} is up to date", v["app"].as_str().unwrap_or(""));
-                return Ok(());
+            let reply = call(home, Update { app, confirm }).await?;
+            if json {
+                return print_json(&reply);
             }
-            show_outcome(&v, json)
+            match reply {
+                UpdateReply::UpToDate { app, .. } => {
+                    println!("{app} is up to date");
+                    Ok(())
+                }
+                UpdateReply::Installed(r) => show_outcome(&r.app, &r.outcome, Some(&r)),
+            }
         }
-        AppsCmd::Start { app } => show_status(&call(home, apps(AppsRequest::Start { app })).await?),
-        AppsCmd::Stop { app } => show_status(&call(home, apps(AppsRequest::Stop { app })).await?),
-        AppsCmd::Restart { app } => {
-            show_status(&call(home, apps(AppsRequest::Restart { app })).await?)
-        }
+        AppsCmd::Start { app } => show_status(&call(home, Start { app }).await?),
+        AppsCmd::Stop { app } => show_status(&call(home, Stop { app }).await?),
+        AppsCmd::Restart { app } => show_status(&call(home, Restart { app }).await?),
         AppsCmd::Uninstall { app, purge } => {
             call(
                 home,
-                apps(AppsRequest::Uninstall {
+                Uninstall {
                     app: app.clone(),
                     purge,
-                }),
+                },
             )
             .await?;
             if purge {
@@ -206,18 +206,14 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
             Ok(())
         }
         AppsCmd::Logs { app, tail } => {
-            let v = call(home, apps(AppsRequest::Logs { app, tail })).await?;
-            print!("{}", v.as_str().unwrap_or(""));
+            print!("{}", call(home, Logs { app, tail }).await?);
             Ok(())
         }
         AppsCmd::Audit { json } => {
-            let v = call(home, apps(AppsRequest::Audit)).await?;
+            let report = call(home, Audit).await?;
             if json {
-                print_json(&v)?;
-            }
-            let report: archy_orchestrator::AuditReport =
-                serde_json::from_value(v).context("reading the audit")?;
-            if !json {
+                print_json(&report)?;
+            } else {
                 if report.objects.is_empty() {
                     println!("no Podman objects of Archy's");
                 }
@@ -226,7 +222,7 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
                         "{:<9} {:<40} {:<10} {}{}",
                         e.kind.as_str(),
                         e.name,
-                        serde_json::to_value(e.status)?.as_str().unwrap_or(""),
+                        word(&e.status),
                         e.owner
                             .publisher
                             .as_deref()
@@ -242,18 +238,12 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
             Ok(())
         }
         AppsCmd::Reconcile { watch, json } => loop {
-            let v = call(home, apps(AppsRequest::Reconcile)).await?;
+            let report = call(home, Reconcile).await?;
             if json {
-                print_json(&v)?;
+                print_json(&report)?;
             } else {
-                for o in v["outcomes"].as_array().into_iter().flatten() {
-                    println!(
-                        "{} {}: {} {}",
-                        o["app"].as_str().unwrap_or(""),
-                        o["action"].as_str().unwrap_or(""),
-                        o["status"].as_str().unwrap_or(""),
-                        o["message"].as_str().unwrap_or("")
-                    );
+                for o in &report.outcomes {
+                    println!("{} {}: {} {}", o.app, o.action, word(&o.status), o.message);
                 }
             }
             if !watch {

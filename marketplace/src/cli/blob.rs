@@ -5,18 +5,17 @@
 
 use super::{call, print_json};
 use crate::home::Home;
-use crate::node::api::{self, NodeInfo};
-use crate::node::blobs::{self, GetArgs};
+use crate::node::api;
+use crate::node::blobs::{self, BlobGetReply};
 use crate::node::config::NodeConfig;
-use crate::node::rpc::Request;
+use crate::node::rpc::{BlobAdd, BlobGet, BlobHaveRequest, BlobLs, SwarmAddr};
+use crate::node::run::Components;
 use crate::node::NodeCore;
 use anyhow::Result;
 use archy_swarm::FetchEvent;
 use clap::Subcommand;
-use serde_json::Value;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
@@ -35,23 +34,8 @@ pub enum BlobCmd {
     },
     /// Fetch a blob by hash; every chunk is verified before it is stored.
     Get {
-        hash: String,
-        /// Endpoint addresses as `archy blob serve` prints them (`<id>@ip:port,...`). The first
-        /// is dialled as the origin (tried first, used while it answers), the others as peers.
-        #[arg(long = "from", value_name = "ENDPOINT_ADDR", num_args = 1..)]
-        from: Vec<String>,
-        /// The expected size in bytes (from a manifest); the fetch fails on any other size.
-        #[arg(long)]
-        size: Option<u64>,
-        /// Also look up mirrors announced on the relays (used when the origin fails).
-        #[arg(long)]
-        find_mirrors: bool,
-        /// Afterwards, serve the blob and announce this node as a mirror on the relays.
-        #[arg(long)]
-        mirror: bool,
-        /// Write the blob to this file.
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        req: BlobGet,
         #[arg(long)]
         json: bool,
     },
@@ -65,50 +49,31 @@ pub async fn run(home: &Home, cmd: BlobCmd) -> Result<()> {
     match cmd {
         BlobCmd::Add { file, json } => {
             let path = std::path::absolute(&file)?;
-            let v = call(home, Request::BlobAdd { path }).await?;
+            let b = call(home, BlobAdd { path }).await?;
             if json {
-                return print_json(&v);
+                return print_json(&b);
             }
-            println!("{} {}", v["hash"].as_str().unwrap_or(""), v["size"]);
+            println!("{} {}", b.hash, b.size);
             Ok(())
         }
         BlobCmd::Ls { json } => {
-            let v = call(home, Request::BlobLs).await?;
+            let list = call(home, BlobLs).await?;
             if json {
-                return print_json(&v);
+                return print_json(&list);
             }
-            for b in v.as_array().into_iter().flatten() {
+            for b in list {
                 println!(
                     "{} {:>12}{}",
-                    b["hash"].as_str().unwrap_or(""),
-                    b["size"],
-                    if b["mirrored"] == true {
-                        "  mirrored"
-                    } else {
-                        ""
-                    }
+                    b.hash,
+                    b.size,
+                    if b.mirrored { "  mirrored" } else { "" }
                 );
             }
             Ok(())
         }
-        BlobCmd::Get {
-            hash,
-            from,
-            size,
-            find_mirrors,
-            mirror,
-            out,
-            json,
-        } => {
-            let args = GetArgs {
-                hash,
-                from,
-                size,
-                find_mirrors,
-                mirror,
-                out: out.map(std::path::absolute).transpose()?,
-            };
-            let v = get(home, args, !json && std::io::stderr().is_terminal()).await?;
+        BlobCmd::Get { mut req, json } => {
+            req.out = req.out.map(std::path::absolute).transpose()?;
+            let v = get(home, req, !json && std::io::stderr().is_terminal()).await?;
             if json {
                 return print_json(&v);
             }
@@ -126,30 +91,14 @@ fn local_core(home: &Home) -> Result<NodeCore> {
     NodeCore::open(home.clone(), config, relays)
 }
 
-/// Closes the swarm so the store is flushed before the process exits.
-async fn close(core: &NodeCore) {
-    if let Some(s) = core.swarm_if_started() {
-        if let Err(e) = s.shutdown().await {
-            tracing::warn!("closing the blob store: {e}");
-        }
-    }
-}
-
-async fn get(home: &Home, args: GetArgs, show: bool) -> Result<Value> {
+async fn get(home: &Home, args: BlobGet, show: bool) -> Result<BlobGetReply> {
     let owner = api::claim(home).await?;
     if let api::Owner::Node(client) = &owner {
-        let req = Request::BlobGet {
-            hash: args.hash.clone(),
-            from: args.from.clone(),
-            size: args.size,
-            find_mirrors: args.find_mirrors,
-            mirror: args.mirror,
-            out: args.out.clone(),
-        };
-        let have = Request::BlobHave {
+        let have = BlobHaveRequest {
             hash: args.hash.clone(),
         };
-        let fetch = client.call(&req);
+        let size = args.size;
+        let fetch = client.call(args);
         tokio::pin!(fetch);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let started = tokio::time::Instant::now();
@@ -157,10 +106,9 @@ async fn get(home: &Home, args: GetArgs, show: bool) -> Result<Value> {
             tokio::select! {
                 r = &mut fetch => break r,
                 _ = tick.tick(), if show => {
-                    if let Ok(h) = client.call(&have).await {
-                        let bytes = h["have"].as_u64().unwrap_or(0);
-                        let rate = bytes as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                        draw(bytes, args.size, rate, "the node");
+                    if let Ok(h) = client.call(have.clone()).await {
+                        let rate = h.have as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                        draw(h.have, size, rate, "the node");
                     }
                 }
             }
@@ -196,7 +144,7 @@ async fn get(home: &Home, args: GetArgs, show: bool) -> Result<Value> {
         }
     });
     let result = blobs::get(&core, args, Some(tx)).await;
-    close(&core).await;
+    core.close().await;
     let _ = printer.await;
     result
 }
@@ -224,92 +172,53 @@ fn draw(have: u64, size: Option<u64>, rate: f64, source: &str) {
     let _ = std::io::stderr().flush();
 }
 
-fn print_get(v: &Value) {
-    let r = &v["report"];
+fn print_get(v: &BlobGetReply) {
+    let r = &v.report;
     println!(
         "{} {} bytes{}{}",
-        v["hash"].as_str().unwrap_or(""),
-        v["size"],
-        if r["already_local"] == true {
+        v.hash,
+        v.size,
+        if r.already_local {
             " (already local)"
         } else {
             ""
         },
-        v["out"]
-            .as_str()
-            .map(|o| format!(" -> {o}"))
+        v.out
+            .as_ref()
+            .map(|o| format!(" -> {}", o.display()))
             .unwrap_or_default()
     );
-    for s in r["bytes_per_source"].as_array().into_iter().flatten() {
-        println!(
-            "  {}: {} bytes",
-            s[0].as_str().map(short).unwrap_or(""),
-            s[1]
-        );
+    for (source, bytes) in &r.bytes_per_source {
+        println!("  {}: {bytes} bytes", short(source));
     }
-    for s in r["bad_sources"].as_array().into_iter().flatten() {
-        println!(
-            "  dropped {}: {}",
-            s[0].as_str().map(short).unwrap_or(""),
-            s[1].as_str().unwrap_or("")
-        );
+    for (source, why) in &r.bad_sources {
+        println!("  dropped {}: {why}", short(source));
     }
-    if let Some(id) = v["mirror"]["event_id"].as_str() {
-        println!("  mirroring; announced as event {id}");
+    if let Some(m) = &v.mirror {
+        println!("  mirroring; announced as event {}", m.event_id);
     }
 }
 
-/// `archy blob serve`. While it runs, it also answers the local API, so other `archy`
-/// commands for this home work (the home's databases allow one process at a time).
+/// `archy blob serve`: the node's own start-up with only the blob store and the local API
+/// (so other `archy` commands for this home work while it runs: the home's databases allow one
+/// process at a time). When a node already runs for the home, its address is printed instead.
 async fn serve(home: &Home) -> Result<()> {
-    let _lock = match api::claim(home).await? {
+    let lock = match api::claim(home).await? {
         api::Owner::Node(client) => {
-            let v = client.call(&Request::SwarmAddr).await?;
+            let v = client.call(SwarmAddr).await?;
             eprintln!("a node already runs for this home and serves its blob store at:");
-            println!("{}", v["addr"].as_str().unwrap_or(""));
+            println!("{}", v.addr);
             return Ok(());
         }
         api::Owner::Free(lock) => lock,
     };
-    api::remove_node_info(home);
-    let core = Arc::new(local_core(home)?);
-    let addr = core.swarm().await?.addr();
-    let token = api::ensure_token(home)?;
-    let listener = api::bind(&core.config.api.bind).await?;
-    let api_addr = listener.local_addr()?;
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let api_task = tokio::spawn(api::serve(listener, core.clone(), token, async move {
-        let _ = stop_rx.changed().await;
-    }));
-    api::write_node_info(
-        home,
-        &NodeInfo {
-            api: api_addr,
-            pid: std::process::id(),
-        },
-    )?;
-    if !core.relay_urls().is_empty() {
-        let c = core.clone();
-        tokio::spawn(async move { blobs::reannounce_mirrors(&c).await });
-    }
-    println!("{addr}");
-    eprintln!(
-        "serving the blob store of {} until Ctrl-C; others fetch with: archy blob get HASH --from {addr}",
-        home.root().display()
-    );
-    wait_for_signal().await;
-    let _ = stop_tx.send(true);
-    let _ = api_task.await;
-    close(&core).await;
-    api::remove_node_info(home);
-    Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let started = |s: &crate::node::run::Started<'_>| {
+        println!("{}", s.swarm);
+        eprintln!(
+            "serving the blob store of {} until Ctrl-C; others fetch with: archy blob get HASH --from {}",
+            s.core.home.root().display(),
+            s.swarm
+        );
+    };
+    crate::node::run::serve(home.clone(), lock, Components::BLOBS, started, || {}).await
 }

@@ -2,10 +2,9 @@
 
 use super::{call, print_json};
 use crate::home::Home;
-use crate::node::rpc::Request;
+use crate::node::rpc::{MarketRejected, MarketSearch, MarketShow, MarketSync};
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
 pub enum MarketCmd {
@@ -37,42 +36,33 @@ pub enum MarketCmd {
     },
 }
 
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
 pub async fn run(home: &Home, cmd: MarketCmd) -> Result<()> {
     match cmd {
         MarketCmd::Sync { relays, json } => {
-            let report = call(home, Request::MarketSync { relays }).await?;
+            let report = call(home, MarketSync { relays }).await?;
             if json {
                 return print_json(&report);
             }
-            for r in report["relays"].as_array().into_iter().flatten() {
-                match (&r[1]["Ok"], &r[1]["Err"]) {
-                    (Value::Number(n), _) => {
-                        println!("{}: {n} events", r[0].as_str().unwrap_or(""))
-                    }
-                    (_, Value::String(e)) => {
-                        println!("{}: failed: {e}", r[0].as_str().unwrap_or(""))
-                    }
-                    _ => {}
+            for (url, r) in &report.relays {
+                match r {
+                    Ok(n) => println!("{url}: {n} events"),
+                    Err(e) => println!("{url}: failed: {e}"),
                 }
             }
             println!(
                 "received {}, new latest {}, history {}, duplicates {}, rejected {}",
-                report["received"],
-                report["accepted"],
-                report["history"],
-                report["duplicates"],
-                report["rejected"]
+                report.received,
+                report.accepted,
+                report.history,
+                report.duplicates,
+                report.rejected
             );
             Ok(())
         }
         MarketCmd::Search { text, json } => {
             let apps = call(
                 home,
-                Request::MarketSearch {
+                MarketSearch {
                     text: text.unwrap_or_default(),
                 },
             )
@@ -80,69 +70,63 @@ pub async fn run(home: &Home, cmd: MarketCmd) -> Result<()> {
             if json {
                 return print_json(&apps);
             }
-            let list = apps.as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
+            if apps.is_empty() {
                 println!("no apps (try `archy market sync`)");
             }
-            for a in list {
-                let tier = a.get("tier").and_then(Value::as_str).unwrap_or("-");
+            for a in apps {
                 println!(
                     "{:<20} {:<10} {:<8} {:<28} {}",
-                    s(&a, "app"),
-                    s(&a, "latest"),
-                    tier,
-                    s(&a, "name"),
-                    s(&a, "did")
+                    a.app.app,
+                    a.app.latest,
+                    a.trust.tier.as_str(),
+                    a.app.name,
+                    a.app.did
                 );
             }
             Ok(())
         }
         MarketCmd::Show { app, json } => {
-            let v = call(home, Request::MarketShow { app }).await?;
+            let v = call(home, MarketShow { app }).await?;
             if json {
                 return print_json(&v);
             }
-            let a = &v["app"];
-            println!("{} {} — {}", s(a, "app"), s(a, "latest"), s(a, "name"));
-            println!("  {}", s(a, "summary"));
+            let a = &v.app.app;
+            println!("{} {} — {}", a.app, a.latest, a.name);
+            println!("  {}", a.summary);
+            println!("  publisher: {} (nostr {})", a.did, a.publisher_nostr);
             println!(
-                "  publisher: {} (nostr {})",
-                s(a, "did"),
-                s(a, "publisher_nostr")
+                "  trust: {} (score {})",
+                v.trust.tier,
+                serde_json::json!(v.trust.score)
             );
-            if let Some(t) = v.get("trust") {
-                println!("  trust: {} (score {})", s(t, "tier"), t["score"]);
-            }
             println!("  releases:");
-            for r in v["releases"].as_array().into_iter().flatten() {
-                let mark = if r["latest"].as_bool() == Some(true) {
-                    " (latest)"
-                } else {
-                    ""
-                };
-                println!("    {}{mark}  event {}", s(r, "version"), s(r, "event_id"));
+            for r in &v.releases {
+                let mark = if r.latest { " (latest)" } else { "" };
+                println!("    {}{mark}  event {}", r.version, r.event_id);
             }
-            for r in v["expired"].as_array().into_iter().flatten() {
+            for r in &v.expired {
                 println!(
                     "    {} (expired)  event {}",
-                    r["app"][2].as_str().unwrap_or("?"),
-                    s(r, "event_id")
+                    r.app
+                        .as_ref()
+                        .map_or("?", |(_, _, version)| version.as_str()),
+                    r.event_id
                 );
             }
             Ok(())
         }
         MarketCmd::Rejected { json } => {
-            let v = call(home, Request::MarketRejected).await?;
+            let v = call(home, MarketRejected).await?;
             if json {
                 return print_json(&v);
             }
-            for r in v.as_array().into_iter().flatten() {
+            for r in v {
                 println!(
                     "{} {:<18} {}: {}",
-                    s(r, "event_id"),
-                    s(r, "reason"),
-                    s(r, "field"),
-                    s(r, "text")
+                    r.event_id,
+                    r.reason.to_string(),
+                    r.field,
+                    r.text
                 );
             }
             Ok(())

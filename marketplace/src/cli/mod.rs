@@ -110,25 +110,22 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Sends a request to this home's running node, or handles it in-process when none runs.
-pub(crate) async fn call(
+/// Runs an operation on this home's running node, or in-process when none runs; either way
+/// the reply is the operation's typed reply.
+pub(crate) async fn call<O: crate::node::rpc::Operation>(
     home: &Home,
-    req: crate::node::rpc::Request,
-) -> anyhow::Result<serde_json::Value> {
+    op: O,
+) -> anyhow::Result<O::Reply> {
     let _lock = match crate::node::api::claim(home).await? {
-        crate::node::api::Owner::Node(client) => return client.call(&req).await,
+        crate::node::api::Owner::Node(client) => return client.call(op).await,
         crate::node::api::Owner::Free(lock) => lock,
     };
     let config = crate::node::config::NodeConfig::load(home)?;
     let relays = config.relays.urls.clone();
     let core = crate::node::NodeCore::open(home.clone(), config, relays)?;
-    let out = crate::node::rpc::handle(&core, req).await;
+    let out = op.run(&core).await;
     // Flush the blob store before the process exits (a request may have written to it).
-    if let Some(swarm) = core.swarm_if_started() {
-        if let Err(e) = swarm.shutdown().await {
-            tracing::warn!("closing the blob store: {e}");
-        }
-    }
+    core.close().await;
     out
 }
 

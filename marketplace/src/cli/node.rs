@@ -2,7 +2,7 @@
 
 use super::{call, print_json};
 use crate::home::Home;
-use crate::node::rpc::Request;
+use crate::node::rpc::{ConfigShow, Status};
 use anyhow::Result;
 use clap::Subcommand;
 
@@ -21,30 +21,34 @@ pub async fn run(home: &Home, cmd: NodeCmd) -> Result<()> {
     match cmd {
         NodeCmd::Run => crate::node::run::run(home.clone()).await,
         NodeCmd::Status { json } => {
-            let v = call(home, Request::Status).await?;
+            let v = call(home, Status).await?;
             if json {
                 return print_json(&v);
             }
-            println!("did:   {}", v["identity"]["did"].as_str().unwrap_or(""));
-            println!("nostr: {}", v["identity"]["nostr"].as_str().unwrap_or(""));
-            for r in v["relays"].as_array().into_iter().flatten() {
+            println!("did:   {}", v.identity.did);
+            println!("nostr: {}", v.identity.nostr);
+            for r in &v.relays {
                 println!(
                     "relay {}: {} rtt {} ms{}",
-                    r["url"].as_str().unwrap_or(""),
-                    if r["connected"].as_bool() == Some(true) {
+                    r.url,
+                    if r.connected {
                         "connected"
                     } else {
                         "disconnected"
                     },
-                    r["rtt_ms"],
-                    r["last_error"]
-                        .as_str()
+                    r.rtt_ms.map_or("-".to_owned(), |ms| ms.to_string()),
+                    r.last_error
+                        .as_deref()
                         .map(|e| format!(" (last error: {e})"))
                         .unwrap_or_default()
                 );
             }
-            if let Some(counts) = v["rejections"].as_object().filter(|c| !c.is_empty()) {
-                let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            if !v.rejections.is_empty() {
+                let parts: Vec<String> = v
+                    .rejections
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
                 println!("rejected events: {}", parts.join(", "));
             }
             Ok(())
@@ -54,11 +58,10 @@ pub async fn run(home: &Home, cmd: NodeCmd) -> Result<()> {
 
 /// `archy config show`: the effective configuration, TOML or JSON.
 pub async fn config_show(home: &Home, json: bool) -> Result<()> {
-    let v = call(home, Request::ConfigShow).await?;
+    let config = call(home, ConfigShow).await?;
     if json {
-        return print_json(&v);
+        return print_json(&config);
     }
-    let config: crate::node::config::NodeConfig = serde_json::from_value(v)?;
     print!("{}", config.to_toml());
     Ok(())
 }

@@ -2,10 +2,12 @@
 
 use super::{call, print_json};
 use crate::home::Home;
-use crate::node::rpc::Request;
+use crate::node::rpc::{TrustAnchor, TrustBlock, TrustRefresh, TrustShowRequest};
+use crate::node::trust::{KeyReport, KeyTier, Refreshed};
 use anyhow::Result;
+use archy_trust::{BlockReason, Decision, EdgeKinds, Key, NegativeSignal};
 use clap::Subcommand;
-use serde_json::Value;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Subcommand)]
 pub enum TrustCmd {
@@ -57,16 +59,16 @@ pub enum AnchorCmd {
 pub async fn run(home: &Home, cmd: TrustCmd) -> Result<()> {
     match cmd {
         TrustCmd::Show { key, json } => {
-            let v = call(home, Request::TrustShow { key }).await?;
+            let v = call(home, TrustShowRequest { key }).await?;
             if json {
                 return print_json(&v);
             }
-            print_report(&v, &v["names"]);
-            for other in v["other_keys"].as_array().into_iter().flatten() {
+            print_report(&v.first, &v.names);
+            for other in &v.other_keys {
                 println!();
-                print_report(other, &v["names"]);
+                print_report(other, &v.names);
             }
-            if v["last_refresh"].is_null() {
+            if v.last_refresh.is_none() {
                 println!(
                     "(signals as of the last refresh; `archy trust refresh` fetches new ones)"
                 );
@@ -74,184 +76,176 @@ pub async fn run(home: &Home, cmd: TrustCmd) -> Result<()> {
             Ok(())
         }
         TrustCmd::Anchor(AnchorCmd::Add { key, json }) => {
-            let v = call(home, Request::TrustAnchor { key, add: true }).await?;
-            changed(&v, json, "anchor added", "already an anchor")?;
-            if !json {
-                if let Some(e) = v["refresh"]["error"].as_str() {
-                    println!("fetching its signals failed ({e}); try `archy trust refresh`");
-                }
+            let v = call(home, TrustAnchor { key, add: true }).await?;
+            if json {
+                return print_json(&v);
+            }
+            changed(&v.keys, v.changed, &[], "anchor added", "already an anchor");
+            if let Some(Refreshed::Error(e)) = &v.refresh {
+                println!("fetching its signals failed ({e}); try `archy trust refresh`");
             }
             Ok(())
         }
         TrustCmd::Anchor(AnchorCmd::Rm { key, json }) => {
-            let v = call(home, Request::TrustAnchor { key, add: false }).await?;
-            changed(&v, json, "anchor removed", "was not an anchor")
+            let v = call(home, TrustAnchor { key, add: false }).await?;
+            if json {
+                return print_json(&v);
+            }
+            changed(
+                &v.keys,
+                v.changed,
+                &[],
+                "anchor removed",
+                "was not an anchor",
+            );
+            Ok(())
         }
         TrustCmd::Block { key, json } => {
-            let v = call(home, Request::TrustBlock { key, block: true }).await?;
-            changed(&v, json, "blocked", "already blocked")
+            let v = call(home, TrustBlock { key, block: true }).await?;
+            if json {
+                return print_json(&v);
+            }
+            changed(&v.keys, v.changed, &v.tiers, "blocked", "already blocked");
+            Ok(())
         }
         TrustCmd::Unblock { key, json } => {
-            let v = call(home, Request::TrustBlock { key, block: false }).await?;
-            changed(&v, json, "unblocked", "was not blocked")
+            let v = call(home, TrustBlock { key, block: false }).await?;
+            if json {
+                return print_json(&v);
+            }
+            changed(&v.keys, v.changed, &v.tiers, "unblocked", "was not blocked");
+            Ok(())
         }
         TrustCmd::Refresh { json } => {
-            let v = call(home, Request::TrustRefresh).await?;
+            let v = call(home, TrustRefresh).await?;
             if json {
                 return print_json(&v);
             }
             println!(
                 "asked {} authors and about {} publishers: {} events ({} invalid, {} from the future), {} signals changed",
-                v["authors"], v["publishers"], v["received"], v["invalid"], v["future"], v["changed"]
+                v.authors, v.publishers, v.received, v.invalid, v.future, v.changed
             );
-            println!("graph: {} keys, {} edges", v["keys"], v["edges"]);
+            println!("graph: {} keys, {} edges", v.keys, v.edges);
             Ok(())
         }
     }
 }
 
-fn changed(v: &Value, json: bool, done: &str, nothing: &str) -> Result<()> {
-    if json {
-        return print_json(v);
+fn changed(keys: &[Key], n: usize, tiers: &[KeyTier], done: &str, nothing: &str) {
+    for k in keys {
+        println!("{k}: {}", if n > 0 { done } else { nothing });
     }
-    let n = v["changed"].as_u64().unwrap_or(0);
-    for k in v["keys"].as_array().into_iter().flatten() {
-        println!(
-            "{}: {}",
-            k.as_str().unwrap_or("?"),
-            if n > 0 { done } else { nothing }
-        );
-    }
-    for t in v["tiers"].as_array().into_iter().flatten() {
-        println!(
-            "  now {} (score {:.4})",
-            t["tier"].as_str().unwrap_or("?"),
-            t["score"].as_f64().unwrap_or(0.0)
-        );
-    }
-    Ok(())
-}
-
-fn name(names: &Value, key: &Value) -> String {
-    let hex = key.as_str().unwrap_or("?");
-    match names.get(hex).and_then(Value::as_str) {
-        Some(n) => format!("{n} ({})", &hex[..hex.len().min(8)]),
-        None => hex.to_owned(),
+    for t in tiers {
+        println!("  now {} (score {:.4})", t.tier, t.score);
     }
 }
 
-fn kinds(k: &Value) -> String {
+fn name(names: &BTreeMap<String, String>, key: &Key) -> String {
+    let hex = key.to_hex();
+    match names.get(&hex) {
+        Some(n) => format!("{n} ({})", &hex[..8]),
+        None => hex,
+    }
+}
+
+fn kinds(k: &EdgeKinds) -> String {
     let mut out = Vec::new();
-    if k["endorse"].as_bool() == Some(true) {
+    if k.endorse {
         out.push("endorses");
     }
-    if k["follow"].as_bool() == Some(true) {
+    if k.follow {
         out.push("follows");
     }
     out.join("+")
 }
 
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(0.0)
-}
-
 /// The human form of one report: the verdict first, then the reasons.
-fn print_report(v: &Value, names: &Value) {
-    let e = &v["explanation"];
-    println!("key:      {}", v["key"].as_str().unwrap_or("?"));
-    println!("npub:     {}", v["npub"].as_str().unwrap_or("?"));
+fn print_report(v: &KeyReport, names: &BTreeMap<String, String>) {
+    let e = &v.report.explanation;
+    println!("key:      {}", v.report.key);
+    println!("npub:     {}", v.npub);
     println!(
         "score:    {:.4}   tier: {}   install: {} (required tier: {})",
-        f(&v["score"]),
-        v["tier"].as_str().unwrap_or("?"),
-        match v["decision"].as_str() {
-            Some("allow") => "allowed",
-            Some("needs-confirmation") => "asks for confirmation",
-            Some("deny") => "refused",
-            _ => "?",
+        v.report.score,
+        v.report.tier,
+        match v.decision {
+            Decision::Allow => "allowed",
+            Decision::NeedsConfirmation => "asks for confirmation",
+            Decision::Deny => "refused",
         },
-        v["required_tier"].as_str().unwrap_or("?")
+        v.required_tier
     );
-    if e["anchor"].as_bool() == Some(true) {
+    if e.anchor {
         println!("why:      it is an anchor of this node");
     }
-    if let Some(b) = e["blocked"].as_object() {
-        let why = match b.get("type").and_then(Value::as_str) {
-            Some("builtin-denylist") => "its private key is public (built-in denylist)".to_owned(),
-            Some("operator-denylist") => {
+    if let Some(b) = &e.blocked {
+        let why = match b {
+            BlockReason::BuiltinDenylist => {
+                "its private key is public (built-in denylist)".to_owned()
+            }
+            BlockReason::OperatorDenylist => {
                 "blocked by the operator (`archy trust unblock` undoes it)".to_owned()
             }
-            Some("anchor-negative") => format!(
+            BlockReason::AnchorNegative { anchor } => format!(
                 "an anchor, {}, distrusts or reported it",
-                name(names, &b["anchor"])
+                name(names, anchor)
             ),
-            other => format!("{other:?}"),
         };
         println!("blocked:  {why}");
     }
-    let paths = e["paths"].as_array().cloned().unwrap_or_default();
-    if paths.is_empty() && e["anchor"].as_bool() != Some(true) {
+    if e.paths.is_empty() && !e.anchor {
         println!("paths:    none: no anchor reaches this key through follows or endorsements");
-    } else if !paths.is_empty() {
+    } else if !e.paths.is_empty() {
         println!("strongest paths from the anchors:");
-        for p in paths {
-            let hops = p["hops"].as_array().cloned().unwrap_or_default();
-            let mut line = hops
+        for p in &e.paths {
+            let mut line = p
+                .hops
                 .first()
-                .map(|h| name(names, &h["from"]))
+                .map(|h| name(names, &h.from))
                 .unwrap_or_default();
-            for h in &hops {
-                line.push_str(&format!(
-                    " -{}-> {}",
-                    kinds(&h["kinds"]),
-                    name(names, &h["to"])
-                ));
+            for h in &p.hops {
+                line.push_str(&format!(" -{}-> {}", kinds(&h.kinds), name(names, &h.to)));
             }
-            println!("  {line}   (strength {:.4})", f(&p["strength"]));
+            println!("  {line}   (strength {:.4})", p.strength);
         }
     }
-    for c in e["endorsers"].as_array().into_iter().flatten() {
+    for c in &e.endorsers {
         println!(
             "  in:  {} {} it (+{:.5} mass)",
-            name(names, &c["from"]),
-            kinds(&c["kinds"]),
-            f(&c["mass"])
+            name(names, &c.from),
+            kinds(&c.kinds),
+            c.mass
         );
     }
-    for p in e["penalties"].as_array().into_iter().flatten() {
-        let what = match p["signal"]["type"].as_str() {
-            Some("report") => format!(
+    for p in &e.penalties {
+        let what = match &p.signal {
+            NegativeSignal::Report { reason } => format!(
                 "reported it ({})",
-                p["signal"]["reason"].as_str().unwrap_or("other")
+                serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "other".into())
             ),
-            _ => "distrusts it".to_owned(),
+            NegativeSignal::Distrust => "distrusts it".to_owned(),
         };
         println!(
             "  out: {} {what} (−{:.5} mass)",
-            name(names, &p["from"]),
-            f(&p["penalty_mass"])
+            name(names, &p.from),
+            p.penalty_mass
         );
     }
-    let ev = &e["evidence"];
-    let eq = ev["equivocations"].as_u64().unwrap_or(0);
-    let bad = ev["bad_bytes"].as_u64().unwrap_or(0);
+    let (eq, bad) = (e.evidence.equivocations, e.evidence.bad_bytes);
     if eq + bad > 0 {
         println!(
             "evidence: {eq} equivocation(s), {bad} bad-bytes fetch(es): score ×{:.3}",
-            f(&e["evidence_factor"])
+            e.evidence_factor
         );
     }
-    if let Some(h) = e["history"].as_object() {
+    if let Some(h) = &e.history {
         println!(
             "history:  {} accepted release(s), first seen at {}: new-key factor ×{:.3}",
-            h.get("accepted_releases").cloned().unwrap_or_default(),
-            h.get("first_seen").cloned().unwrap_or_default(),
-            f(&e["history_factor"])
+            h.accepted_releases, h.first_seen, e.history_factor
         );
     }
-    println!(
-        "mass:     {:.6} (penalties −{:.6})",
-        f(&e["mass"]),
-        f(&e["penalty_mass"])
-    );
+    println!("mass:     {:.6} (penalties −{:.6})", e.mass, e.penalty_mass);
 }

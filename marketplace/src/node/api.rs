@@ -209,19 +209,21 @@ impl Client {
         }))
     }
 
-    /// Sends a request; the node's error text becomes the error.
-    pub async fn call(&self, req: &Request) -> Result<Value> {
+    /// Runs an operation on the node; the node's error text becomes the error.
+    pub async fn call<O: rpc::Operation>(&self, op: O) -> Result<O::Reply> {
+        let req: Request = op.into();
         let resp = self
             .http
             .post(&self.url)
             .bearer_auth(&self.token)
-            .json(req)
+            .json(&req)
             .send()
             .await
             .context("talking to the running node")?;
         let body: Value = resp.json().await.context("the node's answer")?;
         if let Some(v) = body.get("ok") {
-            return Ok(v.clone());
+            return serde_json::from_value(v.clone())
+                .context("the node's answer has another shape");
         }
         bail!(
             "{}",

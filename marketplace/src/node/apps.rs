@@ -1,109 +1,248 @@
 //! Apps on this machine: a verified manifest becomes the orchestrator's `AppSpec`, and the
 //! user's commands (install, update, start, stop, …) become reconciler calls.
 
+use super::install::{InstallReport, UpdateReply};
+use super::rpc::{Operation, Request};
 use super::NodeCore;
-use crate::manifest::{self, AppManifest};
+use crate::manifest::{self, AppManifest, RawManifest};
 use anyhow::{bail, Context, Result};
 use archy_orchestrator::{
-    AppSpec, HealthCheck, HealthKind, PortSpec, Protocol, Reconciler, Resources, SecretKind,
-    SecretSpec, VolumeSpec,
+    AppSpec, AppStatus, AuditReport, HealthCheck, HealthKind, InstallOutcome, PortSpec, Protocol,
+    ReconcileReport, Reconciler, Resources, SecretKind, SecretSpec, VolumeSpec,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// The app operations of the node API.
+/// The app operations of the node API: `{"method": "apps", "params": {"op": "...", ...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AppsRequest {
     List,
-    /// Install the latest release of a catalog app (`id` or `did/id`).
-    Install {
-        app: String,
-        confirm: bool,
-    },
-    /// Install from a local manifest whose image is already in Podman (no catalog, no swarm).
-    InstallManifest {
-        manifest: Value,
-    },
-    /// Update an installed app to the latest release of the DID it came from.
-    Update {
-        app: String,
-        confirm: bool,
-    },
-    Start {
-        app: String,
-    },
-    Stop {
-        app: String,
-    },
-    Restart {
-        app: String,
-    },
-    Uninstall {
-        app: String,
-        purge: bool,
-    },
-    Logs {
-        app: String,
-        tail: Option<u32>,
-    },
+    Install(Install),
+    InstallManifest(InstallManifest),
+    Update(Update),
+    Start(Start),
+    Stop(Stop),
+    Restart(Restart),
+    Uninstall(Uninstall),
+    Logs(Logs),
     Reconcile,
-    /// Every Podman object of the node with its owner; orphans flagged.
     Audit,
 }
 
-/// Handles an app request.
-pub async fn handle(core: &NodeCore, req: AppsRequest) -> Result<Value> {
-    let r = core.reconciler().await?;
-    let _exclusive = match req {
-        AppsRequest::List | AppsRequest::Logs { .. } | AppsRequest::Audit => None,
-        _ => Some(core.app_ops.lock().await),
+/// Runs a wire app request and serialises its typed reply (the local API's edge).
+pub async fn handle(core: &NodeCore, req: AppsRequest) -> Result<serde_json::Value> {
+    async fn wire<O: Operation>(core: &NodeCore, op: O) -> Result<serde_json::Value> {
+        Ok(serde_json::to_value(op.run(core).await?)?)
+    }
+    match req {
+        AppsRequest::List => wire(core, List).await,
+        AppsRequest::Install(op) => wire(core, op).await,
+        AppsRequest::InstallManifest(op) => wire(core, op).await,
+        AppsRequest::Update(op) => wire(core, op).await,
+        AppsRequest::Start(op) => wire(core, op).await,
+        AppsRequest::Stop(op) => wire(core, op).await,
+        AppsRequest::Restart(op) => wire(core, op).await,
+        AppsRequest::Uninstall(op) => wire(core, op).await,
+        AppsRequest::Logs(op) => wire(core, op).await,
+        AppsRequest::Reconcile => wire(core, Reconcile).await,
+        AppsRequest::Audit => wire(core, Audit).await,
+    }
+}
+
+macro_rules! app_request {
+    (unit: $($u:ident),*; holding: $($h:ident),*) => {
+        $(impl From<$u> for Request {
+            fn from(_: $u) -> Request {
+                Request::Apps(AppsRequest::$u)
+            }
+        })*
+        $(impl From<$h> for Request {
+            fn from(op: $h) -> Request {
+                Request::Apps(AppsRequest::$h(op))
+            }
+        })*
     };
-    Ok(match req {
-        AppsRequest::List => {
-            let installed = core.catalog.installed()?;
-            let mut out = Vec::new();
-            for status in r.list().await? {
-                let mut v = serde_json::to_value(&status)?;
-                if let Some(rec) = installed.iter().find(|i| i.app == status.app) {
-                    v["did"] = json!(rec.did);
-                }
-                out.push(v);
+}
+app_request!(unit: List, Reconcile, Audit;
+    holding: Install, InstallManifest, Update, Start, Stop, Restart, Uninstall, Logs);
+
+/// Installed apps: version, intent, state, health, last error.
+#[derive(Debug, Clone, Copy)]
+pub struct List;
+
+/// One app in `apps list`: its status and, for a catalog install, the publisher's DID.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListedApp {
+    #[serde(flatten)]
+    pub status: AppStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub did: Option<String>,
+}
+
+impl Operation for List {
+    type Reply = Vec<ListedApp>;
+    async fn run(self, core: &NodeCore) -> Result<Vec<ListedApp>> {
+        let r = core.reconciler().await?;
+        let installed = core.catalog.installed()?;
+        Ok(r.list()
+            .await?
+            .into_iter()
+            .map(|status| ListedApp {
+                did: installed
+                    .iter()
+                    .find(|i| i.app == status.app)
+                    .map(|i| i.did.clone()),
+                status,
+            })
+            .collect())
+    }
+}
+
+/// Install the latest release of a catalog app (`id` or `did/id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Install {
+    pub app: String,
+    pub confirm: bool,
+}
+
+impl Operation for Install {
+    type Reply = InstallReport;
+    async fn run(self, core: &NodeCore) -> Result<InstallReport> {
+        let _exclusive = core.app_ops.lock().await;
+        super::install::install_from_catalog(core, &self.app, self.confirm).await
+    }
+}
+
+/// Install from a local manifest whose image is already in Podman (no catalog, no swarm).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallManifest {
+    pub manifest: RawManifest,
+}
+
+impl Operation for InstallManifest {
+    type Reply = InstallOutcome;
+    async fn run(self, core: &NodeCore) -> Result<InstallOutcome> {
+        let r = core.reconciler().await?;
+        let _exclusive = core.app_ops.lock().await;
+        let mut raw = self.manifest;
+        crate::envelope::fill_publisher(&mut raw, &core.identity, crate::unix_now())
+            .map_err(|v| anyhow::anyhow!("{v}"))?;
+        let violations = manifest::validate(&raw, &core.config.policy, crate::unix_now());
+        if !violations.is_empty() {
+            let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            bail!("the manifest is refused:\n{}", lines.join("\n"));
+        }
+        let typed = AppManifest::from_raw(&raw)?;
+        Ok(r.install(spec_from_manifest(&typed)?).await?)
+    }
+}
+
+/// Update an installed app to the latest release of the DID it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    pub app: String,
+    pub confirm: bool,
+}
+
+impl Operation for Update {
+    type Reply = UpdateReply;
+    async fn run(self, core: &NodeCore) -> Result<UpdateReply> {
+        let _exclusive = core.app_ops.lock().await;
+        super::install::update(core, &self.app, self.confirm).await
+    }
+}
+
+/// Declares an app verb `{app}` that replies with the app's status.
+macro_rules! status_verb {
+    ($($(#[$doc:meta])* $op:ident => $method:ident),*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $op {
+            pub app: String,
+        }
+
+        impl Operation for $op {
+            type Reply = AppStatus;
+            async fn run(self, core: &NodeCore) -> Result<AppStatus> {
+                let r = core.reconciler().await?;
+                let _exclusive = core.app_ops.lock().await;
+                Ok(r.$method(&self.app).await?)
             }
-            Value::Array(out)
         }
-        AppsRequest::Install { app, confirm } => {
-            super::install::install_from_catalog(core, &app, confirm).await?
-        }
-        AppsRequest::Update { app, confirm } => super::install::update(core, &app, confirm).await?,
-        AppsRequest::InstallManifest { manifest } => {
-            let Value::Object(mut raw) = manifest else {
-                bail!("the manifest must be a JSON object");
-            };
-            crate::envelope::fill_publisher(&mut raw, &core.identity, crate::unix_now())
-                .map_err(|v| anyhow::anyhow!("{v}"))?;
-            let violations = manifest::validate(&raw, &core.config.policy, crate::unix_now());
-            if !violations.is_empty() {
-                let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
-                bail!("the manifest is refused:\n{}", lines.join("\n"));
-            }
-            let typed = AppManifest::from_raw(&raw)?;
-            let outcome = r.install(spec_from_manifest(&typed)?).await?;
-            serde_json::to_value(outcome)?
-        }
-        AppsRequest::Start { app } => serde_json::to_value(r.start(&app).await?)?,
-        AppsRequest::Stop { app } => serde_json::to_value(r.stop(&app).await?)?,
-        AppsRequest::Restart { app } => serde_json::to_value(r.restart(&app).await?)?,
-        AppsRequest::Uninstall { app, purge } => {
-            let report = r.uninstall(&app, purge).await?;
-            core.catalog.remove_installed(&app)?;
-            serde_json::to_value(report)?
-        }
-        AppsRequest::Logs { app, tail } => json!(r.logs(&app, tail).await?),
-        AppsRequest::Reconcile => serde_json::to_value(r.reconcile_once().await?)?,
-        AppsRequest::Audit => serde_json::to_value(r.audit().await?)?,
-    })
+    )*};
+}
+status_verb!(
+    /// Start a stopped app.
+    Start => start,
+    /// Stop an app; the reconciler never starts it again on its own.
+    Stop => stop,
+    /// Stop and start an app.
+    Restart => restart
+);
+
+/// Remove the app's container; its volumes and secrets stay unless `purge`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uninstall {
+    pub app: String,
+    pub purge: bool,
+}
+
+impl Operation for Uninstall {
+    type Reply = ReconcileReport;
+    async fn run(self, core: &NodeCore) -> Result<ReconcileReport> {
+        let r = core.reconciler().await?;
+        let _exclusive = core.app_ops.lock().await;
+        let report = r.uninstall(&self.app, self.purge).await?;
+        core.catalog.remove_installed(&self.app)?;
+        Ok(report)
+    }
+}
+
+/// The app container's logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logs {
+    pub app: String,
+    pub tail: Option<u32>,
+}
+
+impl Operation for Logs {
+    type Reply = String;
+    async fn run(self, core: &NodeCore) -> Result<String> {
+        let r = core.reconciler().await?;
+        Ok(r.logs(&self.app, self.tail).await?)
+    }
+}
+
+/// One reconcile pass.
+#[derive(Debug, Clone, Copy)]
+pub struct Reconcile;
+
+impl Operation for Reconcile {
+    type Reply = ReconcileReport;
+    async fn run(self, core: &NodeCore) -> Result<ReconcileReport> {
+        let r = core.reconciler().await?;
+        let _exclusive = core.app_ops.lock().await;
+        Ok(r.reconcile_once().await?)
+    }
+}
+
+/// Every Podman object of the node with its owner; orphans flagged.
+#[derive(Debug, Clone, Copy)]
+pub struct Audit;
+
+impl Operation for Audit {
+    type Reply = AuditReport;
+    async fn run(self, core: &NodeCore) -> Result<AuditReport> {
+        let r = core.reconciler().await?;
+        Ok(r.audit().await?)
+    }
 }
 
 /// Converts a validated manifest into the orchestrator's spec (PROTOCOL §2 defaults applied).

@@ -226,21 +226,25 @@ pub async fn fetch_with_mirrors(
     }
 }
 
-/// What `archy blob get` asks for.
-#[derive(Debug, Clone, Default)]
-pub struct GetArgs {
+/// The reply of `archy blob get`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobGetReply {
     pub hash: String,
-    /// The first address is dialled as the origin, the others as peers in order.
-    pub from: Vec<String>,
-    pub size: Option<u64>,
-    pub find_mirrors: bool,
-    pub mirror: bool,
+    pub size: u64,
+    /// The file it was exported to.
     pub out: Option<std::path::PathBuf>,
+    pub report: FetchReport,
+    /// The mirror announcement, with `--mirror`.
+    pub mirror: Option<MirrorAnnounced>,
 }
 
 /// `archy blob get`: fetch (origin = first `--from`), optionally export to a file and become a
-/// mirror. Returns the report and what was done, as JSON.
-pub async fn get(core: &NodeCore, args: GetArgs, progress: ProgressSender) -> Result<Value> {
+/// mirror.
+pub async fn get(
+    core: &NodeCore,
+    args: super::rpc::BlobGet,
+    progress: ProgressSender,
+) -> Result<BlobGetReply> {
     let mut addrs = Vec::new();
     for f in &args.from {
         addrs.push(f.parse::<PeerAddr>()?);
@@ -283,13 +287,13 @@ pub async fn get(core: &NodeCore, args: GetArgs, progress: ProgressSender) -> Re
     } else {
         None
     };
-    Ok(json!({
-        "hash": report.hash,
-        "size": report.size,
-        "out": args.out,
-        "report": report,
-        "mirror": announced,
-    }))
+    Ok(BlobGetReply {
+        hash: report.hash.clone(),
+        size: report.size,
+        out: args.out,
+        report,
+        mirror: announced,
+    })
 }
 
 /// `archy blob add`: a file into the store, served from now on (it is ours).
@@ -320,14 +324,22 @@ pub async fn list(core: &NodeCore) -> Result<Vec<BlobEntry>> {
         .collect())
 }
 
+/// Verified bytes of a blob held locally.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobHave {
+    pub hash: String,
+    pub have: u64,
+    pub complete: bool,
+}
+
 /// Verified bytes of `hash` held locally (for progress while a running node fetches).
-pub async fn have(core: &NodeCore, hash: &str) -> Result<Value> {
+pub async fn have(core: &NodeCore, hash: &str) -> Result<BlobHave> {
     let swarm = core.swarm().await?;
-    Ok(json!({
-        "hash": hash,
-        "have": swarm.local_bytes(hash).await?,
-        "complete": swarm.has(hash).await?,
-    }))
+    Ok(BlobHave {
+        hash: hash.to_owned(),
+        have: swarm.local_bytes(hash).await?,
+        complete: swarm.has(hash).await?,
+    })
 }
 
 /// The result of [`announce_mirror`].

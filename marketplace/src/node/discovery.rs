@@ -11,7 +11,7 @@ use crate::manifest::PolicyConfig;
 use anyhow::Result;
 use archy_relays::nostr::prelude::{Event, Timestamp};
 use archy_relays::RelayPool;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The cursor key under which the catalog remembers how far discovery got.
 const CURSOR: &str = "releases";
@@ -19,7 +19,7 @@ const CURSOR: &str = "releases";
 const OVERLAP_SECS: u64 = 3600;
 
 /// What one pass did.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct SyncReport {
     pub received: usize,
     pub accepted: usize,

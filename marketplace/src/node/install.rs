@@ -1,4 +1,4 @@
-//! The install and update flow (issue: the node): catalog release → trust gate → image fetched
+//! The install and update flow: catalog release → trust gate → image fetched
 //! through the swarm (origin first, mirrors as fallback, every chunk verified) → loaded into
 //! Podman with its id checked → handed to the reconciler → mirrored and announced.
 
@@ -8,8 +8,47 @@ use crate::catalog::{InstalledRecord, ReleaseRecord};
 use crate::manifest::AppManifest;
 use crate::unix_now;
 use anyhow::{bail, Context, Result};
+use archy_orchestrator::InstallOutcome;
+use archy_swarm::FetchReport;
 use archy_swarm::PeerAddr;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+
+/// The reply of `apps install` (and of `apps update` when there was an update).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstallReport {
+    pub app: String,
+    pub version: String,
+    pub did: String,
+    /// The publisher's tier when the trust gate let it through.
+    pub tier: archy_trust::Tier,
+    /// Where the image archive came from.
+    pub fetch: ImageSource,
+    pub outcome: InstallOutcome,
+    /// Whether this node now mirrors the image (`[swarm] mirror`).
+    pub mirrored: bool,
+    /// Where the app answers (its tcp ports).
+    pub urls: Vec<String>,
+}
+
+/// Where an install's image archive came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ImageSource {
+    /// Fetched through the swarm now.
+    Fetched(FetchReport),
+    /// Already in the local blob store: `{"source": "already in the local store"}`.
+    AlreadyLocal { source: String },
+}
+
+/// The reply of `apps update`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UpdateReply {
+    /// Moved to the newer release.
+    Installed(Box<InstallReport>),
+    /// Nothing newer from the same publisher: `{"app", "result": "up to date"}`.
+    UpToDate { app: String, result: String },
+}
 
 /// The manifest's origin as a swarm address.
 fn origin_addr(m: &AppManifest) -> Result<PeerAddr> {
@@ -42,7 +81,7 @@ fn rank_mirrors(
 
 /// Refuses what the operator's trust policy refuses; `confirm` lets a user accept a publisher
 /// below the install tier (never a blocked one).
-fn trust_gate(core: &NodeCore, m: &AppManifest, confirm: bool) -> Result<Value> {
+fn trust_gate(core: &NodeCore, m: &AppManifest, confirm: bool) -> Result<archy_trust::Tier> {
     let (tier, decision) = core.trust()?.decide(&m.publisher.nostr);
     match decision {
         archy_trust::Decision::Allow => {}
@@ -61,17 +100,19 @@ fn trust_gate(core: &NodeCore, m: &AppManifest, confirm: bool) -> Result<Value> 
             m.publisher.nostr
         ),
     }
-    Ok(json!(tier.to_string()))
+    Ok(tier)
 }
 
 /// Fetches the release's image archive into the swarm store (unless it is there already) and
 /// loads it into Podman, refusing it unless its id is the signed `image.id`. The archive is
 /// always what reaches Podman, so an image is only ever run from verified bytes.
-async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<Value> {
+async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<ImageSource> {
     let swarm = core.swarm().await?;
     let podman = core.podman();
     let report = if swarm.has(&m.image.archive.blake3).await? {
-        json!({"source": "already in the local store"})
+        ImageSource::AlreadyLocal {
+            source: "already in the local store".into(),
+        }
     } else {
         let scores = core.trust()?.scores();
         let report = super::blobs::fetch_blob(
@@ -84,7 +125,7 @@ async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<Value> {
             None,
         )
         .await?;
-        serde_json::to_value(report)?
+        ImageSource::Fetched(report)
     };
     // Named only in the node's own namespace: `image.name` is the publisher's choice and
     // could name another app's image (PROTOCOL §2.1); the app runs by `image.id`.
@@ -101,7 +142,11 @@ async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<Value> {
 }
 
 /// Checks, fetches, installs; returns a summary of each step.
-async fn install_release(core: &NodeCore, release: &ReleaseRecord, confirm: bool) -> Result<Value> {
+async fn install_release(
+    core: &NodeCore,
+    release: &ReleaseRecord,
+    confirm: bool,
+) -> Result<InstallReport> {
     let m = release.manifest()?;
     if m.expires_at.is_some_and(|e| e < unix_now()) {
         bail!(
@@ -114,7 +159,7 @@ async fn install_release(core: &NodeCore, release: &ReleaseRecord, confirm: bool
     let fetch = ensure_image(core, &m).await?;
     let r = core.reconciler().await?;
     let outcome = r.install(spec_from_manifest(&m)?).await?;
-    let running = matches!(outcome, archy_orchestrator::InstallOutcome::Running { .. });
+    let running = matches!(outcome, InstallOutcome::Running { .. });
     if running {
         core.catalog.set_installed(&InstalledRecord {
             app: m.id.clone(),
@@ -143,14 +188,24 @@ async fn install_release(core: &NodeCore, release: &ReleaseRecord, confirm: bool
             format!("http://{host}:{}/", p.host)
         })
         .collect();
-    Ok(json!({
-        "app": m.id, "version": m.version, "did": m.publisher.did,
-        "tier": tier, "fetch": fetch, "outcome": outcome, "mirrored": mirrored, "urls": urls,
-    }))
+    Ok(InstallReport {
+        app: m.id,
+        version: m.version,
+        did: m.publisher.did,
+        tier,
+        fetch,
+        outcome,
+        mirrored,
+        urls,
+    })
 }
 
 /// `archy apps install APP`: the latest release of a catalog app.
-pub async fn install_from_catalog(core: &NodeCore, name: &str, confirm: bool) -> Result<Value> {
+pub async fn install_from_catalog(
+    core: &NodeCore,
+    name: &str,
+    confirm: bool,
+) -> Result<InstallReport> {
     let rec = core.resolve_app(name)?;
     if let Some(existing) = core
         .catalog
@@ -189,10 +244,15 @@ pub fn pending_update(core: &NodeCore, app: &str) -> Result<Option<ReleaseRecord
 }
 
 /// `archy apps update APP`: move to the latest release of the DID it was installed from.
-pub async fn update(core: &NodeCore, app: &str, confirm: bool) -> Result<Value> {
+pub async fn update(core: &NodeCore, app: &str, confirm: bool) -> Result<UpdateReply> {
     match pending_update(core, app)? {
-        None => Ok(json!({"app": app, "result": "up to date"})),
-        Some(release) => install_release(core, &release, confirm).await,
+        None => Ok(UpdateReply::UpToDate {
+            app: app.to_owned(),
+            result: "up to date".into(),
+        }),
+        Some(release) => Ok(UpdateReply::Installed(Box::new(
+            install_release(core, &release, confirm).await?,
+        ))),
     }
 }
 
@@ -216,7 +276,12 @@ pub async fn auto_update(core: &NodeCore) {
         }
         match pending_update(core, &app.app) {
             Ok(Some(release)) => match install_release(core, &release, false).await {
-                Ok(v) => tracing::info!(app = %app.app, "auto-update: {v}"),
+                Ok(r) => tracing::info!(
+                    app = %app.app,
+                    version = %r.version,
+                    "auto-update: {:?}",
+                    r.outcome
+                ),
                 Err(e) => tracing::warn!(app = %app.app, "auto-update not applied: {e:#}"),
             },
             Ok(None) => {}

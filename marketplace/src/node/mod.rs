@@ -155,6 +155,19 @@ impl NodeCore {
         self.swarm.get()
     }
 
+    /// Closes what was started: the relay pool, and the blob store (flushed to disk). Every
+    /// process that opened a core calls it before it exits.
+    pub async fn close(&self) {
+        if let Some(pool) = self.pool.get() {
+            pool.shutdown().await;
+        }
+        if let Some(swarm) = self.swarm.get() {
+            if let Err(e) = swarm.shutdown().await {
+                tracing::warn!("closing the blob store: {e}");
+            }
+        }
+    }
+
     /// The podman command (with the configured prefix) for image export/import.
     pub fn podman(&self) -> archy_swarm::Podman {
         let mut words = self.config.apps.podman_prefix.clone();

@@ -8,13 +8,13 @@ use crate::identity::Identity;
 use crate::release::build_release_event;
 use anyhow::Result;
 use archy_relays::{PublishReport, RelayOutcome, RelayPool};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Marker file: the profile was accepted by a quorum once, so it is not re-sent every time.
 const PROFILE_SENT: &str = "profile-published";
 
 /// What `archy app publish` prints.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PublishOutcome {
     pub event_id: String,
     pub app: String,
@@ -25,7 +25,7 @@ pub struct PublishOutcome {
     pub profile_event_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RelayAnswer {
     pub relay: String,
     pub outcome: String,

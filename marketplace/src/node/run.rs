@@ -86,19 +86,84 @@ async fn start_embedded_relay(home: &Home, config: &NodeConfig) -> Result<Embedd
     Ok(relay)
 }
 
-/// Runs the node until SIGTERM or SIGINT.
+/// Which parts of the node a process runs. Both entry points share [`serve`], so there is one
+/// start-up and one shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Components {
+    /// The embedded relay, when the configuration asks for it.
+    pub embedded_relay: bool,
+    /// The discovery loop (passes, live subscription, trust refresh, auto-update) and the
+    /// reconciler loop.
+    pub loops: bool,
+}
+
+impl Components {
+    /// `archy node run`: everything.
+    pub const NODE: Components = Components {
+        embedded_relay: true,
+        loops: true,
+    };
+    /// `archy blob serve`: the blob store and the local API only.
+    pub const BLOBS: Components = Components {
+        embedded_relay: false,
+        loops: false,
+    };
+}
+
+/// What a started node tells its entry point (for the lines it prints).
+pub struct Started<'a> {
+    pub core: &'a NodeCore,
+    pub api: SocketAddr,
+    pub swarm: archy_swarm::PeerAddr,
+    /// The embedded relay's URL, when it runs.
+    pub relay: Option<String>,
+}
+
+/// `archy node run`: runs the whole node until SIGTERM or SIGINT.
 pub async fn run(home: Home) -> Result<()> {
-    let _lock = match api::claim(&home).await? {
+    let lock = match api::claim(&home).await? {
         api::Owner::Free(lock) => lock,
         api::Owner::Node(_) => anyhow::bail!(
             "a node already runs for {} (see node.json)",
             home.root().display()
         ),
     };
+    let started = |s: &Started<'_>| {
+        println!("archy node running (pid {})", std::process::id());
+        println!("  home:  {}", s.core.home.root().display());
+        println!("  did:   {}", s.core.identity.did());
+        println!("  nostr: {}", s.core.identity.nostr_hex());
+        println!("  api:   http://{}/v1/rpc", s.api);
+        if let Some(r) = &s.relay {
+            println!("  relay: {r}");
+        }
+        println!("  swarm: {}", s.swarm);
+        for url in &s.core.config.relays.urls {
+            println!("  relay: {url} (external)");
+        }
+    };
+    let stopping = || {
+        // Not println!: a closed stdout must not turn a clean stop into a panic.
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "archy node stopping");
+    };
+    serve(home, lock, Components::NODE, started, stopping).await
+}
+
+/// Starts `parts` of the node of `home` (whose lock the caller holds), serves the local API,
+/// calls `started` once everything answers, and runs until SIGTERM or SIGINT; then calls
+/// `stopping`, stops in order and removes `node.json`.
+pub async fn serve(
+    home: Home,
+    _lock: api::HomeLock,
+    parts: Components,
+    started: impl FnOnce(&Started<'_>),
+    stopping: impl FnOnce(),
+) -> Result<()> {
     // A node killed with SIGKILL leaves its node.json behind.
     api::remove_node_info(&home);
     let config = NodeConfig::load(&home)?;
-    let embedded = if config.relays.embedded {
+    let embedded = if parts.embedded_relay && config.relays.embedded {
         Some(start_embedded_relay(&home, &config).await?)
     } else {
         None
@@ -118,26 +183,31 @@ pub async fn run(home: Home) -> Result<()> {
     let api_task = tokio::spawn(api::serve(listener, core.clone(), token, async move {
         let _ = stop.changed().await;
     }));
-    let discovery_task = tokio::spawn(discovery_loop(core.clone(), stop_rx.clone()));
-    // The reconciler loop: level-triggered on a timer and at once on every intent change; at
-    // start it adopts healthy containers (same spec hash) instead of recreating them.
-    let reconciler = core.reconciler().await?.clone();
-    let mut stop = stop_rx.clone();
-    let reconcile_task = tokio::spawn(async move {
-        reconciler
-            .run(async move {
-                let _ = stop.changed().await;
-            })
-            .await
-    });
+    let mut loops = Vec::new();
+    if parts.loops {
+        loops.push(tokio::spawn(discovery_loop(core.clone(), stop_rx.clone())));
+        // The reconciler loop: level-triggered on a timer and at once on every intent change;
+        // at start it adopts healthy containers (same spec hash) instead of recreating them.
+        let reconciler = core.reconciler().await?.clone();
+        let mut stop = stop_rx.clone();
+        loops.push(tokio::spawn(async move {
+            reconciler
+                .run(async move {
+                    let _ = stop.changed().await;
+                })
+                .await
+        }));
+    }
     // Mirrored blobs are announced again: the address may have changed, relays may have lost them.
-    let mirrors_core = core.clone();
-    tokio::spawn(async move {
-        let n = super::blobs::reannounce_mirrors(&mirrors_core).await;
-        if n > 0 {
-            tracing::info!(mirrors = n, "mirror announcements re-published");
-        }
-    });
+    if !core.relay_urls().is_empty() {
+        let mirrors_core = core.clone();
+        tokio::spawn(async move {
+            let n = super::blobs::reannounce_mirrors(&mirrors_core).await;
+            if n > 0 {
+                tracing::info!(mirrors = n, "mirror announcements re-published");
+            }
+        });
+    }
 
     api::write_node_info(
         &home,
@@ -146,33 +216,21 @@ pub async fn run(home: Home) -> Result<()> {
             pid: std::process::id(),
         },
     )?;
-    println!("archy node running (pid {})", std::process::id());
-    println!("  home:  {}", home.root().display());
-    println!("  did:   {}", core.identity.did());
-    println!("  nostr: {}", core.identity.nostr_hex());
-    println!("  api:   http://{api_addr}/v1/rpc");
-    if let Some(r) = &embedded {
-        println!("  relay: {}", r.url());
-    }
-    println!("  swarm: {swarm_addr}");
-    for url in &config.relays.urls {
-        println!("  relay: {url} (external)");
-    }
+    started(&Started {
+        core: &core,
+        api: api_addr,
+        swarm: swarm_addr,
+        relay: embedded.as_ref().map(|r| r.url().to_string()),
+    });
 
     wait_for_signal().await;
-    println!("archy node stopping");
+    stopping();
     let _ = stop_tx.send(true);
-    let _ = discovery_task.await;
-    let _ = reconcile_task.await;
+    for task in loops {
+        let _ = task.await;
+    }
     let _ = api_task.await;
-    if let Ok(pool) = core.pool().await {
-        pool.shutdown().await;
-    }
-    if let Some(swarm) = core.swarm_if_started() {
-        if let Err(e) = swarm.shutdown().await {
-            tracing::warn!("iroh endpoint shutdown: {e}");
-        }
-    }
+    core.close().await;
     if let Some(r) = embedded {
         r.shutdown().await;
     }

@@ -33,8 +33,7 @@ use archy_trust::{
     TrustGraph, KIND_CONTACTS, KIND_LABEL, KIND_REPORT, LABEL_NAMESPACE,
 };
 use nostr_sdk::prelude::{Alphabet, Event, Filter, Kind, PublicKey, SingleLetterTag, ToBech32};
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -72,7 +71,7 @@ struct Inner {
 }
 
 /// What one [`refresh`] collected and computed.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RefreshReport {
     /// Authors whose contact lists and labels were asked for.
     pub authors: usize,
@@ -494,18 +493,46 @@ fn names(
         .collect())
 }
 
-fn report_json(state: &TrustState, r: &Report) -> Result<Value> {
-    let mut v = serde_json::to_value(r)?;
-    v["npub"] = json!(npub(&r.key));
-    v["decision"] = serde_json::to_value(archy_trust::decide(r.tier, state.required))?;
-    v["required_tier"] = json!(state.required);
-    v["anchor"] = json!(r.explanation.anchor);
-    Ok(v)
+/// One key's trust report, as `trust show` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyReport {
+    #[serde(flatten)]
+    pub report: Report,
+    pub npub: String,
+    /// What installing from this key needs under the node's install tier.
+    pub decision: archy_trust::Decision,
+    pub required_tier: Tier,
+    /// Whether the key is an anchor of this node (also in `explanation`).
+    pub anchor: bool,
+}
+
+fn key_report(state: &TrustState, r: &Report) -> KeyReport {
+    KeyReport {
+        npub: npub(&r.key),
+        decision: archy_trust::decide(r.tier, state.required),
+        required_tier: state.required,
+        anchor: r.explanation.anchor,
+        report: r.clone(),
+    }
+}
+
+/// The reply of `trust show`: the report of the key (for a DID, of each of its keys: the
+/// first here, the others under `other_keys`), with names for the keys it mentions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrustShow {
+    #[serde(flatten)]
+    pub first: KeyReport,
+    /// What was asked (npub, hex or DID).
+    pub query: String,
+    pub other_keys: Vec<KeyReport>,
+    /// Hex key → a name a person can read (a DID, "this node", "anchor", a short npub).
+    pub names: BTreeMap<String, String>,
+    pub last_refresh: Option<RefreshReport>,
 }
 
 /// `trust show KEY`: the report of the key (for a DID, of each of its keys: the first in
 /// the top-level fields, the others under `other_keys`), with names for the keys it mentions.
-pub async fn show(core: &NodeCore, key: &str) -> Result<Value> {
+pub async fn show(core: &NodeCore, key: &str) -> Result<TrustShow> {
     let state = core.trust()?;
     let keys = resolve_key(&core.catalog, key)?;
     recompute(core, state)?;
@@ -522,17 +549,14 @@ pub async fn show(core: &NodeCore, key: &str) -> Result<Value> {
         mentioned.extend(r.explanation.endorsers.iter().map(|c| c.from));
         mentioned.extend(r.explanation.penalties.iter().map(|c| c.from));
     }
-    let mut out = report_json(state, &reports[0])?;
-    out["query"] = json!(key);
-    out["other_keys"] = Value::Array(
-        reports[1..]
-            .iter()
-            .map(|r| report_json(state, r))
-            .collect::<Result<_>>()?,
-    );
-    out["names"] = serde_json::to_value(names(core, state, &mentioned)?)?;
-    out["last_refresh"] = serde_json::to_value(&state.lock().last_refresh)?;
-    Ok(out)
+    let last_refresh = state.lock().last_refresh.clone();
+    Ok(TrustShow {
+        first: key_report(state, &reports[0]),
+        query: key.to_owned(),
+        other_keys: reports[1..].iter().map(|r| key_report(state, r)).collect(),
+        names: names(core, state, &mentioned)?,
+        last_refresh,
+    })
 }
 
 /// Rewrites `[trust] anchors` or `[trust] blocked` in config.toml: `keys` added, or every entry
@@ -570,7 +594,26 @@ fn persist_list(
 }
 
 /// `trust anchor add|rm KEY`.
-pub async fn set_anchor(core: &NodeCore, key: &str, add: bool) -> Result<Value> {
+/// The reply of `trust anchor add|rm`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnchorReply {
+    pub keys: Vec<Key>,
+    /// How many of `keys` changed (0: already so).
+    pub changed: usize,
+    pub anchors: Vec<Key>,
+    /// For a new anchor: fetching its signals, or why that failed.
+    pub refresh: Option<Refreshed>,
+}
+
+/// Whether the refresh after adding an anchor worked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Refreshed {
+    Ok(RefreshReport),
+    Error(String),
+}
+
+pub async fn set_anchor(core: &NodeCore, key: &str, add: bool) -> Result<AnchorReply> {
     let state = core.trust()?;
     let keys = resolve_key(&core.catalog, key)?;
     if !add && keys.contains(&state.own) {
@@ -593,22 +636,40 @@ pub async fn set_anchor(core: &NodeCore, key: &str, add: bool) -> Result<Value> 
     // A new anchor's own contact list and labels are what make it useful: fetch them now.
     let refreshed = if add && changed > 0 && !core.relay_urls().is_empty() {
         match refresh(core).await {
-            Ok(r) => json!({"ok": r}),
-            Err(e) => json!({"error": format!("{e:#}")}),
+            Ok(r) => Some(Refreshed::Ok(r)),
+            Err(e) => Some(Refreshed::Error(format!("{e:#}"))),
         }
     } else {
-        Value::Null
+        None
     };
-    Ok(json!({
-        "keys": keys,
-        "changed": changed,
-        "anchors": state.anchors(),
-        "refresh": refreshed,
-    }))
+    Ok(AnchorReply {
+        keys,
+        changed,
+        anchors: state.anchors(),
+        refresh: refreshed,
+    })
 }
 
 /// `trust block|unblock KEY`.
-pub async fn set_blocked(core: &NodeCore, key: &str, block: bool) -> Result<Value> {
+/// The reply of `trust block|unblock`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockReply {
+    pub keys: Vec<Key>,
+    /// How many of `keys` changed (0: already so).
+    pub changed: usize,
+    /// Each key's tier and score now.
+    pub tiers: Vec<KeyTier>,
+}
+
+/// A key with its tier and score.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyTier {
+    pub key: Key,
+    pub tier: Tier,
+    pub score: f64,
+}
+
+pub async fn set_blocked(core: &NodeCore, key: &str, block: bool) -> Result<BlockReply> {
     let state = core.trust()?;
     let keys = resolve_key(&core.catalog, key)?;
     if block && keys.contains(&state.own) {
@@ -629,42 +690,69 @@ pub async fn set_blocked(core: &NodeCore, key: &str, block: bool) -> Result<Valu
     persist_list(core, key, &keys, block, |c| &mut c.trust.blocked)?;
     recompute(core, state)?;
     let scores = state.scores();
-    Ok(json!({
-        "keys": keys,
-        "changed": changed,
-        "tiers": keys.iter().map(|k| json!({"key": k, "tier": scores.tier(k), "score": scores.score(k)})).collect::<Vec<_>>(),
-    }))
+    Ok(BlockReply {
+        tiers: keys
+            .iter()
+            .map(|k| KeyTier {
+                key: *k,
+                tier: scores.tier(k),
+                score: scores.score(k),
+            })
+            .collect(),
+        keys,
+        changed,
+    })
 }
 
-/// The tier and score of an app's publisher, as JSON fields for search and show results.
-pub fn publisher_trust(scores: &Scores, app: &AppRecord) -> Value {
+/// The tier and score of an app's publisher.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct PublisherTrust {
+    pub tier: Tier,
+    pub score: f64,
+}
+
+/// A catalog app with its publisher's trust, as `market search` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppListing {
+    #[serde(flatten)]
+    pub app: AppRecord,
+    #[serde(flatten)]
+    pub trust: PublisherTrust,
+}
+
+/// The tier and score of an app's publisher (unknown for a key that does not parse).
+pub fn publisher_trust(scores: &Scores, app: &AppRecord) -> PublisherTrust {
     match Key::from_hex(&app.publisher_nostr) {
-        Ok(k) => json!({"tier": scores.tier(&k), "score": scores.score(&k)}),
-        Err(_) => json!({"tier": Tier::Unknown, "score": 0.0}),
+        Ok(k) => PublisherTrust {
+            tier: scores.tier(&k),
+            score: scores.score(&k),
+        },
+        Err(_) => PublisherTrust {
+            tier: Tier::Unknown,
+            score: 0.0,
+        },
     }
 }
 
-/// The trust of one app's publisher (`{"tier", "score"}`), for `market show`.
-pub async fn app_trust(core: &NodeCore, app: &AppRecord) -> Result<Value> {
+/// The trust of one app's publisher, for `market show`.
+pub async fn app_trust(core: &NodeCore, app: &AppRecord) -> Result<PublisherTrust> {
     let state = core.trust()?;
     recompute(core, state)?;
     Ok(publisher_trust(&state.scores(), app))
 }
 
-/// Apps as JSON, each with its publisher's `tier` and `score`.
-pub async fn annotate_apps(core: &NodeCore, apps: Vec<AppRecord>) -> Result<Value> {
+/// Apps, each with its publisher's `tier` and `score`.
+pub async fn annotate_apps(core: &NodeCore, apps: Vec<AppRecord>) -> Result<Vec<AppListing>> {
     let state = core.trust()?;
     recompute(core, state)?;
     let scores = state.scores();
-    let mut out = Vec::with_capacity(apps.len());
-    for app in apps {
-        let t = publisher_trust(&scores, &app);
-        let mut v = serde_json::to_value(&app)?;
-        v["tier"] = t["tier"].clone();
-        v["score"] = t["score"].clone();
-        out.push(v);
-    }
-    Ok(Value::Array(out))
+    Ok(apps
+        .into_iter()
+        .map(|app| AppListing {
+            trust: publisher_trust(&scores, &app),
+            app,
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ mod tests;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+/// A manifest as signed: the raw JSON object (unknown fields preserved; the signature covers
+/// them). The typed view is [`AppManifest`].
+pub type RawManifest = Map<String, Value>;
+
 /// The only schema string of this version.
 pub const SCHEMA_V1: &str = "archy.app/v1";
 
