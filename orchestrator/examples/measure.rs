@@ -61,16 +61,16 @@ fn http_ok(port: u16) -> bool {
 
 fn spec(name: &str) -> AppSpec {
     let mut s = AppSpec::new(name, "1.0.0", IMAGE);
-    s.ports.push(PortSpec {
+    s.service_mut().ports.push(PortSpec {
         container: 8080,
         host: port(),
         protocol: Default::default(),
         bind: "127.0.0.1".parse().unwrap(),
     });
-    s.command = ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    s.service_mut().command = ["httpd", "-f", "-p", "8080", "-h", "/www"]
         .map(String::from)
         .to_vec();
-    s.health_check = Some(HealthCheck {
+    s.service_mut().health_check = Some(HealthCheck {
         kind: HealthKind::Http,
         port: Some(8080),
         path: Some("/".into()),
@@ -79,7 +79,7 @@ fn spec(name: &str) -> AppSpec {
         timeout_secs: 5,
         retries: 30,
     });
-    s.stop_grace_secs = 2;
+    s.service_mut().stop_grace_secs = 2;
     s
 }
 

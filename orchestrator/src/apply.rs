@@ -216,9 +216,9 @@ impl<C: Containers> Applier<'_, C> {
                 let old_grace = rec
                     .previous
                     .as_ref()
-                    .map(|p| p.stop_grace_secs)
+                    .map(|p| p.service().stop_grace_secs)
                     .unwrap_or(0)
-                    .max(rec.current.stop_grace_secs);
+                    .max(rec.current.service().stop_grace_secs);
                 for id in &replaces {
                     if let Err(e) = self.rt.remove_container(id, old_grace).await {
                         return out(
@@ -314,7 +314,7 @@ impl<C: Containers> Applier<'_, C> {
                 if !container_id.is_empty() {
                     let _ = self
                         .rt
-                        .stop_container(container_id, rec.current.stop_grace_secs)
+                        .stop_container(container_id, rec.current.service().stop_grace_secs)
                         .await;
                 }
                 return Outcome {
@@ -350,7 +350,7 @@ impl<C: Containers> Applier<'_, C> {
         if !container_id.is_empty() {
             if let Err(e) = self
                 .rt
-                .remove_container(container_id, rec.current.stop_grace_secs)
+                .remove_container(container_id, rec.current.service().stop_grace_secs)
                 .await
             {
                 return Outcome {
@@ -425,8 +425,18 @@ impl<C: Containers> Applier<'_, C> {
         // Also the volumes and secrets of the previous spec.
         let rec = self.store.get(app)?;
         if let Some(prev) = rec.as_ref().and_then(|r| r.previous.as_ref()) {
-            volumes.extend(prev.volumes.iter().map(|v| prev.volume_name(&v.name)));
-            secret_names.extend(prev.generated_secrets.iter().map(|s| s.name.clone()));
+            volumes.extend(
+                prev.service()
+                    .volumes
+                    .iter()
+                    .map(|v| prev.volume_name(&v.name)),
+            );
+            secret_names.extend(
+                prev.service()
+                    .generated_secrets
+                    .iter()
+                    .map(|s| s.name.clone()),
+            );
         }
         volumes.sort();
         volumes.dedup();
@@ -553,7 +563,7 @@ mod tests {
                 .contains(&spec.version)
             {
                 return Err(Error::ImageMissing {
-                    image: spec.image.clone(),
+                    image: spec.service().image.clone(),
                     expected: None,
                 });
             }
@@ -971,7 +981,7 @@ mod tests {
     async fn a_purge_takes_the_previous_specs_objects_and_the_record() {
         let env = Env::new();
         let mut old = spec("1");
-        old.volumes.push(VolumeSpec {
+        old.service_mut().volumes.push(VolumeSpec {
             name: "cache".into(),
             target: "/cache".into(),
         });

@@ -108,10 +108,12 @@ pub fn classify(
         return Some(entry(app, AuditStatus::Mismatch, e));
     }
     let part_known = match (&parsed.part, kind) {
-        (Some(p), Role::Volume) => mentions(rec, |s| s.volumes.iter().any(|v| &v.name == p)),
-        (Some(p), Role::Secret) => {
-            mentions(rec, |s| s.generated_secrets.iter().any(|x| &x.name == p))
+        (Some(p), Role::Volume) => {
+            mentions(rec, |s| s.service().volumes.iter().any(|v| &v.name == p))
         }
+        (Some(p), Role::Secret) => mentions(rec, |s| {
+            s.service().generated_secrets.iter().any(|x| &x.name == p)
+        }),
         _ => true,
     };
     let note = match (rec.intent, part_known) {
@@ -136,12 +138,14 @@ fn legacy_app(kind: Role, name: &str, records: &[AppRecord]) -> Option<String> {
             let app = &r.current.name;
             match kind {
                 Role::Container | Role::Network => names::legacy::container(app) == name,
-                Role::Volume => legacy_parts(r, |s| s.volumes.iter().map(|v| v.name.clone()))
-                    .any(|v| names::legacy::volume(app, &v) == name),
-                Role::Secret => {
-                    legacy_parts(r, |s| s.generated_secrets.iter().map(|x| x.name.clone()))
-                        .any(|x| names::legacy::secret(app, &x) == name)
+                Role::Volume => {
+                    legacy_parts(r, |s| s.service().volumes.iter().map(|v| v.name.clone()))
+                        .any(|v| names::legacy::volume(app, &v) == name)
                 }
+                Role::Secret => legacy_parts(r, |s| {
+                    s.service().generated_secrets.iter().map(|x| x.name.clone())
+                })
+                .any(|x| names::legacy::secret(app, &x) == name),
             }
         })
         .map(|r| r.current.name.clone());
@@ -174,7 +178,7 @@ mod tests {
     fn record(app: &str, publisher: &str) -> AppRecord {
         let mut s = AppSpec::new(app, "1.0.0", "img");
         s.publisher = publisher.into();
-        s.volumes.push(VolumeSpec {
+        s.service_mut().volumes.push(VolumeSpec {
             name: "data".into(),
             target: "/data".into(),
         });

@@ -61,7 +61,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
 
 /// One probe, bounded by the check's timeout.
 pub async fn probe(spec: &AppSpec, container_id: &str, podman: &PodmanCmd) -> Result<(), String> {
-    let Some(h) = &spec.health_check else {
+    let Some(h) = &spec.service().health_check else {
         return Ok(());
     };
     let timeout = Duration::from_secs(h.timeout_secs.max(1) as u64);
@@ -163,7 +163,7 @@ pub async fn wait_healthy(
     container_id: &str,
     podman: &PodmanCmd,
 ) -> Result<(), String> {
-    let Some(h) = &spec.health_check else {
+    let Some(h) = &spec.service().health_check else {
         container_running(podman, container_id).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         return container_running(podman, container_id).await;
@@ -229,13 +229,13 @@ mod tests {
     /// An app publishing container port 80 on `port`, with an HTTP check of `/`.
     fn web_spec(port: u16, interval_secs: u32) -> AppSpec {
         let mut spec = AppSpec::new("web", "1", "img");
-        spec.ports.push(PortSpec {
+        spec.service_mut().ports.push(PortSpec {
             container: 80,
             host: port,
             protocol: Protocol::Tcp,
             bind: "127.0.0.1".parse().unwrap(),
         });
-        spec.health_check = Some(HealthCheck {
+        spec.service_mut().health_check = Some(HealthCheck {
             kind: HealthKind::Http,
             port: Some(80),
             path: Some("/".into()),

@@ -67,7 +67,7 @@ pub use report::{
 };
 pub use spec::{
     AppSpec, HealthCheck, HealthKind, Intent, Policy, PortSpec, Protocol, Resources, SecretKind,
-    SecretSpec, VolumeSpec,
+    SecretSpec, ServiceSpec, VolumeSpec,
 };
 pub use store::{AppRecord, Naming, RolledBack};
 

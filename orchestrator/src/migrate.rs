@@ -77,7 +77,7 @@ pub(crate) async fn run(
     for r in legacy {
         let app = r.current.name.clone();
         for c in observed.iter().filter(|c| c.app == app) {
-            rt.remove_container(&c.id, r.current.stop_grace_secs)
+            rt.remove_container(&c.id, r.current.service().stop_grace_secs)
                 .await?;
         }
         let publisher = owners
@@ -141,9 +141,14 @@ pub(crate) async fn run(
         // the files stay the source of truth for the new, labelled ones.
         let mut secret_names: Vec<String> = r
             .current
+            .service()
             .generated_secrets
             .iter()
-            .chain(r.previous.iter().flat_map(|p| &p.generated_secrets))
+            .chain(
+                r.previous
+                    .iter()
+                    .flat_map(|p| &p.service().generated_secrets),
+            )
             .map(|s| names::legacy::secret(&app, &s.name))
             .collect();
         secret_names.sort();
@@ -179,9 +184,10 @@ pub(crate) async fn run(
 fn legacy_volumes(r: &AppRecord) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = r
         .current
+        .service()
         .volumes
         .iter()
-        .chain(r.previous.iter().flat_map(|p| &p.volumes))
+        .chain(r.previous.iter().flat_map(|p| &p.service().volumes))
         .map(|v| (r.current.name.clone(), v.name.clone()))
         .collect();
     out.sort();
@@ -201,9 +207,9 @@ mod tests {
             target: format!("/{name}"),
         };
         let mut current = AppSpec::new("web", "2", "img");
-        current.volumes = vec![vol("data"), vol("cache")];
+        current.service_mut().volumes = vec![vol("data"), vol("cache")];
         let mut previous = AppSpec::new("web", "1", "img");
-        previous.volumes = vec![vol("data"), vol("logs")];
+        previous.service_mut().volumes = vec![vol("data"), vol("logs")];
         let rec = AppRecord {
             previous: Some(previous),
             names: Naming::Legacy,

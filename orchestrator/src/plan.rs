@@ -143,7 +143,7 @@ pub fn plan(
             .get(d.spec.name.as_str())
             .cloned()
             .unwrap_or_default();
-        let grace = d.spec.stop_grace_secs;
+        let grace = d.spec.service().stop_grace_secs;
         match d.intent {
             Intent::Running => {}
             Intent::Stopped => {
@@ -170,12 +170,14 @@ pub fn plan(
                         app: d.spec.name.clone(),
                         volumes: d
                             .spec
+                            .service()
                             .volumes
                             .iter()
                             .map(|v| d.spec.volume_name(&v.name))
                             .collect(),
                         secrets: d
                             .spec
+                            .service()
                             .generated_secrets
                             .iter()
                             .map(|s| s.name.clone())
@@ -242,7 +244,7 @@ pub fn plan(
                     up.push(Action::Remove {
                         app: name.clone(),
                         container_id: id,
-                        grace_secs: d.spec.stop_grace_secs,
+                        grace_secs: d.spec.service().stop_grace_secs,
                     });
                 }
                 up.push(Action::Adopt {
@@ -259,7 +261,7 @@ pub fn plan(
                     up.push(Action::Remove {
                         app: name.clone(),
                         container_id: id,
-                        grace_secs: d.spec.stop_grace_secs,
+                        grace_secs: d.spec.service().stop_grace_secs,
                     });
                 }
                 up.push(Action::Start {
@@ -565,7 +567,7 @@ mod tests {
     #[test]
     fn uninstall_keeps_data_purge_removes_it() {
         let mut s = AppSpec::new("web", "1", "img");
-        s.volumes.push(crate::spec::VolumeSpec {
+        s.service_mut().volumes.push(crate::spec::VolumeSpec {
             name: "data".into(),
             target: "/data".into(),
         });

@@ -344,9 +344,9 @@ pub fn podman_secret_name(app: &str, secret: &str) -> String {
 /// How Podman is asked for the spec's image: its pinned id when the spec has one (so no other
 /// image can stand in under the same name), else its name.
 pub fn image_ref(spec: &AppSpec) -> String {
-    match &spec.image_id {
+    match &spec.service().image_id {
         Some(id) => id.strip_prefix("sha256:").unwrap_or(id).to_string(),
-        None => spec.image.clone(),
+        None => spec.service().image.clone(),
     }
 }
 
@@ -364,6 +364,7 @@ pub fn name_in_use(stderr: &str) -> bool {
 /// the states a crash can leave are the same (none, created, running), which the planner
 /// already handles.
 pub fn run_args(spec: &AppSpec, owner: &str) -> Vec<String> {
+    let svc = spec.service();
     let mut a: Vec<String> = vec![
         "run".into(),
         "--detach".into(),
@@ -385,21 +386,21 @@ pub fn run_args(spec: &AppSpec, owner: &str) -> Vec<String> {
         "--restart=no".into(),
         "--cap-drop=ALL".into(),
         "--security-opt=no-new-privileges".into(),
-        format!("--stop-timeout={}", spec.stop_grace_secs),
+        format!("--stop-timeout={}", svc.stop_grace_secs),
     ]);
-    for cap in &spec.capabilities {
+    for cap in &svc.capabilities {
         a.push(format!("--cap-add={}", normalize_capability(cap)));
     }
-    if spec.read_only_root {
+    if svc.read_only_root {
         a.push("--read-only".into());
     }
-    if let Some(m) = spec.resources.memory_mb {
+    if let Some(m) = svc.resources.memory_mb {
         a.push(format!("--memory={m}m"));
     }
-    if let Some(c) = &spec.resources.cpus {
+    if let Some(c) = &svc.resources.cpus {
         a.push(format!("--cpus={c}"));
     }
-    for p in &spec.ports {
+    for p in &svc.ports {
         let bind = match p.bind {
             std::net::IpAddr::V6(v6) => format!("[{v6}]"),
             v4 => v4.to_string(),
@@ -412,15 +413,15 @@ pub fn run_args(spec: &AppSpec, owner: &str) -> Vec<String> {
             p.protocol.as_str()
         ));
     }
-    for v in &spec.volumes {
+    for v in &svc.volumes {
         a.push("--volume".into());
         a.push(format!("{}:{}", spec.volume_name(&v.name), v.target));
     }
-    for (k, v) in &spec.env {
+    for (k, v) in &svc.env {
         a.push("--env".into());
         a.push(format!("{k}={v}"));
     }
-    for s in &spec.generated_secrets {
+    for s in &svc.generated_secrets {
         a.push("--secret".into());
         a.push(format!(
             "{},type=env,target={}",
@@ -429,7 +430,7 @@ pub fn run_args(spec: &AppSpec, owner: &str) -> Vec<String> {
         ));
     }
     a.push(image_ref(spec));
-    a.extend(spec.command.iter().cloned());
+    a.extend(svc.command.iter().cloned());
     a
 }
 
@@ -442,32 +443,32 @@ mod tests {
     #[test]
     fn create_args_are_locked_down() {
         let mut s = AppSpec::new("web", "1.2.0", "localhost/x:1");
-        s.capabilities = vec!["cap_net_bind_service".into()];
-        s.read_only_root = true;
-        s.resources.memory_mb = Some(64);
-        s.resources.cpus = Some("0.5".into());
-        s.ports.push(PortSpec {
+        s.service_mut().capabilities = vec!["cap_net_bind_service".into()];
+        s.service_mut().read_only_root = true;
+        s.service_mut().resources.memory_mb = Some(64);
+        s.service_mut().resources.cpus = Some("0.5".into());
+        s.service_mut().ports.push(PortSpec {
             container: 80,
             host: 8080,
             protocol: Protocol::Tcp,
             bind: "127.0.0.1".parse().unwrap(),
         });
-        s.ports.push(PortSpec {
+        s.service_mut().ports.push(PortSpec {
             container: 53,
             host: 5353,
             protocol: Protocol::Udp,
             bind: "::1".parse().unwrap(),
         });
-        s.volumes.push(VolumeSpec {
+        s.service_mut().volumes.push(VolumeSpec {
             name: "data".into(),
             target: "/data".into(),
         });
-        s.generated_secrets.push(SecretSpec {
+        s.service_mut().generated_secrets.push(SecretSpec {
             name: "token".into(),
             kind: SecretKind::Hex32,
             env: "TOKEN".into(),
         });
-        s.command = vec!["httpd".into(), "-f".into()];
+        s.service_mut().command = vec!["httpd".into(), "-f".into()];
         let a = run_args(&s, "me");
         let has = |x: &str| a.iter().any(|y| y == x);
         assert!(has("--cap-drop=ALL"));
@@ -491,7 +492,7 @@ mod tests {
     #[test]
     fn image_id_pins_the_image() {
         let mut s = AppSpec::new("web", "1", "localhost/x:1");
-        s.image_id = Some(format!("sha256:{}", "a".repeat(64)));
+        s.service_mut().image_id = Some(format!("sha256:{}", "a".repeat(64)));
         let a = run_args(&s, "me");
         assert_eq!(a.last().unwrap(), &"a".repeat(64));
     }

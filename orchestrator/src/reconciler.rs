@@ -197,7 +197,7 @@ impl Reconciler {
         self.notify.notify_one();
         let mut pass = Pass::new(observed);
         pass.seen.images_ok.insert(image_ref(&spec));
-        for v in &spec.volumes {
+        for v in &spec.service().volumes {
             let name = spec.volume_name(&v.name);
             let present = volumes.contains_key(&name);
             pass.seen.volumes_ok.insert(name, present);
@@ -262,7 +262,7 @@ impl Reconciler {
             for c in self.observe().await?.iter().filter(|c| c.app == app) {
                 if c.state == ContainerState::Running {
                     self.rt
-                        .stop_container(&c.id, rec.current.stop_grace_secs)
+                        .stop_container(&c.id, rec.current.service().stop_grace_secs)
                         .await?;
                 }
             }
@@ -391,7 +391,7 @@ impl Reconciler {
             healthy: m.healthy.get(app).copied(),
             last_error: m.last_error.get(app).cloned(),
             rolled_back: rec.rolled_back.clone(),
-            ports: rec.current.ports.clone(),
+            ports: rec.current.service().ports.clone(),
             restarts_backing_off: m.backoff.get(app).map(|b| b.failures).unwrap_or(0),
         }
     }

@@ -131,6 +131,7 @@ impl PodmanRuntime {
 
     /// The image the spec names is present (and has the expected id).
     pub(crate) async fn ensure_image(&self, spec: &AppSpec) -> Result<(), Error> {
+        let svc = spec.service();
         let reference = image_ref(spec);
         let out = self
             .podman
@@ -147,13 +148,13 @@ impl PodmanRuntime {
             )
             .await?;
         let missing = || Error::ImageMissing {
-            image: spec.image.clone(),
-            expected: spec.image_id.clone(),
+            image: svc.image.clone(),
+            expected: svc.image_id.clone(),
         };
         if !out.success {
             return Err(missing());
         }
-        if spec.image_id.is_some() && !out.stdout.trim().starts_with(&reference) {
+        if svc.image_id.is_some() && !out.stdout.trim().starts_with(&reference) {
             return Err(missing());
         }
         Ok(())
@@ -208,10 +209,11 @@ impl PodmanRuntime {
     /// 0600 files (the source of truth); replaces a copy whose file is new; refuses one that
     /// belongs to someone else. One `secret inspect` for all of them.
     async fn ensure_podman_secrets(&self, spec: &AppSpec) -> Result<(), Error> {
-        if spec.generated_secrets.is_empty() {
+        if spec.service().generated_secrets.is_empty() {
             return Ok(());
         }
         let wanted: Vec<(ObjectName, String)> = spec
+            .service()
             .generated_secrets
             .iter()
             .map(|s| {
@@ -221,7 +223,7 @@ impl PodmanRuntime {
             })
             .collect();
         let found = self.inspect_secrets(wanted.iter().map(|(_, n)| n)).await?;
-        for (s, (object, name)) in spec.generated_secrets.iter().zip(&wanted) {
+        for (s, (object, name)) in spec.service().generated_secrets.iter().zip(&wanted) {
             let (value, fresh) = secrets::ensure(&self.state_dir, &spec.name, s)?;
             if let Some(owner) = found.get(name) {
                 names::check_owner(name, object, &spec.publisher, &self.owner, owner)
@@ -271,11 +273,16 @@ impl PodmanRuntime {
         &self,
         spec: &AppSpec,
     ) -> Result<HashMap<String, Owner>, Error> {
-        if spec.volumes.is_empty() {
+        if spec.service().volumes.is_empty() {
             return Ok(HashMap::new());
         }
         let mut args = vec!["volume".to_string(), "inspect".into()];
-        args.extend(spec.volumes.iter().map(|v| spec.volume_name(&v.name)));
+        args.extend(
+            spec.service()
+                .volumes
+                .iter()
+                .map(|v| spec.volume_name(&v.name)),
+        );
         let out = self.podman.run(&args, None, QUICK).await?;
         parse_inspect(&out, "volume", |v| {
             (v["Name"].as_str().map(str::to_string), &v["Labels"])
@@ -288,7 +295,7 @@ impl PodmanRuntime {
         spec: &AppSpec,
         found: &HashMap<String, Owner>,
     ) -> Result<(), Error> {
-        for v in &spec.volumes {
+        for v in &spec.service().volumes {
             let name = spec.volume_name(&v.name);
             if let Some(owner) = found.get(&name) {
                 names::check_owner(
@@ -309,19 +316,20 @@ impl PodmanRuntime {
     /// silently at `run`.
     async fn ensure_volumes(&self, spec: &AppSpec, seen: &mut Seen) -> Result<(), Error> {
         let all_checked = spec
+            .service()
             .volumes
             .iter()
             .all(|v| seen.volumes_ok.contains_key(&spec.volume_name(&v.name)));
         if !all_checked {
             let found = self.inspect_volumes(spec).await?;
             self.check_volumes(spec, &found)?;
-            for v in &spec.volumes {
+            for v in &spec.service().volumes {
                 let name = spec.volume_name(&v.name);
                 let present = found.contains_key(&name);
                 seen.volumes_ok.insert(name, present);
             }
         }
-        for v in &spec.volumes {
+        for v in &spec.service().volumes {
             let name = spec.volume_name(&v.name);
             if seen.volumes_ok.get(&name) == Some(&false) {
                 self.create_volume(spec, &name).await?;
@@ -549,7 +557,7 @@ impl Containers for PodmanRuntime {
             },
         };
         let mut probe = AppSpec::new(app, "0", "-");
-        probe.volumes = volumes
+        probe.service_mut().volumes = volumes
             .iter()
             .filter_map(|v| names::parse(Role::Volume, v)?.part)
             .map(|name| crate::spec::VolumeSpec {

@@ -16,9 +16,14 @@ use crate::Error;
 /// The one rule book (PROTOCOL.md §2 limits, capability lists, the operator's policy).
 pub use archy_rules::{normalize_capability, Policy, DEFAULT_ALLOWED_CAPS, NEVER_ALLOWED_CAPS};
 
-/// What an app needs to run. Serialized with serde; unknown fields are an error.
+/// What an app needs to run: who it is and its services. Serialized with serde; unknown fields
+/// are an error.
+///
+/// Today an app has exactly one service (`validate` refuses more); the multi-service apps of
+/// PROTOCOL §2.2 fill `services` without reshaping this type. A spec stored before `services`
+/// existed (every service field at the top level, [`FlatSpec`]) still reads, as one service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "serde_json::Value")]
 pub struct AppSpec {
     /// App name, `^[a-z][a-z0-9-]{1,62}$` (container, volume and secret names derive from it).
     pub name: String,
@@ -29,6 +34,17 @@ pub struct AppSpec {
     pub publisher: String,
     /// Version shown to the user and put on the `archy.version` label.
     pub version: String,
+    /// What runs: one service today.
+    pub services: Vec<ServiceSpec>,
+    /// Apps (by name) that must be running before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<String>,
+}
+
+/// One container of an app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
     /// Image reference the caller loaded into Podman, e.g. `localhost/acme/web:1.2.0`.
     pub image: String,
     /// Expected image id (`sha256:<64-hex>` or bare hex). When set, the container is created
@@ -55,12 +71,129 @@ pub struct AppSpec {
     /// Seconds between SIGTERM and SIGKILL when stopping.
     #[serde(default = "default_grace")]
     pub stop_grace_secs: u32,
-    /// Apps (by name) that must be running before this one starts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dependencies: Vec<String>,
     /// Overrides the image's command when non-empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+}
+
+impl ServiceSpec {
+    /// A service of `image` with the secure defaults and nothing else.
+    pub fn new(image: impl Into<String>) -> Self {
+        ServiceSpec {
+            image: image.into(),
+            image_id: None,
+            ports: vec![],
+            volumes: vec![],
+            env: BTreeMap::new(),
+            generated_secrets: vec![],
+            capabilities: vec![],
+            read_only_root: false,
+            resources: Resources::default(),
+            health_check: None,
+            stop_grace_secs: default_grace(),
+            command: vec![],
+        }
+    }
+
+    /// The host port and bind address that publish `container_port` (tcp).
+    pub fn published(&self, container_port: u16) -> Option<&PortSpec> {
+        self.ports
+            .iter()
+            .find(|p| p.container == container_port && p.protocol == Protocol::Tcp)
+    }
+}
+
+/// The form of a one-service spec before `services` existed: what older nodes stored, and what
+/// the spec hash of a one-service app is computed over (so containers made by an older node
+/// are adopted, not recreated). Field for field the old `AppSpec`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlatSpec {
+    name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    publisher: String,
+    version: String,
+    image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<PortSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<VolumeSpec>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    generated_secrets: Vec<SecretSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    capabilities: Vec<String>,
+    #[serde(default)]
+    read_only_root: bool,
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    resources: Resources,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    health_check: Option<HealthCheck>,
+    #[serde(default = "default_grace")]
+    stop_grace_secs: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dependencies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    command: Vec<String>,
+}
+
+impl From<FlatSpec> for AppSpec {
+    fn from(f: FlatSpec) -> AppSpec {
+        AppSpec {
+            name: f.name,
+            publisher: f.publisher,
+            version: f.version,
+            services: vec![ServiceSpec {
+                image: f.image,
+                image_id: f.image_id,
+                ports: f.ports,
+                volumes: f.volumes,
+                env: f.env,
+                generated_secrets: f.generated_secrets,
+                capabilities: f.capabilities,
+                read_only_root: f.read_only_root,
+                resources: f.resources,
+                health_check: f.health_check,
+                stop_grace_secs: f.stop_grace_secs,
+                command: f.command,
+            }],
+            dependencies: f.dependencies,
+        }
+    }
+}
+
+/// The current form, `{name, publisher, version, services, dependencies}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServicesForm {
+    name: String,
+    #[serde(default)]
+    publisher: String,
+    version: String,
+    services: Vec<ServiceSpec>,
+    #[serde(default)]
+    dependencies: Vec<String>,
+}
+
+impl TryFrom<serde_json::Value> for AppSpec {
+    type Error = serde_json::Error;
+    fn try_from(v: serde_json::Value) -> Result<AppSpec, serde_json::Error> {
+        if v.get("services").is_some() {
+            let f: ServicesForm = serde_json::from_value(v)?;
+            Ok(AppSpec {
+                name: f.name,
+                publisher: f.publisher,
+                version: f.version,
+                services: f.services,
+                dependencies: f.dependencies,
+            })
+        } else {
+            Ok(serde_json::from_value::<FlatSpec>(v)?.into())
+        }
+    }
 }
 
 fn default_grace() -> u32 {
@@ -200,7 +333,7 @@ pub enum Intent {
 }
 
 impl AppSpec {
-    /// A minimal spec; fill the other fields directly.
+    /// A minimal spec of one service; fill the other fields directly.
     pub fn new(
         name: impl Into<String>,
         version: impl Into<String>,
@@ -210,20 +343,20 @@ impl AppSpec {
             name: name.into(),
             publisher: String::new(),
             version: version.into(),
-            image: image.into(),
-            image_id: None,
-            ports: vec![],
-            volumes: vec![],
-            env: BTreeMap::new(),
-            generated_secrets: vec![],
-            capabilities: vec![],
-            read_only_root: false,
-            resources: Resources::default(),
-            health_check: None,
-            stop_grace_secs: default_grace(),
+            services: vec![ServiceSpec::new(image)],
             dependencies: vec![],
-            command: vec![],
         }
+    }
+
+    /// The app's service. Apps have exactly one until multi-service apps land (`validate`
+    /// refuses any other count, and every spec the node makes has one).
+    pub fn service(&self) -> &ServiceSpec {
+        &self.services[0]
+    }
+
+    /// [`AppSpec::service`], to fill in.
+    pub fn service_mut(&mut self) -> &mut ServiceSpec {
+        &mut self.services[0]
     }
 
     /// Podman container name.
@@ -238,30 +371,61 @@ impl AppSpec {
 
     /// BLAKE3 (hex) of the canonical JSON of the spec (object keys sorted, no whitespace).
     /// Keys are sorted by our own serializer, not serde_json's map type, so the hash does not
-    /// change if another crate in the build enables serde_json's `preserve_order`.
+    /// change if another crate in the build enables serde_json's `preserve_order`. A
+    /// one-service spec is hashed in its [`FlatSpec`] form, as before `services` existed, so a
+    /// container an older node made is adopted, not recreated.
     pub fn spec_hash(&self) -> String {
-        let value = serde_json::to_value(self).expect("AppSpec serializes");
+        let value = match self.flat() {
+            Some(flat) => serde_json::to_value(flat),
+            None => serde_json::to_value(self),
+        }
+        .expect("AppSpec serializes");
         let mut out = String::new();
         canonical_json(&value, &mut out);
         blake3::hash(out.as_bytes()).to_hex().to_string()
     }
 
-    /// The host port and bind address that publish `container_port` (tcp).
-    pub fn published(&self, container_port: u16) -> Option<&PortSpec> {
-        self.ports
-            .iter()
-            .find(|p| p.container == container_port && p.protocol == Protocol::Tcp)
+    /// The one-service spec in its flat form.
+    fn flat(&self) -> Option<FlatSpec> {
+        let [s] = self.services.as_slice() else {
+            return None;
+        };
+        Some(FlatSpec {
+            name: self.name.clone(),
+            publisher: self.publisher.clone(),
+            version: self.version.clone(),
+            image: s.image.clone(),
+            image_id: s.image_id.clone(),
+            ports: s.ports.clone(),
+            volumes: s.volumes.clone(),
+            env: s.env.clone(),
+            generated_secrets: s.generated_secrets.clone(),
+            capabilities: s.capabilities.clone(),
+            read_only_root: s.read_only_root,
+            resources: s.resources.clone(),
+            health_check: s.health_check.clone(),
+            stop_grace_secs: s.stop_grace_secs,
+            dependencies: self.dependencies.clone(),
+            command: s.command.clone(),
+        })
     }
 
-    /// The runtime view the rule book checks.
-    pub fn rules_view(&self) -> archy_rules::App<'_> {
+    /// The host port and bind address that publish `container_port` (tcp) in the service.
+    pub fn published(&self, container_port: u16) -> Option<&PortSpec> {
+        self.service().published(container_port)
+    }
+
+    /// The runtime view the rule book checks (of the one service).
+    fn rules_view(&self) -> archy_rules::App<'_> {
+        let svc = self.service();
         archy_rules::App {
             name: &self.name,
             publisher: &self.publisher,
             version: &self.version,
-            image: &self.image,
-            image_id: self.image_id.as_deref(),
+            image: &svc.image,
+            image_id: svc.image_id.as_deref(),
             ports: self
+                .service()
                 .ports
                 .iter()
                 .map(|p| archy_rules::Port {
@@ -272,24 +436,27 @@ impl AppSpec {
                 })
                 .collect(),
             volumes: self
+                .service()
                 .volumes
                 .iter()
                 .map(|v| (v.name.as_str(), v.target.as_str()))
                 .collect(),
             env: self
+                .service()
                 .env
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect(),
             secrets: self
+                .service()
                 .generated_secrets
                 .iter()
                 .map(|s| (s.name.as_str(), s.env.as_str()))
                 .collect(),
-            capabilities: self.capabilities.iter().map(String::as_str).collect(),
-            memory_mb: self.resources.memory_mb,
-            cpus: self.resources.cpus.as_deref(),
-            health_check: self.health_check.as_ref().map(|h| archy_rules::Health {
+            capabilities: svc.capabilities.iter().map(String::as_str).collect(),
+            memory_mb: svc.resources.memory_mb,
+            cpus: svc.resources.cpus.as_deref(),
+            health_check: svc.health_check.as_ref().map(|h| archy_rules::Health {
                 kind: match h.kind {
                     HealthKind::Http => archy_rules::HealthKind::Http,
                     HealthKind::Tcp => archy_rules::HealthKind::Tcp,
@@ -301,15 +468,24 @@ impl AppSpec {
                 timeout_secs: u64::from(h.timeout_secs),
                 retries: h.retries,
             }),
-            stop_grace_secs: u64::from(self.stop_grace_secs),
+            stop_grace_secs: u64::from(svc.stop_grace_secs),
             dependencies: self.dependencies.iter().map(String::as_str).collect(),
-            command: self.command.iter().map(String::as_str).collect(),
+            command: svc.command.iter().map(String::as_str).collect(),
         }
     }
 
     /// Defensive policy re-check, by the rule book the manifest validator also applies; the
     /// error names the offending field.
     pub fn validate(&self, rules: &Policy) -> Result<(), Error> {
+        if self.services.len() != 1 {
+            return Err(Error::Policy {
+                field: "services".into(),
+                reason: format!(
+                    "an app has exactly one service on this node (found {}); multi-service apps are not supported yet",
+                    self.services.len()
+                ),
+            });
+        }
         archy_rules::check(&self.rules_view(), rules).map_err(|r| Error::Policy {
             field: r.field,
             reason: r.reason,
@@ -364,15 +540,60 @@ fn canonical_json(v: &serde_json::Value, out: &mut String) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_flat_spec_of_an_older_node_reads_as_one_service_and_keeps_its_hash() {
+        // What the store of a node from before `services` holds.
+        let flat = serde_json::json!({
+            "name": "web",
+            "version": "1.0.0",
+            "image": "localhost/archy/busybox:latest",
+            "ports": [{"container": 8080, "host": 18080, "protocol": "tcp", "bind": "127.0.0.1"}],
+            "read_only_root": false,
+            "stop_grace_secs": 30
+        });
+        let spec: AppSpec = serde_json::from_value(flat.clone()).unwrap();
+        assert_eq!(spec.services.len(), 1);
+        assert_eq!(spec.service().ports[0].host, 18080);
+        // The hash older nodes put on the container's label: of exactly that flat form.
+        let mut canonical = String::new();
+        canonical_json(&flat, &mut canonical);
+        assert_eq!(
+            spec.spec_hash(),
+            blake3::hash(canonical.as_bytes()).to_hex().to_string()
+        );
+        // Written back in the current form, it reads as the same spec.
+        let now = serde_json::to_value(&spec).unwrap();
+        assert!(now.get("services").is_some() && now.get("image").is_none());
+        assert_eq!(serde_json::from_value::<AppSpec>(now).unwrap(), spec);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_in_either_form_and_one_service_is_required() {
+        let smuggled = serde_json::json!({
+            "name": "web", "version": "1", "image": "x", "privileged": true
+        });
+        assert!(serde_json::from_value::<AppSpec>(smuggled).is_err());
+        let smuggled = serde_json::json!({
+            "name": "web", "version": "1", "services": [{"image": "x", "privileged": true}]
+        });
+        assert!(serde_json::from_value::<AppSpec>(smuggled).is_err());
+        let mut two = AppSpec::new("web", "1.0.0", "localhost/a:1");
+        two.services.push(ServiceSpec::new("localhost/b:1"));
+        assert!(matches!(
+            two.validate(&Policy::default()),
+            Err(Error::Policy { field, .. }) if field == "services"
+        ));
+    }
+
     fn web() -> AppSpec {
         let mut s = AppSpec::new("web", "1.0.0", "localhost/archy/busybox:latest");
-        s.ports.push(PortSpec {
+        s.service_mut().ports.push(PortSpec {
             container: 8080,
             host: 18080,
             protocol: Protocol::Tcp,
             bind: default_bind(),
         });
-        s.volumes.push(VolumeSpec {
+        s.service_mut().volumes.push(VolumeSpec {
             name: "data".into(),
             target: "/data".into(),
         });
@@ -384,7 +605,7 @@ mod tests {
         let a = web();
         let mut b = web();
         assert_eq!(a.spec_hash(), b.spec_hash());
-        b.env.insert("A".into(), "1".into());
+        b.service_mut().env.insert("A".into(), "1".into());
         assert_ne!(a.spec_hash(), b.spec_hash());
         // Round trip through JSON keeps the hash.
         let back: AppSpec = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
@@ -414,9 +635,9 @@ mod tests {
             r#"{"name":"ab","version":"1","image":"x","ports":[{"container":80,"host":8080}]}"#,
         )
         .unwrap();
-        assert_eq!(s.ports[0].bind, default_bind());
-        assert_eq!(s.ports[0].protocol, Protocol::Tcp);
-        assert_eq!(s.stop_grace_secs, 30);
+        assert_eq!(s.service().ports[0].bind, default_bind());
+        assert_eq!(s.service().ports[0].protocol, Protocol::Tcp);
+        assert_eq!(s.service().stop_grace_secs, 30);
         s.validate(&Policy::default()).unwrap();
     }
 
@@ -431,19 +652,19 @@ mod tests {
     fn policy_violations_name_the_field() {
         let p = Policy::default();
         let mut s = web();
-        s.capabilities = vec!["cap_sys_admin".into()];
+        s.service_mut().capabilities = vec!["cap_sys_admin".into()];
         assert_eq!(field_of(s.validate(&p).unwrap_err()), "capabilities[0]");
-        s.capabilities = vec!["NET_RAW".into()];
+        s.service_mut().capabilities = vec!["NET_RAW".into()];
         assert_eq!(field_of(s.validate(&p).unwrap_err()), "capabilities[0]");
-        s.capabilities = vec!["cap_net_bind_service".into(), "chown".into()];
+        s.service_mut().capabilities = vec!["cap_net_bind_service".into(), "chown".into()];
         s.validate(&p).unwrap();
 
         let mut s = web();
-        s.volumes[0].name = "/etc".into();
+        s.service_mut().volumes[0].name = "/etc".into();
         assert_eq!(field_of(s.validate(&p).unwrap_err()), "volumes[0].name");
         for bad in ["/data/../etc", "/data//x", "/data/", "/", "data", "/a:b"] {
             let mut s = web();
-            s.volumes[0].target = bad.into();
+            s.service_mut().volumes[0].target = bad.into();
             assert_eq!(
                 field_of(s.validate(&p).unwrap_err()),
                 "volumes[0].target",
@@ -451,13 +672,13 @@ mod tests {
             );
         }
         let mut s = web();
-        s.volumes[0].target = "/data/..foo".into();
+        s.service_mut().volumes[0].target = "/data/..foo".into();
         s.validate(&p).unwrap();
 
         let mut s = web();
-        s.ports[0].bind = "0.0.0.0".parse().unwrap();
+        s.service_mut().ports[0].bind = "0.0.0.0".parse().unwrap();
         assert_eq!(field_of(s.validate(&p).unwrap_err()), "ports[0].bind");
-        s.ports[0].bind = "::ffff:127.0.0.1".parse().unwrap();
+        s.service_mut().ports[0].bind = "::ffff:127.0.0.1".parse().unwrap();
         assert_eq!(field_of(s.validate(&p).unwrap_err()), "ports[0].bind");
         let open = Policy {
             allow_non_loopback_binds: true,
@@ -466,7 +687,7 @@ mod tests {
         s.validate(&open).unwrap();
 
         let mut s = web();
-        s.ports[0].host = 80;
+        s.service_mut().ports[0].host = 80;
         assert_eq!(field_of(s.validate(&p).unwrap_err()), "ports[0].host");
 
         let mut s = web();
@@ -474,7 +695,7 @@ mod tests {
         assert_eq!(field_of(s.validate(&p).unwrap_err()), "name");
 
         let mut s = web();
-        s.health_check = Some(HealthCheck {
+        s.service_mut().health_check = Some(HealthCheck {
             kind: HealthKind::Http,
             port: Some(9999),
             path: None,
@@ -486,12 +707,12 @@ mod tests {
         assert_eq!(field_of(s.validate(&p).unwrap_err()), "health_check.port");
 
         let mut s = web();
-        s.generated_secrets.push(SecretSpec {
+        s.service_mut().generated_secrets.push(SecretSpec {
             name: "key".into(),
             kind: SecretKind::Hex32,
             env: "KEY".into(),
         });
-        s.env.insert("KEY".into(), "x".into());
+        s.service_mut().env.insert("KEY".into(), "x".into());
         assert_eq!(
             field_of(s.validate(&p).unwrap_err()),
             "generated_secrets[0].env"
@@ -505,7 +726,7 @@ mod tests {
             allow_non_loopback_binds: false,
         };
         let mut s = web();
-        s.capabilities = vec!["SYS_ADMIN".into()];
+        s.service_mut().capabilities = vec!["SYS_ADMIN".into()];
         assert!(s.validate(&p).is_err());
     }
 }

@@ -152,18 +152,18 @@ impl TestEnv {
     fn web(&self, name: &str, version: &str) -> AppSpec {
         let port = free_port();
         let mut s = AppSpec::new(name, version, IMAGE);
-        s.image_id = Some(image_id(&self.podman, IMAGE));
-        s.ports.push(PortSpec {
+        s.service_mut().image_id = Some(image_id(&self.podman, IMAGE));
+        s.service_mut().ports.push(PortSpec {
             container: 8080,
             host: port,
             protocol: Protocol::Tcp,
             bind: "127.0.0.1".parse().unwrap(),
         });
-        s.volumes.push(VolumeSpec {
+        s.service_mut().volumes.push(VolumeSpec {
             name: "data".into(),
             target: "/data".into(),
         });
-        s.command = vec![
+        s.service_mut().command = vec![
             "httpd".into(),
             "-f".into(),
             "-p".into(),
@@ -171,7 +171,7 @@ impl TestEnv {
             "-h".into(),
             "/www".into(),
         ];
-        s.health_check = Some(HealthCheck {
+        s.service_mut().health_check = Some(HealthCheck {
             kind: HealthKind::Http,
             port: Some(8080),
             path: Some("/".into()),
@@ -180,7 +180,7 @@ impl TestEnv {
             timeout_secs: 5,
             retries: 20,
         });
-        s.stop_grace_secs = 5;
+        s.service_mut().stop_grace_secs = 5;
         s
     }
 
@@ -318,10 +318,10 @@ async fn install_serves_http_then_stop_start_restart() {
     let r = env.open();
     let app = env.app("web");
     let mut spec = env.web(&app, "1.0.0");
-    spec.resources.memory_mb = Some(64);
-    spec.resources.cpus = Some("0.5".into());
-    spec.capabilities = vec!["net_bind_service".into()];
-    let port = spec.ports[0].host;
+    spec.service_mut().resources.memory_mb = Some(64);
+    spec.service_mut().resources.cpus = Some("0.5".into());
+    spec.service_mut().capabilities = vec!["net_bind_service".into()];
+    let port = spec.service().ports[0].host;
 
     let id = running_id(&r.install(spec.clone()).await.unwrap());
     assert_eq!(http_get(port, "/").unwrap(), "archy test image\n");
@@ -451,7 +451,7 @@ async fn container_removed_behind_our_back_comes_back_and_intents_wake_the_loop(
     let r = Arc::new(Reconciler::open(cfg).unwrap());
     let app = env.app("back");
     let spec = env.web(&app, "1.0.0");
-    let port = spec.ports[0].host;
+    let port = spec.service().ports[0].host;
     let old = running_id(&r.install(spec).await.unwrap());
 
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -503,7 +503,7 @@ async fn reconciler_restart_adopts_healthy_containers() {
     let (db_id, api_id) = {
         let r = env.open();
         let mut db_spec = env.web(&db, "1.0.0");
-        db_spec.health_check = Some(HealthCheck {
+        db_spec.service_mut().health_check = Some(HealthCheck {
             kind: HealthKind::Exec,
             port: None,
             path: None,
@@ -520,7 +520,7 @@ async fn reconciler_restart_adopts_healthy_containers() {
         });
         let db_id = running_id(&r.install(db_spec).await.unwrap());
         let mut api_spec = env.web(&api, "1.0.0");
-        api_spec.health_check.as_mut().unwrap().kind = HealthKind::Tcp;
+        api_spec.service_mut().health_check.as_mut().unwrap().kind = HealthKind::Tcp;
         api_spec.dependencies = vec![db.clone()];
         let api_id = running_id(&r.install(api_spec).await.unwrap());
         (db_id, api_id)
@@ -547,7 +547,7 @@ async fn volume_data_survives_restart_update_reinstall_and_purge_removes_it() {
     let env = TestEnv::new();
     let app = env.app("vol");
     let mut v1 = env.web(&app, "1.0.0");
-    v1.generated_secrets.push(SecretSpec {
+    v1.service_mut().generated_secrets.push(SecretSpec {
         name: "token".into(),
         kind: SecretKind::Hex16,
         env: "TOKEN".into(),
@@ -564,7 +564,7 @@ async fn volume_data_survives_restart_update_reinstall_and_purge_removes_it() {
     // Update: a new version (new spec hash) replaces the container; data and secret stay.
     let mut v2 = v1.clone();
     v2.version = "2.0.0".into();
-    v2.env.insert("MODE".into(), "v2".into());
+    v2.service_mut().env.insert("MODE".into(), "v2".into());
     let id2 = running_id(&r.install(v2.clone()).await.unwrap());
     assert_eq!(env.exec(&app, "cat /data/file"), "precious");
     assert_eq!(env.exec(&app, "echo $MODE"), "v2");
@@ -613,7 +613,7 @@ async fn failed_update_rolls_back_to_previous_spec_and_image_with_data_intact() 
     let env = TestEnv::new();
     let app = env.app("upd");
     let v1 = env.web(&app, "1.0.0");
-    let port = v1.ports[0].host;
+    let port = v1.service().ports[0].host;
     let r = env.open();
     let id1 = running_id(&r.install(v1.clone()).await.unwrap());
     env.exec(&app, "echo v1-data > /data/file");
@@ -624,12 +624,12 @@ async fn failed_update_rolls_back_to_previous_spec_and_image_with_data_intact() 
     podman_ok(&env.podman, &["commit", "-q", &id1, &image2]);
     let mut v2 = v1.clone();
     v2.version = "2.0.0".into();
-    v2.image = image2.clone();
-    v2.image_id = Some(image_id(&env.podman, &image2));
-    assert_ne!(v2.image_id, v1.image_id);
+    v2.service_mut().image = image2.clone();
+    v2.service_mut().image_id = Some(image_id(&env.podman, &image2));
+    assert_ne!(v2.service().image_id, v1.service().image_id);
     // Version 2 never serves HTTP: its health check must fail.
-    v2.command = vec!["sleep".into(), "1000".into()];
-    v2.health_check.as_mut().unwrap().retries = 3;
+    v2.service_mut().command = vec!["sleep".into(), "1000".into()];
+    v2.service_mut().health_check.as_mut().unwrap().retries = 3;
 
     match r.install(v2.clone()).await.unwrap() {
         InstallOutcome::RolledBack { version, reason } => {
@@ -650,7 +650,7 @@ async fn failed_update_rolls_back_to_previous_spec_and_image_with_data_intact() 
     );
     assert_eq!(
         Some(format!("sha256:{img}")),
-        v1.image_id,
+        v1.service().image_id,
         "back on the previous image"
     );
     // The loop does not retry the failed version.
@@ -663,7 +663,7 @@ async fn failed_update_rolls_back_to_previous_spec_and_image_with_data_intact() 
     // An update to an image that is not loaded is refused before anything is touched.
     let mut v3 = v1.clone();
     v3.version = "3.0.0".into();
-    v3.image_id = Some(format!("sha256:{}", "0".repeat(64)));
+    v3.service_mut().image_id = Some(format!("sha256:{}", "0".repeat(64)));
     assert!(matches!(
         r.install(v3).await,
         Err(Error::ImageMissing { .. })
@@ -678,7 +678,7 @@ async fn port_taken_at_start_fails_cleanly_and_the_created_container_is_reused()
     let env = TestEnv::new();
     let app = env.app("busy");
     let spec = env.web(&app, "1.0.0");
-    let port = spec.ports[0].host;
+    let port = spec.service().ports[0].host;
     let r = env.open();
     let blocker = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     match r.install(spec).await.unwrap() {
@@ -761,13 +761,13 @@ async fn app_ignoring_sigterm_is_killed_after_its_grace() {
     let env = TestEnv::new();
     let app = env.app("term");
     let mut s = AppSpec::new(&app, "1.0.0", IMAGE);
-    s.image_id = Some(image_id(&env.podman, IMAGE));
-    s.command = vec![
+    s.service_mut().image_id = Some(image_id(&env.podman, IMAGE));
+    s.service_mut().command = vec![
         "sh".into(),
         "-c".into(),
         "trap '' TERM; while true; do sleep 1; done".into(),
     ];
-    s.stop_grace_secs = 2;
+    s.service_mut().stop_grace_secs = 2;
     let r = env.open();
     let id = running_id(&r.install(s).await.unwrap());
     let st = r.stop(&app).await.unwrap();
@@ -792,8 +792,8 @@ async fn crash_looping_app_fails_with_its_reason_and_backs_off() {
     let r = Reconciler::open(cfg).unwrap();
     let app = env.app("crash");
     let mut s = AppSpec::new(&app, "1.0.0", IMAGE);
-    s.image_id = Some(image_id(&env.podman, IMAGE));
-    s.command = vec!["sh".into(), "-c".into(), "exit 3".into()];
+    s.service_mut().image_id = Some(image_id(&env.podman, IMAGE));
+    s.service_mut().command = vec!["sh".into(), "-c".into(), "exit 3".into()];
     match r.install(s).await.unwrap() {
         InstallOutcome::Failed { reason } => assert!(reason.contains("exit code 3"), "{reason}"),
         other => panic!("expected failure, got {other:?}"),
@@ -839,12 +839,12 @@ async fn reconciler_killed_mid_install_converges() {
     let app = env.app("kill");
     let mut spec = env.web(&app, "1.0.0");
     // Slow to become healthy, so the kill lands while install waits for the health check.
-    spec.command = vec![
+    spec.service_mut().command = vec![
         "sh".into(),
         "-c".into(),
         "sleep 3; exec httpd -f -p 8080 -h /www".into(),
     ];
-    let port = spec.ports[0].host;
+    let port = spec.service().ports[0].host;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -887,7 +887,7 @@ async fn reconciler_killed_mid_failing_update_rolls_back_after_restart() {
     let env = TestEnv::new();
     let app = env.app("killupd");
     let v1 = env.web(&app, "1.0.0");
-    let port = v1.ports[0].host;
+    let port = v1.service().ports[0].host;
     {
         let r = env.open();
         running_id(&r.install(v1.clone()).await.unwrap());
@@ -896,9 +896,9 @@ async fn reconciler_killed_mid_failing_update_rolls_back_after_restart() {
     // Version 2 never answers its health check; the child is killed while it waits for it.
     let mut v2 = v1.clone();
     v2.version = "2.0.0".into();
-    v2.command = vec!["sleep".into(), "1000".into()];
+    v2.service_mut().command = vec!["sleep".into(), "1000".into()];
     // Long enough (>= 15 s of probes) that the kill lands first; short enough for the rerun.
-    v2.health_check.as_mut().unwrap().retries = 15;
+    v2.service_mut().health_check.as_mut().unwrap().retries = 15;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -966,25 +966,25 @@ async fn policy_violations_never_reach_podman() {
         let app = env.app("evil");
         let base = {
             let mut s = AppSpec::new(&app, "1.0.0", IMAGE);
-            s.image_id = Some(id.clone());
+            s.service_mut().image_id = Some(id.clone());
             s
         };
         let mut cap = base.clone();
-        cap.capabilities = vec!["SYS_ADMIN".into()];
+        cap.service_mut().capabilities = vec!["SYS_ADMIN".into()];
         let mut cap2 = base.clone();
-        cap2.capabilities = vec!["NET_RAW".into()];
+        cap2.service_mut().capabilities = vec!["NET_RAW".into()];
         let mut host_path = base.clone();
-        host_path.volumes.push(VolumeSpec {
+        host_path.service_mut().volumes.push(VolumeSpec {
             name: "/etc".into(),
             target: "/host-etc".into(),
         });
         let mut traversal = base.clone();
-        traversal.volumes.push(VolumeSpec {
+        traversal.service_mut().volumes.push(VolumeSpec {
             name: "data".into(),
             target: "/data/../etc".into(),
         });
         let mut public = base.clone();
-        public.ports.push(PortSpec {
+        public.service_mut().ports.push(PortSpec {
             container: 80,
             host: 18081,
             protocol: Protocol::Tcp,
@@ -1040,7 +1040,7 @@ async fn secrets_are_0600_delivered_and_never_logged() {
     let env = TestEnv::new();
     let app = env.app("sec");
     let mut spec = env.web(&app, "1.0.0");
-    spec.generated_secrets = vec![
+    spec.service_mut().generated_secrets = vec![
         SecretSpec {
             name: "db-password".into(),
             kind: SecretKind::Hex32,
@@ -1135,13 +1135,13 @@ async fn rootless_as_unprivileged_user() {
     );
     let app = env.app("rootless");
     let mut spec = env.web(&app, "1.0.0");
-    spec.generated_secrets.push(SecretSpec {
+    spec.service_mut().generated_secrets.push(SecretSpec {
         name: "key".into(),
         kind: SecretKind::Hex16,
         env: "KEY".into(),
     });
-    spec.read_only_root = true;
-    let port = spec.ports[0].host;
+    spec.service_mut().read_only_root = true;
+    let port = spec.service().ports[0].host;
     let r = env.open();
     running_id(&r.install(spec).await.unwrap());
     assert_eq!(http_get(port, "/").unwrap(), "archy test image\n");
@@ -1185,18 +1185,18 @@ fn unsafe_getuid() -> u32 {
 fn quiet_app(env: &TestEnv, name: &str, publisher: &str, volume: &str, secret: &str) -> AppSpec {
     let mut s = AppSpec::new(name, "1.0.0", IMAGE);
     s.publisher = publisher.into();
-    s.image_id = Some(image_id(&env.podman, IMAGE));
-    s.volumes.push(VolumeSpec {
+    s.service_mut().image_id = Some(image_id(&env.podman, IMAGE));
+    s.service_mut().volumes.push(VolumeSpec {
         name: volume.into(),
         target: "/data".into(),
     });
-    s.generated_secrets.push(SecretSpec {
+    s.service_mut().generated_secrets.push(SecretSpec {
         name: secret.into(),
         kind: SecretKind::Hex32,
         env: "TOKEN".into(),
     });
-    s.command = vec!["sleep".into(), "100000".into()];
-    s.stop_grace_secs = 1;
+    s.service_mut().command = vec!["sleep".into(), "100000".into()];
+    s.service_mut().stop_grace_secs = 1;
     s
 }
 

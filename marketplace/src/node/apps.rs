@@ -8,7 +8,7 @@ use crate::manifest::{self, AppManifest, RawManifest};
 use anyhow::{bail, Context, Result};
 use archy_orchestrator::{
     AppSpec, AppStatus, AuditReport, HealthCheck, HealthKind, InstallOutcome, PortSpec, Protocol,
-    ReconcileReport, Reconciler, Resources, SecretKind, SecretSpec, VolumeSpec,
+    ReconcileReport, Reconciler, Resources, SecretKind, SecretSpec, ServiceSpec, VolumeSpec,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -299,16 +299,19 @@ pub fn spec_from_manifest(m: &AppManifest) -> Result<AppSpec> {
                 port: h.port,
                 path: h.path.clone(),
                 command: h.command.clone().unwrap_or_default(),
-                interval_secs: h.interval_s.unwrap_or(2) as u32,
-                timeout_secs: h.timeout_s.unwrap_or(3) as u32,
-                retries: h.retries.unwrap_or(10),
+                interval_secs: h
+                    .interval_s
+                    .unwrap_or(u64::from(archy_rules::DEFAULT_HEALTH_INTERVAL_SECS))
+                    as u32,
+                timeout_secs: h
+                    .timeout_s
+                    .unwrap_or(u64::from(archy_rules::DEFAULT_HEALTH_TIMEOUT_SECS))
+                    as u32,
+                retries: h.retries.unwrap_or(archy_rules::DEFAULT_HEALTH_RETRIES),
             })
         })
         .transpose()?;
-    Ok(AppSpec {
-        name: m.id.clone(),
-        publisher: m.publisher.did.clone(),
-        version: m.version.clone(),
+    let service = ServiceSpec {
         image: m.image.name.clone(),
         image_id: Some(m.image.id.clone()),
         ports,
@@ -335,8 +338,15 @@ pub fn spec_from_manifest(m: &AppManifest) -> Result<AppSpec> {
         },
         health_check,
         stop_grace_secs: m.stop_grace_secs.min(u32::MAX as u64) as u32,
-        dependencies: m.dependencies.iter().map(|d| d.app.clone()).collect(),
         command: m.command.clone(),
+    };
+    Ok(AppSpec {
+        name: m.id.clone(),
+        publisher: m.publisher.did.clone(),
+        version: m.version.clone(),
+        // A v1 manifest describes one container.
+        services: vec![service],
+        dependencies: m.dependencies.iter().map(|d| d.app.clone()).collect(),
     })
 }
 
@@ -402,14 +412,20 @@ mod tests {
         let typed = AppManifest::from_raw(&m).unwrap();
         let spec = spec_from_manifest(&typed).unwrap();
         assert_eq!(spec.name, "hello-web");
-        assert_eq!(spec.image_id.as_deref(), Some(typed.image.id.as_str()));
-        assert_eq!(spec.ports[0].bind.to_string(), "127.0.0.1");
-        assert_eq!(spec.capabilities, ["CHOWN"]);
-        assert!(spec.read_only_root);
-        assert_eq!(spec.stop_grace_secs, 30);
-        assert_eq!(spec.generated_secrets[0].kind, SecretKind::Hex32);
-        assert_eq!(spec.health_check.as_ref().unwrap().kind, HealthKind::Http);
-        assert_eq!(spec.resources.cpus.as_deref(), Some("0.5"));
+        assert_eq!(
+            spec.service().image_id.as_deref(),
+            Some(typed.image.id.as_str())
+        );
+        assert_eq!(spec.service().ports[0].bind.to_string(), "127.0.0.1");
+        assert_eq!(spec.service().capabilities, ["CHOWN"]);
+        assert!(spec.service().read_only_root);
+        assert_eq!(spec.service().stop_grace_secs, 30);
+        assert_eq!(spec.service().generated_secrets[0].kind, SecretKind::Hex32);
+        assert_eq!(
+            spec.service().health_check.as_ref().unwrap().kind,
+            HealthKind::Http
+        );
+        assert_eq!(spec.service().resources.cpus.as_deref(), Some("0.5"));
         spec.validate(&archy_orchestrator::Policy::default())
             .unwrap();
     }
