@@ -19,6 +19,7 @@ step "Node interop packages";      (cd tests/interop && npm ci --no-audit --no-f
 
 step "cargo fmt --check";  cargo fmt --all -- --check
 step "cargo clippy";       cargo clippy --workspace --all-targets -- -D warnings
+step "protocol crate is pure"; bash tests/checks/protocol-is-pure.sh
 # Build everything once, so the end-to-end tests use this build of the `archy` binary instead
 # of building their own (with other features).
 step "cargo build";        cargo build --workspace --all-targets

@@ -2,7 +2,7 @@
 //! round trip for any payload and any `kid` (header JSON escaping included).
 #![no_main]
 
-use archy_marketplace::jws::{sign_detached, DetachedJws};
+use archy_protocol::jws::{sign_detached, DetachedJws};
 use archy_marketplace_fuzz::publisher;
 use libfuzzer_sys::fuzz_target;
 

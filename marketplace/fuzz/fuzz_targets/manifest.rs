@@ -6,7 +6,7 @@
 //! (or worse, the marketplace could pass something the orchestrator's rules exist to stop).
 #![no_main]
 
-use archy_marketplace::manifest::{self, AppManifest};
+use archy_protocol::manifest::{self, AppManifest};
 use archy_marketplace::node::apps::spec_from_manifest;
 use archy_marketplace_fuzz::{policy, NOW};
 use libfuzzer_sys::fuzz_target;

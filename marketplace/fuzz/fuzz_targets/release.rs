@@ -7,9 +7,9 @@
 //!    it exactly when the validator passes it (no check may disagree with the validator).
 #![no_main]
 
-use archy_marketplace::envelope::{self, Envelope};
-use archy_marketplace::manifest;
-use archy_marketplace::release::{self, check_release, KIND_APP_DATA};
+use archy_protocol::envelope::{self, Envelope};
+use archy_protocol::manifest;
+use archy_protocol::release::{self, check_release, KIND_APP_DATA};
 use archy_marketplace_fuzz::{policy, publisher, NOW};
 use libfuzzer_sys::fuzz_target;
 use nostr_sdk::prelude::{Event, EventBuilder, JsonUtil, Kind, Tag, Timestamp};
@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
             };
             // `envelope::sign` is for manifests the CLI validated: one JCS cannot write
             // (a number like 1e999) is refused before signing, as `archy app publish` does.
-            if archy_marketplace::jcs::try_canonical_bytes(&Value::Object(m.clone())).is_err() {
+            if archy_protocol::jcs::try_canonical_bytes(&Value::Object(m.clone())).is_err() {
                 return;
             }
             let id = publisher();

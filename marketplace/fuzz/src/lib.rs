@@ -4,7 +4,7 @@
 //! (a crash file replays the same way on any machine, at any date).
 
 use archy_marketplace::identity::Identity;
-use archy_marketplace::manifest::PolicyConfig;
+use archy_protocol::manifest::PolicyConfig;
 use ed25519_dalek::SigningKey;
 use nostr_sdk::prelude::{Keys, SecretKey};
 use std::sync::OnceLock;

@@ -1,16 +1,16 @@
 //! Tampering with any byte of a signed envelope (manifest, JWS header or signature) makes
 //! verification fail with a reason; a non-Ed25519 did:key is refused.
 
-use archy_marketplace::envelope::{self, Envelope};
-use archy_marketplace::identity::Identity;
-use archy_marketplace::manifest::PolicyConfig;
-use archy_marketplace::reason::Reason;
+use archy_protocol::envelope::{self, Envelope};
+use archy_protocol::keys::PublisherKeys as Identity;
+use archy_protocol::manifest::PolicyConfig;
+use archy_protocol::reason::Reason;
 use ed25519_dalek::SigningKey;
-use nostr_sdk::prelude::{Keys, SecretKey};
+use nostr::{Keys, SecretKey};
 use serde_json::{json, Value};
 
 fn identity() -> Identity {
-    Identity::from_keys(
+    Identity::new(
         SigningKey::from_bytes(&[42u8; 32]),
         Keys::new(SecretKey::from_hex(&"11".repeat(32)).unwrap()),
     )
@@ -76,7 +76,7 @@ fn tampering_gives_clear_reasons() {
     assert!(v[0].message.contains("does not verify"), "{}", v[0].message);
 
     let mut kid_changed = env.clone();
-    let other = Identity::from_keys(
+    let other = Identity::new(
         SigningKey::from_bytes(&[7u8; 32]),
         Keys::new(SecretKey::from_hex(&"22".repeat(32)).unwrap()),
     );

@@ -1,10 +1,11 @@
 //! Committed test vectors (`tests/vectors/`): a fixed Ed25519 key, a manifest, its JCS bytes and
 //! its JWS. Ed25519 is deterministic, so any implementation can check itself against these files.
-//! Regenerate with `ARCHY_WRITE_VECTORS=1 cargo test -p archy-marketplace --test vectors`.
+//! Regenerate with `ARCHY_WRITE_VECTORS=1 cargo test -p archy-protocol --test vectors`.
 
-use archy_marketplace::{did, envelope, identity::Identity, jcs, manifest};
+use archy_protocol::keys::PublisherKeys as Identity;
+use archy_protocol::{did, envelope, jcs, manifest};
 use ed25519_dalek::SigningKey;
-use nostr_sdk::prelude::{Keys, SecretKey};
+use nostr::{Keys, SecretKey};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -13,12 +14,12 @@ const ED25519_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703b
 const NOSTR_SECRET: &str = "5c0c523f52a5b6fad39ed2403092df8cebc36318b39383bca6c00808626fab3a";
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors")
 }
 
 fn identity() -> Identity {
     let seed: [u8; 32] = hex::decode(ED25519_SEED).unwrap().try_into().unwrap();
-    Identity::from_keys(
+    Identity::new(
         SigningKey::from_bytes(&seed),
         Keys::new(SecretKey::from_hex(NOSTR_SECRET).unwrap()),
     )
