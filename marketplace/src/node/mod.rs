@@ -57,13 +57,24 @@ fn open_catalog(home: &Home) -> Result<Catalog> {
     loop {
         match Catalog::open(&home.join(CATALOG_FILE)) {
             Ok(c) => return Ok(c),
-            Err(e) if attempts < 50 && format!("{e:#}").contains("already open") => {
+            Err(e) if attempts < 50 && already_open(&e) => {
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether opening failed because another process holds the database (redb's own error, not
+/// its text).
+fn already_open(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<redb::DatabaseError>(),
+            Some(redb::DatabaseError::DatabaseAlreadyOpen)
+        )
+    })
 }
 
 impl NodeCore {
