@@ -97,6 +97,19 @@ impl Action {
 /// Grace used for containers with no desired spec (orphans).
 const ORPHAN_GRACE_SECS: u32 = 10;
 
+/// Removes of an app's stale containers (other spec hash, other name, extra copies).
+fn remove_all<'a>(
+    app: &'a str,
+    ids: Vec<String>,
+    d: &'a DesiredApp,
+) -> impl Iterator<Item = Action> + 'a {
+    ids.into_iter().map(move |id| Action::Remove {
+        app: app.to_owned(),
+        container_id: id,
+        grace_secs: d.spec.service().stop_grace_secs,
+    })
+}
+
 /// Computes the actions that move `observed` towards `desired`.
 pub fn plan(
     desired: &[DesiredApp],
@@ -240,13 +253,7 @@ pub fn plan(
                 });
             }
             Some(c) if c.state == ContainerState::Running => {
-                for id in replaces {
-                    up.push(Action::Remove {
-                        app: name.clone(),
-                        container_id: id,
-                        grace_secs: d.spec.service().stop_grace_secs,
-                    });
-                }
+                up.extend(remove_all(name, replaces, d));
                 up.push(Action::Adopt {
                     app: name.clone(),
                     container_id: c.id.clone(),
@@ -257,13 +264,7 @@ pub fn plan(
                     blocked.insert(name.clone(), reason);
                     continue;
                 }
-                for id in replaces {
-                    up.push(Action::Remove {
-                        app: name.clone(),
-                        container_id: id,
-                        grace_secs: d.spec.service().stop_grace_secs,
-                    });
-                }
+                up.extend(remove_all(name, replaces, d));
                 up.push(Action::Start {
                     app: name.clone(),
                     container_id: c.id.clone(),
