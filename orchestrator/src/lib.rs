@@ -1,6 +1,7 @@
 //! archy-orchestrator: makes a machine's Podman match the apps the user wants, rootless and
 //! without ever losing app data. It knows nothing of Nostr, DIDs or iroh: the node converts a
-//! verified manifest into an [`AppSpec`] and hands it over.
+//! verified manifest into an [`AppSpec`] and hands it over, and an image arrives as an archive
+//! file the node took out of its blob store ([`Images::load_checked`]).
 //!
 //! Module map (pure logic apart from I/O, in the sans-IO style):
 //! - [`names`] — the injective names (`archy_<app>_<part>`) and owner labels of every Podman
@@ -16,7 +17,11 @@
 //! - [`store`] — desired state (current + previous spec, intent) in redb, committed before
 //!   anything acts on it.
 //! - [`podman`] — the Podman CLI: [`PodmanCmd`] (optionally `runuser` to another user),
-//!   `ps` parsing, the locked-down `podman run` arguments.
+//!   `ps` parsing, the locked-down `podman run` arguments. The node builds one and shares it
+//!   between the reconciler and its image exports and imports.
+//! - [`image`] — images to and from archive files over the small [`Images`] trait (which
+//!   [`PodmanCmd`] implements): `podman save`, and the checked `podman load` that refuses an
+//!   image whose id is not the expected one and keeps none of the names the archive carried.
 //! - [`secrets`] — generated secrets: 0600 files, created once, delivered as Podman secrets.
 //! - [`health`] — http / tcp / exec health checks with retries.
 //! - [`quadlet`] — [`render_quadlet`]: the equivalent systemd Quadlet `.container` unit.
@@ -44,6 +49,7 @@ mod apply;
 pub mod audit;
 pub mod backoff;
 pub mod health;
+pub mod image;
 mod migrate;
 pub mod names;
 pub mod plan;
@@ -57,6 +63,7 @@ pub mod spec;
 pub mod store;
 
 pub use audit::{AuditEntry, AuditReport, AuditStatus};
+pub use image::{normalize_id, own_image_name, ArchiveFormat, Images};
 pub use plan::{plan, Action, Backoff, BackoffPolicy, CreateReason, DesiredApp};
 pub use podman::{ContainerState, ObservedContainer, PodmanCmd, PodmanOutput};
 pub use quadlet::render_quadlet;
@@ -87,6 +94,11 @@ pub enum Error {
     },
     #[error("{command} failed: {message}")]
     Podman { command: String, message: String },
+    /// A loaded archive is not the image it was signed as ([`image::Images::load_checked`]).
+    #[error("image refused: archive loaded as {actual} but the manifest's image.id is {expected}; the loaded image was removed")]
+    ImageIdMismatch { expected: String, actual: String },
+    #[error("invalid image id `{input}`: expected sha256:<64 hex>")]
+    InvalidImageId { input: String },
     /// An object or record belongs to another (publisher, app) than the one asking for it.
     #[error("{0}")]
     Owner(String),

@@ -10,6 +10,7 @@
 //! Podman, rootless Podman as the current user, or rootless Podman as another user
 //! (`runuser -u archy -- env XDG_RUNTIME_DIR=… podman`).
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -39,6 +40,15 @@ impl Default for PodmanCmd {
             argv: vec!["podman".into()],
         }
     }
+}
+
+/// What a Podman call reads on stdin.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Stdin<'a> {
+    Null,
+    Bytes(&'a [u8]),
+    /// The file is opened here and handed to Podman as its stdin, never read into memory.
+    File(&'a Path),
 }
 
 /// The captured result of one Podman call.
@@ -107,10 +117,33 @@ impl PodmanCmd {
         stdin: Option<&[u8]>,
         deadline: Duration,
     ) -> Result<PodmanOutput, Error> {
+        let stdin = match stdin {
+            Some(bytes) => Stdin::Bytes(bytes),
+            None => Stdin::Null,
+        };
+        self.run_with(args, stdin, deadline).await
+    }
+
+    /// [`run`](Self::run) with any [`Stdin`], e.g. an archive file streamed to `podman load`.
+    pub(crate) async fn run_with(
+        &self,
+        args: &[String],
+        stdin: Stdin<'_>,
+        deadline: Duration,
+    ) -> Result<PodmanOutput, Error> {
         tracing::debug!(args = ?args, "podman");
         let mut cmd = self.command(args);
-        if stdin.is_some() {
-            cmd.stdin(Stdio::piped());
+        let mut bytes_in = None;
+        match stdin {
+            Stdin::Null => {}
+            Stdin::Bytes(bytes) => {
+                cmd.stdin(Stdio::piped());
+                bytes_in = Some(bytes.to_vec());
+            }
+            Stdin::File(path) => {
+                let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+                cmd.stdin(Stdio::from(file));
+            }
         }
         cmd.kill_on_drop(false);
         let mut child = cmd.spawn().map_err(|e| Error::Podman {
@@ -120,9 +153,8 @@ impl PodmanCmd {
                 self.argv[0]
             ),
         })?;
-        if let Some(bytes) = stdin {
+        if let Some(bytes) = bytes_in {
             let mut pipe = child.stdin.take().expect("stdin is piped");
-            let bytes = bytes.to_vec();
             // Written from a task so a child that does not read cannot block us past the deadline.
             tokio::spawn(async move {
                 let _ = pipe.write_all(&bytes).await;
@@ -224,6 +256,22 @@ impl PodmanCmd {
         deadline: Duration,
     ) -> Result<String, Error> {
         let out = self.run(args, stdin, deadline).await?;
+        self.success(args, out)
+    }
+
+    /// [`ok`](Self::ok) with any [`Stdin`].
+    pub(crate) async fn ok_with(
+        &self,
+        args: &[String],
+        stdin: Stdin<'_>,
+        deadline: Duration,
+    ) -> Result<String, Error> {
+        let out = self.run_with(args, stdin, deadline).await?;
+        self.success(args, out)
+    }
+
+    /// The stdout of a call that exited 0, else an error carrying its stderr.
+    fn success(&self, args: &[String], out: PodmanOutput) -> Result<String, Error> {
         if out.success {
             Ok(out.stdout)
         } else {
@@ -234,7 +282,7 @@ impl PodmanCmd {
         }
     }
 
-    fn describe(&self, args: &[String]) -> String {
+    pub(crate) fn describe(&self, args: &[String]) -> String {
         // Only the subcommand: full argv may be long; it is in the debug log.
         format!("podman {}", args.first().map(String::as_str).unwrap_or(""))
     }
