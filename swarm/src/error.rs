@@ -40,12 +40,6 @@ pub enum SwarmError {
         hash: String,
         report: Box<FetchReport>,
     },
-    #[error("podman `{command}` failed: {reason}")]
-    Podman { command: String, reason: String },
-    #[error("image refused: archive loaded as {actual} but the manifest's image.id is {expected}; the loaded image was removed")]
-    ImageIdMismatch { expected: String, actual: String },
-    #[error("invalid image id `{input}`: expected sha256:<64 hex>")]
-    InvalidImageId { input: String },
     #[error("mirror list {path}: {reason}")]
     MirrorList { path: PathBuf, reason: String },
     #[error("invalid ticket: {reason}")]

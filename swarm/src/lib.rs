@@ -1,16 +1,19 @@
-//! archy-swarm: verified blob and image distribution over iroh, "the origin always wins".
+//! archy-swarm: verified blobs over iroh, "the origin always wins".
 //!
-//! The swarm knows nothing of manifests or trust: callers hand it the expected hash and size
-//! (from a verified manifest) and an ordered source list (origin, then mirrors by trust).
+//! The swarm knows nothing of manifests, trust or containers: callers hand it the expected
+//! hash and size (from a verified manifest) and an ordered source list (origin, then mirrors by
+//! trust). A blob goes in from a file and comes out to one ([`Swarm::add_file`],
+//! [`Swarm::export`]); the node turns an image into such a file and back with the
+//! orchestrator's Podman client.
 //!
 //! Module map:
 //! - [`node`]: [`Swarm`] — iroh endpoint (key persisted in the swarm dir), persistent
-//!   iroh-blobs store, router serving it; add / list / export / has.
+//!   iroh-blobs store, router serving it; add / list / export / has, and a scratch directory
+//!   beside the store for files on their way in or out.
 //! - [`addr`]: [`PeerAddr`] and its compact `<hex>@ip:port,...` form; hash parsing.
 //! - [`select`]: the pure (sans-IO) source-selection state machine of PROTOCOL §5.
 //! - [`fetch`]: the fetch driver: connect, request missing ranges, verify, detect stalls and
 //!   sources below the minimum rate, drop corrupt sources, report progress and per-source bytes.
-//! - [`image`]: Podman export (`podman save`) and checked import (`podman load` + id check).
 //! - [`mirror`]: the persisted set of mirrored blob hashes, for re-announcement.
 //! - [`serve`]: which blobs we answer requests for (own + mirrored by default).
 //! - [`collection`]: iroh-blobs tickets and collections, for interop with `sendme`.
@@ -19,7 +22,6 @@ pub mod addr;
 pub mod collection;
 mod error;
 pub mod fetch;
-pub mod image;
 pub mod mirror;
 pub mod node;
 pub mod select;
@@ -32,7 +34,6 @@ pub use fetch::{
     FetchEvent, FetchProgress, FetchReport, FetchRequest, ProgressSender, DEFAULT_MIN_RATE,
     DEFAULT_STALL_TIMEOUT,
 };
-pub use image::{normalize_id, own_image_name, ArchiveFormat, ExportedImage, Podman};
 pub use node::{BlobInfo, Network, Swarm, SwarmConfig};
 pub use select::SourceRole;
 pub use serve::ServePolicy;

@@ -193,6 +193,15 @@ impl Swarm {
         &self.dir
     }
 
+    /// A new scratch directory under `<dir>/tmp`, removed when dropped: for a file on its way
+    /// into the store ([`add_file`](Self::add_file)) or out of it ([`export`](Self::export)),
+    /// on the store's file system.
+    pub fn tmp_dir(&self) -> Result<tempfile::TempDir, SwarmError> {
+        let base = self.dir.join("tmp");
+        std::fs::create_dir_all(&base).map_err(|e| SwarmError::io("creating tmp dir", &base, e))?;
+        tempfile::tempdir_in(&base).map_err(|e| SwarmError::io("creating tmp dir", &base, e))
+    }
+
     /// Stops serving, closes the endpoint and flushes the store so the directory can be reopened.
     /// The swarm is unusable afterwards.
     pub async fn shutdown(&self) -> Result<(), SwarmError> {

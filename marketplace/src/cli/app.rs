@@ -202,8 +202,8 @@ struct Published {
 /// Exports a Podman image through the node (or in-process) for `app publish --image`.
 async fn export_image(home: &Home, image: &str, format: &str) -> Result<ImageFields> {
     let format = match format {
-        "docker-archive" => archy_swarm::ArchiveFormat::DockerArchive,
-        _ => archy_swarm::ArchiveFormat::OciArchive,
+        "docker-archive" => archy_orchestrator::ArchiveFormat::DockerArchive,
+        _ => archy_orchestrator::ArchiveFormat::OciArchive,
     };
     let node_runs = crate::node::api::Client::connect(home).await?.is_some();
     let fields = super::call(

@@ -358,9 +358,7 @@ impl NodeCore {
         self.reconciler
             .get_or_try_init(|| async {
                 let mut cfg = archy_orchestrator::Config::new(self.home.join("apps"));
-                let mut argv = self.config.apps.podman_prefix.clone();
-                argv.push("podman".into());
-                cfg.podman = archy_orchestrator::PodmanCmd::from_argv(argv);
+                cfg.podman = self.podman.clone();
                 cfg.owner = format!("node-{}", &self.identity.nostr_hex()[..16]);
                 // Apps installed before apps had a publisher: catalog installs name theirs; a
                 // local manifest was filled in with this node's own identity.

@@ -6,8 +6,9 @@
 //!   scoring plugs in there), and fetches origin-first by the §5 rules.
 //! - [`announce_mirror`]: serve a complete blob and publish the §4.3 announcement;
 //!   [`mirror_if_configured`] does it after a verified fetch when `[swarm] mirror` is on.
-//! - [`export_image`]: `podman save` into the store; [`ImageFields::fill`] writes the result
-//!   into a manifest before it is signed.
+//! - [`export_image`]: `podman save` to a scratch file, added to the store; [`ImageFields::fill`]
+//!   writes the result into a manifest before it is signed. (The swarm only moves files; the
+//!   node's Podman client, from the orchestrator, makes and loads the archives.)
 //!
 //! The pure parts ([`mirror_candidates`], [`newest_first`], [`ImageFields::fill`]) are apart from
 //! the I/O so they are unit-tested without relays or iroh.
@@ -15,9 +16,8 @@
 use super::NodeCore;
 use crate::events::{build_mirror_event, mirror_filter, parse_mirror_event, MirrorAnnouncement};
 use anyhow::{bail, Context, Result};
-use archy_swarm::{
-    ArchiveFormat, BlobInfo, FetchReport, FetchRequest, PeerAddr, ProgressSender, SwarmError,
-};
+use archy_orchestrator::{ArchiveFormat, Images};
+use archy_swarm::{BlobInfo, FetchReport, FetchRequest, PeerAddr, ProgressSender, SwarmError};
 use nostr_sdk::prelude::Event;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -474,18 +474,31 @@ pub async fn export_image(
     format: ArchiveFormat,
 ) -> Result<ImageFields> {
     let swarm = core.swarm().await?;
-    let exported = swarm
-        .export_image(&core.podman(), image_ref, format)
-        .await
-        .with_context(|| format!("exporting image {image_ref}"))?;
+    let (image_id, archive) = async {
+        let image_id = core.podman.image_id(image_ref).await?;
+        let tmp = swarm.tmp_dir()?;
+        let path = tmp.path().join("image.tar");
+        core.podman.save(image_ref, format, &path).await?;
+        let archive = swarm.add_file(&path).await?;
+        tracing::info!(
+            %image_ref,
+            %image_id,
+            archive = %archive.hash,
+            size = archive.size,
+            "image exported"
+        );
+        anyhow::Ok((image_id, archive))
+    }
+    .await
+    .with_context(|| format!("exporting image {image_ref}"))?;
     let addr = swarm.addr();
     Ok(ImageFields {
         name: image_ref.to_owned(),
-        id: exported.image_id,
+        id: image_id,
         archive: ArchiveRef {
-            blake3: exported.archive.hash,
-            size: exported.archive.size,
-            format: exported.format,
+            blake3: archive.hash,
+            size: archive.size,
+            format,
         },
         origin: OriginRef {
             endpoint: addr.endpoint,

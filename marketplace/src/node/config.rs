@@ -114,6 +114,16 @@ pub struct AppsSection {
     pub podman_prefix: Vec<String>,
 }
 
+impl AppsSection {
+    /// The node's one Podman client: `podman_prefix` then `podman`, each word one argument as
+    /// written (never split again). The reconciler and the image exports and imports share it.
+    pub fn podman(&self) -> archy_orchestrator::PodmanCmd {
+        let mut argv = self.podman_prefix.clone();
+        argv.push("podman".into());
+        archy_orchestrator::PodmanCmd::from_argv(argv)
+    }
+}
+
 impl Default for AppsSection {
     fn default() -> Self {
         AppsSection {

@@ -8,7 +8,7 @@ use crate::catalog::{InstalledRecord, ReleaseRecord};
 use crate::manifest::AppManifest;
 use crate::unix_now;
 use anyhow::{bail, Context, Result};
-use archy_orchestrator::InstallOutcome;
+use archy_orchestrator::{normalize_id, own_image_name, Images, InstallOutcome};
 use archy_swarm::FetchReport;
 use archy_swarm::PeerAddr;
 use serde::{Deserialize, Serialize};
@@ -105,10 +105,10 @@ fn trust_gate(core: &NodeCore, m: &AppManifest, confirm: bool) -> Result<archy_t
 
 /// Fetches the release's image archive into the swarm store (unless it is there already) and
 /// loads it into Podman, refusing it unless its id is the signed `image.id`. The archive is
-/// always what reaches Podman, so an image is only ever run from verified bytes.
+/// always what reaches Podman, so an image is only ever run from verified bytes: the swarm
+/// writes the blob to a scratch file, and the orchestrator's checked load reads it.
 async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<ImageSource> {
     let swarm = core.swarm().await?;
-    let podman = core.podman();
     let report = if swarm.has(&m.image.archive.blake3).await? {
         ImageSource::AlreadyLocal {
             source: "already in the local store".into(),
@@ -129,15 +129,17 @@ async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<ImageSource> {
     };
     // Named only in the node's own namespace: `image.name` is the publisher's choice and
     // could name another app's image (PROTOCOL §2.1); the app runs by `image.id`.
-    swarm
-        .import_image(
-            &podman,
-            &m.image.archive.blake3,
-            &m.image.id,
-            &archy_swarm::own_image_name(&m.id, &m.version),
-        )
-        .await
-        .context("loading the image into Podman")?;
+    async {
+        normalize_id(&m.image.id)?;
+        let tmp = swarm.tmp_dir()?;
+        let path = tmp.path().join("image.tar");
+        swarm.export(&m.image.archive.blake3, &path).await?;
+        let own = own_image_name(&m.id, &m.version);
+        core.podman.load_checked(&path, &m.image.id, &own).await?;
+        anyhow::Ok(())
+    }
+    .await
+    .context("loading the image into Podman")?;
     Ok(report)
 }
 

@@ -39,6 +39,9 @@ pub struct NodeCore {
     pub config: NodeConfig,
     pub identity: Identity,
     pub catalog: Catalog,
+    /// The one Podman client, from `[apps] podman_prefix`: the reconciler drives apps with it,
+    /// and images are saved and loaded with it ([`archy_orchestrator::Images`]).
+    pub podman: archy_orchestrator::PodmanCmd,
     relay_urls: Vec<String>,
     pool: OnceCell<RelayPool>,
     swarm: OnceCell<Swarm>,
@@ -84,11 +87,13 @@ impl NodeCore {
         home.ensure()?;
         let identity = Identity::load_or_create(&home)?;
         let catalog = open_catalog(&home)?;
+        let podman = config.apps.podman();
         Ok(NodeCore {
             home,
             config,
             identity,
             catalog,
+            podman,
             relay_urls,
             pool: OnceCell::new(),
             swarm: OnceCell::new(),
@@ -177,13 +182,6 @@ impl NodeCore {
                 tracing::warn!("closing the blob store: {e}");
             }
         }
-    }
-
-    /// The podman command (with the configured prefix) for image export/import.
-    pub fn podman(&self) -> archy_swarm::Podman {
-        let mut words = self.config.apps.podman_prefix.clone();
-        words.push("podman".into());
-        archy_swarm::Podman::from_prefix(&words.join(" "))
     }
 
     /// A pool over other relays than the node's own (for `--relay` on a running node).

@@ -538,7 +538,7 @@ impl Operation for SwarmAddr {
 #[serde(deny_unknown_fields)]
 pub struct ImageExport {
     pub image: String,
-    pub format: archy_swarm::ArchiveFormat,
+    pub format: archy_orchestrator::ArchiveFormat,
 }
 
 impl Operation for ImageExport {
