@@ -57,6 +57,21 @@ fn shape(v: &Value, app: &str) -> Value {
 fn mask(s: &str, app: &str) -> String {
     let s = s.replace(app, "<app>");
     let hexlike = |t: &str| t.len() >= 16 && t.chars().all(|c| c.is_ascii_hexdigit());
+    // Ids inside a sentence ("kept 5a75dcf17fae"): a word of 12+ hex characters with a digit.
+    let s = s
+        .split(' ')
+        .map(|w| {
+            let id = w.len() >= 12
+                && w.chars().all(|c| c.is_ascii_hexdigit())
+                && w.chars().any(|c| c.is_ascii_digit());
+            if id && w.len() < s.len() {
+                "<hex>"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     let digits = s
         .as_bytes()
         .windows(3)
