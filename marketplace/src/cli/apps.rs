@@ -21,42 +21,25 @@ pub enum AppsCmd {
     /// Install an app from the catalog (`id` or `did/id`), or from a local manifest FILE whose
     /// image is already in Podman. Returns once the app runs (or failed, with the reason).
     Install {
-        app: String,
-        /// Install even though the publisher is below the install tier (never when blocked).
-        #[arg(long)]
-        confirm: bool,
+        #[command(flatten)]
+        req: Install,
         #[arg(long)]
         json: bool,
     },
     /// Update an installed app to the latest release of the publisher it came from.
     Update {
-        app: String,
-        #[arg(long)]
-        confirm: bool,
+        #[command(flatten)]
+        req: Update,
         #[arg(long)]
         json: bool,
     },
-    Start {
-        app: String,
-    },
-    Stop {
-        app: String,
-    },
-    Restart {
-        app: String,
-    },
+    Start(Start),
+    Stop(Stop),
+    Restart(Restart),
     /// Remove the app's container; its volumes and secrets stay unless --purge.
-    Uninstall {
-        app: String,
-        #[arg(long)]
-        purge: bool,
-    },
+    Uninstall(Uninstall),
     /// The app container's logs.
-    Logs {
-        app: String,
-        #[arg(long)]
-        tail: Option<u32>,
-    },
+    Logs(Logs),
     /// Every Podman object of this node (containers, volumes, secrets) with the app and
     /// publisher that own it; orphans, old-scheme names and label mismatches flagged. Exits 1
     /// when something needs attention.
@@ -153,10 +136,11 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
             }
             Ok(())
         }
-        AppsCmd::Install { app, confirm, json } => {
-            if Path::new(&app).is_file() {
+        AppsCmd::Install { req, json } => {
+            let app = &req.app;
+            if Path::new(app).is_file() {
                 let text =
-                    std::fs::read_to_string(&app).with_context(|| format!("reading {app}"))?;
+                    std::fs::read_to_string(app).with_context(|| format!("reading {app}"))?;
                 let manifest =
                     crate::manifest::parse(&text).map_err(|e| anyhow::anyhow!("{app}: {e}"))?;
                 let outcome = call(home, InstallManifest { manifest }).await?;
@@ -165,14 +149,14 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
                 }
                 return show_outcome("", &outcome, None);
             }
-            let report = call(home, Install { app, confirm }).await?;
+            let report = call(home, req).await?;
             if json {
                 return print_json(&report);
             }
             show_outcome(&report.app, &report.outcome, Some(&report))
         }
-        AppsCmd::Update { app, confirm, json } => {
-            let reply = call(home, Update { app, confirm }).await?;
+        AppsCmd::Update { req, json } => {
+            let reply = call(home, req).await?;
             if json {
                 return print_json(&reply);
             }
@@ -184,18 +168,12 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
                 UpdateReply::Installed(r) => show_outcome(&r.app, &r.outcome, Some(&r)),
             }
         }
-        AppsCmd::Start { app } => show_status(&call(home, Start { app }).await?),
-        AppsCmd::Stop { app } => show_status(&call(home, Stop { app }).await?),
-        AppsCmd::Restart { app } => show_status(&call(home, Restart { app }).await?),
-        AppsCmd::Uninstall { app, purge } => {
-            call(
-                home,
-                Uninstall {
-                    app: app.clone(),
-                    purge,
-                },
-            )
-            .await?;
+        AppsCmd::Start(req) => show_status(&call(home, req).await?),
+        AppsCmd::Stop(req) => show_status(&call(home, req).await?),
+        AppsCmd::Restart(req) => show_status(&call(home, req).await?),
+        AppsCmd::Uninstall(req) => {
+            let (app, purge) = (req.app.clone(), req.purge);
+            call(home, req).await?;
             if purge {
                 println!("{app} uninstalled; its volumes and secrets were removed");
             } else {
@@ -205,8 +183,8 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
             }
             Ok(())
         }
-        AppsCmd::Logs { app, tail } => {
-            print!("{}", call(home, Logs { app, tail }).await?);
+        AppsCmd::Logs(req) => {
+            print!("{}", call(home, req).await?);
             Ok(())
         }
         AppsCmd::Audit { json } => {

@@ -99,11 +99,15 @@ impl Operation for List {
     }
 }
 
-/// Install the latest release of a catalog app (`id` or `did/id`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Install the latest release of a catalog app (`id` or `did/id`). Also the arguments of
+/// `archy apps install` (one definition for the CLI and the API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[group(skip)]
 #[serde(deny_unknown_fields)]
 pub struct Install {
     pub app: String,
+    /// Install even though the publisher is below the install tier (never when blocked).
+    #[arg(long)]
     pub confirm: bool,
 }
 
@@ -141,10 +145,13 @@ impl Operation for InstallManifest {
 }
 
 /// Update an installed app to the latest release of the DID it came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[group(skip)]
 #[serde(deny_unknown_fields)]
 pub struct Update {
     pub app: String,
+    /// Update even though the publisher is below the install tier (never when blocked).
+    #[arg(long)]
     pub confirm: bool,
 }
 
@@ -160,7 +167,7 @@ impl Operation for Update {
 macro_rules! status_verb {
     ($($(#[$doc:meta])* $op:ident => $method:ident),*) => {$(
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
         #[serde(deny_unknown_fields)]
         pub struct $op {
             pub app: String,
@@ -186,10 +193,12 @@ status_verb!(
 );
 
 /// Remove the app's container; its volumes and secrets stay unless `purge`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Uninstall {
     pub app: String,
+    /// Also remove its volumes and secrets.
+    #[arg(long)]
     pub purge: bool,
 }
 
@@ -205,10 +214,12 @@ impl Operation for Uninstall {
 }
 
 /// The app container's logs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Logs {
     pub app: String,
+    /// Only the last N lines.
+    #[arg(long)]
     pub tail: Option<u32>,
 }
 

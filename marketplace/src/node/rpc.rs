@@ -453,6 +453,7 @@ impl Operation for BlobLs {
 /// mirrors; `mirror` serves and announces it afterwards; `out` exports it to a file. Also the
 /// arguments of `archy blob get` (one definition for the CLI and the API).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, clap::Args)]
+#[group(skip)]
 #[serde(deny_unknown_fields)]
 pub struct BlobGet {
     pub hash: String,
