@@ -10,21 +10,22 @@ use clap::Subcommand;
 pub enum MarketCmd {
     /// One discovery pass: fetch releases from the relays, check them, update the catalog.
     Sync {
-        /// Relays to read (default: the node's own relays).
-        #[arg(long = "relay", value_name = "URL")]
-        relays: Vec<String>,
+        #[command(flatten)]
+        req: MarketSync,
         #[arg(long)]
         json: bool,
     },
     /// List apps in the catalog whose id, name or summary contains TEXT.
     Search {
-        text: Option<String>,
+        #[command(flatten)]
+        req: MarketSearch,
         #[arg(long)]
         json: bool,
     },
     /// One app: its latest manifest and every accepted release (APP is `id` or `did/id`).
     Show {
-        app: String,
+        #[command(flatten)]
+        req: MarketShow,
         #[arg(long)]
         json: bool,
     },
@@ -38,8 +39,8 @@ pub enum MarketCmd {
 
 pub async fn run(home: &Home, cmd: MarketCmd) -> Result<()> {
     match cmd {
-        MarketCmd::Sync { relays, json } => {
-            let report = call(home, MarketSync { relays }).await?;
+        MarketCmd::Sync { req, json } => {
+            let report = call(home, req).await?;
             if json {
                 return print_json(&report);
             }
@@ -59,14 +60,8 @@ pub async fn run(home: &Home, cmd: MarketCmd) -> Result<()> {
             );
             Ok(())
         }
-        MarketCmd::Search { text, json } => {
-            let apps = call(
-                home,
-                MarketSearch {
-                    text: text.unwrap_or_default(),
-                },
-            )
-            .await?;
+        MarketCmd::Search { req, json } => {
+            let apps = call(home, req).await?;
             if json {
                 return print_json(&apps);
             }
@@ -85,8 +80,8 @@ pub async fn run(home: &Home, cmd: MarketCmd) -> Result<()> {
             }
             Ok(())
         }
-        MarketCmd::Show { app, json } => {
-            let v = call(home, MarketShow { app }).await?;
+        MarketCmd::Show { req, json } => {
+            let v = call(home, req).await?;
             if json {
                 return print_json(&v);
             }

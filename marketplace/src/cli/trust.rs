@@ -14,7 +14,8 @@ pub enum TrustCmd {
     /// Score, tier and explanation of a key: an npub, a 64-hex Nostr key, or a DID whose
     /// releases are in the catalog.
     Show {
-        key: String,
+        #[command(flatten)]
+        req: TrustShowRequest,
         #[arg(long)]
         json: bool,
     },
@@ -58,8 +59,8 @@ pub enum AnchorCmd {
 
 pub async fn run(home: &Home, cmd: TrustCmd) -> Result<()> {
     match cmd {
-        TrustCmd::Show { key, json } => {
-            let v = call(home, TrustShowRequest { key }).await?;
+        TrustCmd::Show { req, json } => {
+            let v = call(home, req).await?;
             if json {
                 return print_json(&v);
             }

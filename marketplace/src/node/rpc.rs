@@ -197,10 +197,14 @@ impl Operation for ConfigShow {
 
 // ---- market ---------------------------------------------------------------------------------
 
-/// One discovery pass (over `relays`, or the node's own when empty).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One discovery pass (over `relays`, or the node's own when empty). Also the arguments of
+/// `archy market sync`, as the other request types below are of their commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[group(skip)]
 #[serde(deny_unknown_fields)]
 pub struct MarketSync {
+    /// Relays to read (default: the node's own relays).
+    #[arg(long = "relay", value_name = "URL")]
     pub relays: Vec<String>,
 }
 
@@ -225,9 +229,12 @@ impl Operation for MarketSync {
 }
 
 /// Catalog apps whose id, name or summary contain `text`, each with its publisher's trust.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[group(skip)]
 #[serde(deny_unknown_fields)]
 pub struct MarketSearch {
+    /// Empty: every app.
+    #[arg(default_value = "")]
     pub text: String,
 }
 
@@ -239,7 +246,8 @@ impl Operation for MarketSearch {
 }
 
 /// One app of the catalog: its releases, expired ones and its publisher's trust.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[group(skip)]
 #[serde(deny_unknown_fields)]
 pub struct MarketShow {
     pub app: String,
@@ -331,7 +339,8 @@ impl Operation for MarketRejected {
 // ---- trust ----------------------------------------------------------------------------------
 
 /// Score, tier and explanation of a key (npub, hex or a DID in the catalog).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[group(skip)]
 #[serde(deny_unknown_fields)]
 pub struct TrustShowRequest {
     pub key: String,
