@@ -32,9 +32,7 @@ pub enum AppsRequest {
 
 /// Runs a wire app request and serialises its typed reply (the local API's edge).
 pub async fn handle(core: &NodeCore, req: AppsRequest) -> Result<serde_json::Value> {
-    async fn wire<O: Operation>(core: &NodeCore, op: O) -> Result<serde_json::Value> {
-        Ok(serde_json::to_value(op.run(core).await?)?)
-    }
+    use super::rpc::wire;
     match req {
         AppsRequest::List => wire(core, List).await,
         AppsRequest::Install(op) => wire(core, op).await,

@@ -75,9 +75,6 @@ pub enum Request {
 
 /// Runs a wire request and serialises its typed reply: the local API's edge.
 pub async fn handle(core: &NodeCore, req: Request) -> Result<serde_json::Value> {
-    async fn wire<O: Operation>(core: &NodeCore, op: O) -> Result<serde_json::Value> {
-        Ok(serde_json::to_value(op.run(core).await?)?)
-    }
     match req {
         Request::Status => wire(core, Status).await,
         Request::ConfigShow => wire(core, ConfigShow).await,
@@ -99,6 +96,11 @@ pub async fn handle(core: &NodeCore, req: Request) -> Result<serde_json::Value> 
         Request::SwarmAddr => wire(core, SwarmAddr).await,
         Request::ImageExport(op) => wire(core, op).await,
     }
+}
+
+/// Runs one operation and serialises its reply (for [`handle`]).
+pub(crate) async fn wire<O: Operation>(core: &NodeCore, op: O) -> Result<serde_json::Value> {
+    Ok(serde_json::to_value(op.run(core).await?)?)
 }
 
 /// Declares `From<$op> for Request` for a request that is a unit variant.
