@@ -42,49 +42,44 @@ pub(super) fn trust_namespace() -> (SingleLetterTag, &'static str) {
     (SingleLetterTag::uppercase(Alphabet::L), LABEL_NAMESPACE)
 }
 
+/// `limit`-bounded filters, two per chunk of at most [`CHUNK`] keys: what `per_chunk` makes of
+/// each chunk's public keys.
+fn chunked(keys: &[Key], per_chunk: impl Fn(Vec<PublicKey>) -> [Filter; 2]) -> Vec<Filter> {
+    keys.chunks(CHUNK)
+        .flat_map(|chunk| per_chunk(pubkeys(chunk)))
+        .map(|f| f.limit(MAX_EVENTS_PER_REQ))
+        .collect()
+}
+
 /// Contact lists and trust labels written by `authors`.
 pub(super) fn authored_filters(authors: &[Key]) -> Vec<Filter> {
     let (l, ns) = trust_namespace();
-    authors
-        .chunks(CHUNK)
-        .flat_map(|chunk| {
-            let pks = pubkeys(chunk);
-            [
-                Filter::new()
-                    .kind(Kind::from(KIND_CONTACTS))
-                    .authors(pks.clone())
-                    .limit(MAX_EVENTS_PER_REQ),
-                Filter::new()
-                    .kind(Kind::from(KIND_LABEL))
-                    .authors(pks)
-                    .custom_tag(l, ns)
-                    .limit(MAX_EVENTS_PER_REQ),
-            ]
-        })
-        .collect()
+    chunked(authors, |pks| {
+        [
+            Filter::new()
+                .kind(Kind::from(KIND_CONTACTS))
+                .authors(pks.clone()),
+            Filter::new()
+                .kind(Kind::from(KIND_LABEL))
+                .authors(pks)
+                .custom_tag(l, ns),
+        ]
+    })
 }
 
 /// Trust labels and reports about `targets`, by anyone (an untrusted author's word weighs
 /// nothing in the engine, so collecting it is harmless).
 pub(super) fn about_filters(targets: &[Key]) -> Vec<Filter> {
     let (l, ns) = trust_namespace();
-    targets
-        .chunks(CHUNK)
-        .flat_map(|chunk| {
-            let pks = pubkeys(chunk);
-            [
-                Filter::new()
-                    .kind(Kind::from(KIND_LABEL))
-                    .pubkeys(pks.clone())
-                    .custom_tag(l, ns)
-                    .limit(MAX_EVENTS_PER_REQ),
-                Filter::new()
-                    .kind(Kind::from(KIND_REPORT))
-                    .pubkeys(pks)
-                    .limit(MAX_EVENTS_PER_REQ),
-            ]
-        })
-        .collect()
+    chunked(targets, |pks| {
+        [
+            Filter::new()
+                .kind(Kind::from(KIND_LABEL))
+                .pubkeys(pks.clone())
+                .custom_tag(l, ns),
+            Filter::new().kind(Kind::from(KIND_REPORT)).pubkeys(pks),
+        ]
+    })
 }
 
 /// Collects signals from the node's relays (bounded, see the module doc), adds the catalog's
