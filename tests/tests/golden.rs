@@ -5,7 +5,7 @@
 //!
 //! The shape keeps every key, every type, every stable string (states, tiers, reason codes,
 //! versions) and every boolean; it masks what differs between runs (keys, DIDs, hashes, paths,
-//! addresses, numbers) and sorts arrays. So a refactor that renames, drops, re-nests or
+//! addresses, numbers, a relay connection's state) and sorts arrays. So a refactor that renames, drops, re-nests or
 //! re-types a field fails here, and a change in behaviour is left to the tests that assert it.
 //!
 //! `ARCHY_BLESS=1 cargo test -p archy-tests --test golden` rewrites the files; a diff of them in
@@ -45,7 +45,14 @@ fn shape(v: &Value, app: &str) -> Value {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
             let mut out = Map::new();
+            // A relay's health is the state of a connection at that instant (connecting,
+            // connected, a probe's round trip or none): its keys are the interface, not its values.
+            let health = map.contains_key("url") && map.contains_key("rtt_ms");
             for k in keys {
+                if health && ["connected", "status", "rtt_ms", "last_error"].contains(&k.as_str()) {
+                    out.insert(k.clone(), Value::String("<connection state>".into()));
+                    continue;
+                }
                 // Keys that are themselves data (a hash, a DID, an app id) are masked too.
                 out.insert(mask(k, app), shape(&map[k], app));
             }
@@ -57,44 +64,56 @@ fn shape(v: &Value, app: &str) -> Value {
 fn mask(s: &str, app: &str) -> String {
     let s = s.replace(app, "<app>");
     let hexlike = |t: &str| t.len() >= 16 && t.chars().all(|c| c.is_ascii_hexdigit());
-    // Ids inside a sentence ("kept 5a75dcf17fae"): a word of 12+ hex characters with a digit.
-    let s = s
-        .split(' ')
-        .map(|w| {
-            let id = w.len() >= 12
-                && w.chars().all(|c| c.is_ascii_hexdigit())
-                && w.chars().any(|c| c.is_ascii_digit());
-            if id && w.len() < s.len() {
-                "<hex>"
-            } else {
-                w
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
+    if s.starts_with("did:") {
+        return "<did>".into();
+    } else if s.starts_with("npub1") {
+        return "<npub>".into();
+    } else if s.starts_with("nsec1") {
+        return "<nsec>".into();
+    } else if s.starts_with("sha256:") {
+        return "<image-id>".into();
+    } else if hexlike(&s) {
+        return "<hex>".into();
+    } else if s.starts_with('/') {
+        return "<path>".into();
+    } else if s.starts_with("ws://") || s.starts_with("wss://") || s.starts_with("http") {
+        return "<url>".into();
+    }
+    // Ids inside a text ("kept 5a75dcf17fae", "node-7b68fd9ceddb3ab4"): a run of 12 or more hex
+    // characters with a digit in it.
+    let s = mask_hex_runs(&s);
     let digits = s
         .as_bytes()
         .windows(3)
         .any(|w| w.iter().all(u8::is_ascii_digit));
-    if s.starts_with("did:") {
-        "<did>".into()
-    } else if s.starts_with("npub1") {
-        "<npub>".into()
-    } else if s.starts_with("nsec1") {
-        "<nsec>".into()
-    } else if s.starts_with("sha256:") {
-        "<image-id>".into()
-    } else if hexlike(&s) {
-        "<hex>".into()
-    } else if s.starts_with('/') {
-        "<path>".into()
-    } else if s.starts_with("ws://") || s.starts_with("wss://") || s.starts_with("http") {
-        "<url>".into()
-    } else if digits || (s.len() > 40 && !s.contains(' ')) {
+    if digits || (s.len() > 40 && !s.contains(' ')) {
         "<opaque>".into()
     } else {
         s
     }
+}
+
+fn mask_hex_runs(s: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 12 && run.chars().any(|c| c.is_ascii_digit()) {
+            out.push_str("<hex>");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in s.chars() {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// The golden files' folder.
