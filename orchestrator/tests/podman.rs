@@ -1053,6 +1053,12 @@ async fn secrets_are_0600_delivered_and_never_logged() {
         },
     ];
     let r = env.open();
+    // The subscriber above is this thread's only. A callsite that another test's thread
+    // registered while this one was being set up can keep the "no subscriber wants this"
+    // interest it computed without it (tracing caches interest per callsite), and then this
+    // thread's Podman lines go uncaptured. Recompute every callsite's interest now that the
+    // test's own Podman calls have registered them all.
+    tracing::callsite::rebuild_interest_cache();
     let id = running_id(&r.install(spec.clone()).await.unwrap());
     let dir = env.state_dir().join("secrets").join(&app);
     assert_eq!(
