@@ -9,8 +9,6 @@
 //! absent. `ARCHY_PODMAN` (whitespace-separated, e.g. `runuser -u archy -- podman`) picks
 //! another Podman. Every name a test makes is its own and removed when it ends.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use archy_orchestrator::{ArchiveFormat, Error, Images, PodmanCmd};
 
 const BASE: &str = "localhost/archy/busybox:latest";
@@ -20,31 +18,17 @@ fn podman() -> PodmanCmd {
     PodmanCmd::from_argv(words.split_whitespace().map(String::from).collect())
 }
 
-fn podman_binary_present() -> bool {
-    let argv = podman().argv().to_vec();
-    let present = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !present {
-        eprintln!(
-            "\n\n!!! SKIPPED: `podman` is not installed. These tests prove image archives against \
-             real Podman: run `sudo tests/setup/podman.sh` and re-run them. !!!\n"
-        );
-    }
-    present
-}
+mod common;
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+fn podman_binary_present() -> bool {
+    common::podman_binary_present(podman().argv(), "image archives")
+}
 
 /// A tag unique across parallel tests and runs.
 fn unique_tag(what: &str) -> String {
     format!(
-        "localhost/archy/image-test-{what}-{}-{}:v1",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
+        "localhost/archy/{}:v1",
+        common::unique(&format!("image-test-{what}"))
     )
 }
 

@@ -10,7 +10,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,21 +23,11 @@ const SAFETY: Duration = Duration::from_secs(180);
 
 // ---------------------------------------------------------------------------- harness
 
+mod common;
+use common::unique;
+
 fn podman_binary_present() -> bool {
-    let present = std::process::Command::new("podman")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !present {
-        eprintln!(
-            "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !!! SKIPPED: `podman` is not installed. These tests prove the orchestrator  !!!\n\
-             !!! against real Podman: run `sudo tests/setup/podman.sh` and re-run them.  !!!\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-        );
-    }
-    present
+    common::podman_binary_present(&["podman".to_owned()], "the orchestrator")
 }
 
 macro_rules! require_podman {
@@ -47,17 +36,6 @@ macro_rules! require_podman {
             return;
         }
     };
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A name unique across parallel tests and runs: `<tag>-<pid>-<n>`.
-fn unique(tag: &str) -> String {
-    format!(
-        "{tag}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 /// A free port below the kernel's ephemeral range (32768+): apps are stopped and started again
