@@ -97,6 +97,10 @@ pub struct Thresholds {
     pub trusted: f64,
     /// At or above: `known`. Default 0.1.
     pub known: f64,
+    /// Independent vouch paths from the anchors a key needs, besides the `trusted` score, to
+    /// be `trusted` when no anchor endorses it directly (see "Sybil-resistant tier" in the
+    /// crate doc: fewer fooled endorsers than this never make a key `trusted`). Default 3.
+    pub independent_paths: u32,
 }
 
 impl Default for TrustConfig {
@@ -157,6 +161,7 @@ impl Default for Thresholds {
         Thresholds {
             trusted: 0.5,
             known: 0.1,
+            independent_paths: 3,
         }
     }
 }
@@ -260,6 +265,12 @@ impl TrustConfig {
             "thresholds.trusted",
             format!("must be in [thresholds.known = {}, 1]", t.known),
             t.trusted,
+        )?;
+        check(
+            (1..=64).contains(&t.independent_paths),
+            "thresholds.independent_paths",
+            "must be between 1 and 64",
+            t.independent_paths,
         )?;
         check(
             self.tolerance > 0.0 && self.tolerance <= 1e-3,

@@ -16,10 +16,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{ConfigError, TrustConfig};
+use crate::corroborate::independent_paths;
 use crate::engine::{Edge, EdgeKinds, Row, Walk};
 use crate::key::{builtin_denylist, Key};
 use crate::score::{
-    BlockReason, ComputeStats, NegEntry, NegativeSignal, NodeOut, Scores, Snapshot, Tier,
+    BlockReason, ComputeStats, Corroboration, NegEntry, NegativeSignal, NodeOut, Scores, Snapshot,
+    Tier, TierRule,
 };
 use crate::signal::{
     signals_from_event, Evidence, EvidenceCounts, History, Label, RawEvent, ReportReason, Signal,
@@ -54,6 +56,8 @@ pub struct TrustGraph {
     operator_deny: BTreeSet<Key>,
     follows: BTreeMap<Key, (u64, Vec<Key>)>,
     labels: BTreeMap<(Key, Key), (u64, Label)>,
+    /// Who endorses each key (the `endorse` entries of `labels`, indexed by target).
+    endorsed_by: BTreeMap<Key, BTreeSet<Key>>,
     reports: BTreeMap<(Key, Key), (u64, ReportReason)>,
     evidence: BTreeMap<Key, EvidenceCounts>,
     history: BTreeMap<Key, History>,
@@ -81,6 +85,7 @@ impl TrustGraph {
             config,
             follows: BTreeMap::new(),
             labels: BTreeMap::new(),
+            endorsed_by: BTreeMap::new(),
             reports: BTreeMap::new(),
             evidence: BTreeMap::new(),
             history: BTreeMap::new(),
@@ -208,6 +213,14 @@ impl TrustGraph {
                 if changed {
                     self.dirty_rows.insert(author);
                     self.dirty_rows.insert(target);
+                    if label == Label::Endorse {
+                        self.endorsed_by.entry(target).or_default().insert(author);
+                    } else if let Some(set) = self.endorsed_by.get_mut(&target) {
+                        set.remove(&author);
+                        if set.is_empty() {
+                            self.endorsed_by.remove(&target);
+                        }
+                    }
                 }
                 changed
             }
@@ -389,6 +402,73 @@ impl TrustGraph {
             }
         }
         merged.into_iter().map(|(t, (w, k))| (t, w, k)).collect()
+    }
+
+    fn is_live_anchor(&self, key: &Key) -> bool {
+        self.anchors.contains(key) && !self.is_denylisted(key)
+    }
+
+    /// The keys with a vouch edge into `key`: live anchors with any positive edge to it, and
+    /// other unblocked keys that endorse it (a follow by a non-anchor key does not vouch).
+    /// Sorted. Edges the positive graph lacks (a weight of 0) do not vouch either.
+    fn vouchers(&self, key: &Key) -> Vec<Key> {
+        let mut out: Vec<Key> = Vec::new();
+        if self.config.endorse_weight > 0.0 {
+            if let Some(set) = self.endorsed_by.get(key) {
+                out.extend(
+                    set.iter()
+                        .filter(|u| *u != key && self.block_reason(u).is_none()),
+                );
+            }
+        }
+        if self.config.follow_weight > 0.0 {
+            for a in self.anchors.iter().filter(|a| self.is_live_anchor(a)) {
+                let follows = self.follows.get(a).map_or(&[][..], |(_, f)| f.as_slice());
+                if a != key && follows.binary_search(key).is_ok() {
+                    out.push(*a);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The evidence for `trusted` beyond the score (see [`Corroboration`]), for any key and
+    /// the current signals (a computation records it only for keys whose score reaches
+    /// `thresholds.trusted`). An anchor is its own evidence: no paths are searched for it.
+    pub fn corroboration(&self, key: &Key) -> Corroboration {
+        if self.is_live_anchor(key) {
+            return Corroboration {
+                anchor_endorsed: false,
+                independent_paths: 0,
+                needed: self.config.thresholds.independent_paths,
+                paths: Vec::new(),
+            };
+        }
+        self.corroborate(key)
+    }
+
+    fn corroborate(&self, key: &Key) -> Corroboration {
+        let needed = self.config.thresholds.independent_paths;
+        let anchor_endorsed = self.config.endorse_weight > 0.0
+            && self
+                .endorsed_by
+                .get(key)
+                .is_some_and(|set| set.iter().any(|a| self.is_live_anchor(a)));
+        let mut paths = independent_paths(
+            *key,
+            needed,
+            |k| self.is_live_anchor(k),
+            |k| self.vouchers(k),
+        );
+        paths.sort();
+        Corroboration {
+            anchor_endorsed,
+            independent_paths: paths.len() as u32,
+            needed,
+            paths,
+        }
     }
 
     fn build_row(&self, key: &Key, cache_index: &mut impl FnMut(Key) -> u32) -> Row {
@@ -700,29 +780,38 @@ impl TrustGraph {
         } else {
             alpha * (1.0 - alpha) / (live_anchors as f64 * cfg.reference_fanout)
         };
+        let mut corroboration = HashMap::new();
         let nodes: Vec<NodeOut> = (0..n)
             .map(|i| {
                 let anchor = is_anchor[i];
-                let (score, tier) = if blocked[i].is_some() {
-                    (0.0, Tier::Blocked)
+                let (score, tier, rule) = if blocked[i].is_some() {
+                    (0.0, Tier::Blocked, TierRule::Blocked)
                 } else if anchor {
-                    (1.0, Tier::Trusted)
+                    (1.0, Tier::Trusted, TierRule::Anchor)
                 } else {
                     let x = (p[i] - penalty[i]).max(0.0) * evidence_factor[i] * history_factor[i]
                         / reference_mass;
                     let score = -(-x).exp_m1();
-                    let tier = if score >= cfg.thresholds.trusted {
-                        Tier::Trusted
+                    let (tier, rule) = if score >= cfg.thresholds.trusted {
+                        let c = self.corroborate(&cache.keys[i]);
+                        let rule = if c.holds() {
+                            (Tier::Trusted, TierRule::Corroborated)
+                        } else {
+                            (Tier::Known, TierRule::Uncorroborated)
+                        };
+                        corroboration.insert(i as u32, c);
+                        rule
                     } else if score >= cfg.thresholds.known {
-                        Tier::Known
+                        (Tier::Known, TierRule::Score)
                     } else {
-                        Tier::Unknown
+                        (Tier::Unknown, TierRule::BelowKnown)
                     };
-                    (score, tier)
+                    (score, tier, rule)
                 };
                 NodeOut {
                     score,
                     tier,
+                    rule,
                     penalty: penalty[i],
                     evidence_factor: evidence_factor[i],
                     history_factor: history_factor[i],
@@ -756,6 +845,7 @@ impl TrustGraph {
             history: self.history.clone(),
             denylist,
             stats,
+            corroboration,
             paths: Default::default(),
         };
         self.cache = Some(cache);

@@ -14,6 +14,7 @@
 //! | [`score`] | [`Scores`], [`Report`], [`Explanation`], [`Tier`], the sybil bound helper |
 //! | [`policy`] | [`decide`]: tier → [`Decision`] |
 //! | `engine` | power iteration and residual push (private) |
+//! | `corroborate` | independent vouch paths: a unit-capacity max-flow from the anchors (private) |
 //!
 //! ```
 //! use archy_trust::{TrustConfig, TrustGraph, RawEvent, Key, Tier};
@@ -68,10 +69,59 @@
 //! **Score.** x(v) = max(0, p(v) − penalties)·factors / R with the reference mass
 //! R = α(1−α)/(|anchors|·reference_fanout), i.e. x = 1 for a key endorsed by a sole anchor
 //! that endorses `reference_fanout` (20) keys; score = 1 − e^(−x), which is strictly
-//! increasing, in [0, 1), and ≤ x. Anchors score 1. Tiers: `trusted` ≥ 0.5, `known` ≥ 0.1,
-//! else `unknown`; `blocked` (score 0) for the built-in denylist (keys with public private
-//! keys), the operator denylist, and (if `anchor_negative_blocks`) a distrust label or
-//! report by an anchor. A blocked key's out-edges are dropped.
+//! increasing, in [0, 1), and ≤ x. Anchors score 1.
+//!
+//! **Tiers** (each key's [`Explanation::rule`] names the one that applied): `blocked` (score 0)
+//! for the built-in denylist (keys with public private keys), the operator denylist, and (if
+//! `anchor_negative_blocks`) a distrust label or report by an anchor — a blocked key's
+//! out-edges are dropped; `trusted` for anchors, and for a key whose score reaches
+//! `thresholds.trusted` (0.5) **and** that is *corroborated* (below); `known` for a score
+//! ≥ `thresholds.known` (0.1), including a score ≥ 0.5 without corroboration; else `unknown`.
+//!
+//! ## Sybil-resistant tier (stated and proved here; tested in `tests/tier_rule.rs`)
+//! The score reads aggregate mass, and mass is what a sybil region multiplies: a region that
+//! one fooled key follows can keep the (1−α)/α-fold of what enters it and funnel it onto one
+//! key (the bound below limits the region's total, not how it is concentrated). So `trusted`
+//! also asks for evidence a region cannot make inside itself.
+//!
+//! The **vouch graph** V has the positive edges of the live (not denylisted) anchors — their
+//! follows and endorsements, the operator's own word — and the *endorsement* edges of every
+//! other unblocked key. A follow by a non-anchor key is not in V: a follow says "I read this
+//! key", is given freely and back to anyone, and is the edge an attacker most easily obtains;
+//! an endorsement says "I vouch for this publisher". A key v is **corroborated** if a live
+//! anchor endorses it, or V holds m = `thresholds.independent_paths` (default 3) paths from
+//! the anchors to v that share no key except their anchor and v ([`Corroboration`]; counted
+//! as a unit-capacity max-flow, at most m augmenting searches over v's ancestors in V).
+//!
+//! > **Theorem.** Let S be a set of keys that holds no anchor and into which no anchor has an
+//! > edge. Let k_e be the number of distinct keys outside S that endorse a key of S. Then
+//! > every key of S has at most k_e independent vouch paths, and if k_e < m no key of S is
+//! > `trusted` and no key of S is anchor-endorsed — whatever the size of S, whatever edges S
+//! > has inside itself or back out, however many keys outside S *follow* keys of S, and
+//! > whatever the scores of S.
+//!
+//! *Proof.* A vouch path from an anchor a ∉ S to v ∈ S has a first edge (x, y) with x ∉ S,
+//! y ∈ S. It is in V; it is not an anchor's edge (none enters S), so it is an endorsement
+//! by x, a non-anchor key, one of the k_e endorsers; x ≠ a and x ≠ v, so x is an inner key
+//! of the path. Independent paths have distinct inner keys, hence distinct such x: at most
+//! k_e paths. Anchor-endorsed needs an anchor's edge into S. `trusted` needs one of the two. ∎
+//!
+//! What k attack edges from non-anchor keys buy, then: **follows, any number of them,
+//! nothing** toward `trusted` (they still carry mass, so the region's *total* score stays
+//! under the sybil bound below, and a key of it may be `known`); **endorsements from fewer
+//! than m distinct keys, nothing**; endorsements from m distinct keys the anchors reach
+//! independently make the attacker's key look exactly like an honest publisher that m
+//! independent keys vouch for. No rule that reads only the graph can tell those two apart
+//! (the graphs are the same), which is why m is the operator's knob: with m = k + 1, k
+//! fooled endorsers buy nothing. The theorem needs no assumption on the honest region's
+//! shape; it assumes that anchors are not fooled (an anchor's edge is the operator's own
+//! word) and that signatures hold (nobody writes another key's edges).
+//!
+//! An honest publisher keeps `trusted` when an anchor endorses it, or when m keys that the
+//! anchors reach through vouch paths of their own endorse it, and its score reaches
+//! `thresholds.trusted` (a penalty or evidence against it still lowers it). Adding an
+//! endorsement never shrinks a flow, and never lowers its target's score (Monotonicity,
+//! below), so it never lowers its target's tier.
 //!
 //! ## Sybil bound (stated, proved here, tested in `tests/sybil.rs`)
 //! Let S be a set of keys holding no anchor, and A the *attack edges*: edges u→v with u ∉ S,
@@ -86,9 +136,11 @@
 //! region). With k attack edges from sources of mass at most p̄ and out-weight share at
 //! most w̄ (= 1/d for a source with d equal out-edges): **p(S) ≤ k·(1−α)/α·p̄·w̄**; with
 //! k = 0, p(S) = 0. Penalties and factors only lower mass and 1 − e^(−x) ≤ x, so the
-//! **total score of S is at most that bound / R**, and no key of S can be `trusted` while
-//! bound/R < −ln(1 − thresholds.trusted) (≈ 0.69 at the default 0.5). Honest keys that point into S spend their own trust:
-//! the attack is bounded by the standing of the keys it fools, not by its size.
+//! **total score of S is at most that bound / R**, and no key of S reaches the `trusted`
+//! score while bound/R < −ln(1 − thresholds.trusted) (≈ 0.69 at the default 0.5). Honest keys
+//! that point into S spend their own trust: the attack is bounded by the standing of the keys
+//! it fools, not by its size. This bounds the region's total; the tier rule above is what
+//! keeps one of its keys from `trusted` when the total is large enough to lift one.
 //!
 //! ## Monotonicity (tested with proptest in `tests/properties.rs`)
 //! Adding an edge u→v raises p(v) (Δp(v) ≥ 0, by the row-update formula
@@ -129,6 +181,7 @@
 //! signal set for persistence.
 
 pub mod config;
+mod corroborate;
 mod engine;
 pub mod graph;
 pub mod key;
@@ -144,8 +197,8 @@ pub use graph::{TrustError, TrustGraph};
 pub use key::{builtin_denylist, Key, KeyError, BUILTIN_DENYLIST};
 pub use policy::{decide, Decision};
 pub use score::{
-    BlockReason, ComputeStats, Contribution, Explanation, Hop, NegativeSignal, PenaltyItem, Report,
-    Scores, Tier, TierError, TrustPath,
+    BlockReason, ComputeStats, Contribution, Corroboration, Explanation, Hop, NegativeSignal,
+    PenaltyItem, Report, Scores, Tier, TierError, TierRule, TrustPath,
 };
 pub use signal::{
     signals_from_event, Evidence, EvidenceCounts, History, Label, RawEvent, ReportReason, Signal,

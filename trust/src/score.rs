@@ -80,6 +80,70 @@ pub enum BlockReason {
     },
 }
 
+/// Which rule put a key in its tier (see "Sybil-resistant tier" in the crate doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TierRule {
+    /// `blocked`: denylisted, or distrusted or reported by an anchor.
+    Blocked,
+    /// `trusted`: an anchor of this node.
+    Anchor,
+    /// `trusted`: the score reaches `thresholds.trusted` and the key is corroborated (an anchor
+    /// endorses it, or enough independent vouch paths reach it).
+    Corroborated,
+    /// `known`: the score reaches `thresholds.trusted`, but the key is not corroborated. Mass a
+    /// region amplifies inside itself counts for nothing here.
+    Uncorroborated,
+    /// `known`: the score reaches `thresholds.known` (and not `thresholds.trusted`).
+    Score,
+    /// `unknown`: the score is below `thresholds.known`.
+    BelowKnown,
+}
+
+impl TierRule {
+    /// One sentence for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TierRule::Blocked => "blocked: denylisted, or distrusted or reported by an anchor",
+            TierRule::Anchor => "trusted: an anchor of this node",
+            TierRule::Corroborated => {
+                "trusted: the score reaches the trusted threshold and an anchor endorses the key \
+                 or enough independent vouch paths reach it"
+            }
+            TierRule::Uncorroborated => {
+                "known, not trusted: the score reaches the trusted threshold, but no anchor \
+                 endorses the key and too few independent vouch paths reach it (follows of \
+                 non-anchor keys do not vouch)"
+            }
+            TierRule::Score => "known: the score reaches the known threshold",
+            TierRule::BelowKnown => "unknown: the score is below the known threshold",
+        }
+    }
+}
+
+/// The evidence for `trusted` that a sybil region cannot make for itself: an anchor's
+/// endorsement, or independent paths through the vouch graph (anchors' follows and
+/// endorsements, and the endorsements of other unblocked keys) that share no key but their
+/// anchor and this one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Corroboration {
+    /// A (live) anchor endorses the key.
+    pub anchor_endorsed: bool,
+    /// Independent vouch paths found (the search stops at `needed`).
+    pub independent_paths: u32,
+    /// `thresholds.independent_paths`.
+    pub needed: u32,
+    /// The paths found, anchor first, each ending with the key.
+    pub paths: Vec<Vec<Key>>,
+}
+
+impl Corroboration {
+    /// Whether this is enough for `trusted` (with the score).
+    pub fn holds(&self) -> bool {
+        self.anchor_endorsed || self.independent_paths >= self.needed
+    }
+}
+
 /// A negative signal against a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -141,6 +205,11 @@ pub struct PenaltyItem {
 /// Why a key has its score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Explanation {
+    /// The rule that put the key in its tier.
+    pub rule: TierRule,
+    /// Evidence for `trusted` beyond the score; computed for keys whose score reaches
+    /// `thresholds.trusted` (for the others the score alone decides).
+    pub corroboration: Option<Corroboration>,
     /// The key is an anchor (score 1 by definition).
     pub anchor: bool,
     /// Set when the key is blocked.
@@ -246,6 +315,7 @@ impl fmt::Display for Report {
 pub(crate) struct NodeOut {
     pub score: f64,
     pub tier: Tier,
+    pub rule: TierRule,
     pub penalty: f64,
     pub evidence_factor: f64,
     pub history_factor: f64,
@@ -295,6 +365,8 @@ pub(crate) struct Snapshot {
     /// Denylist entries, so that keys the graph never saw still report as blocked.
     pub denylist: BTreeMap<Key, BlockReason>,
     pub stats: ComputeStats,
+    /// Corroboration of every non-anchor, unblocked key whose score reaches `trusted`.
+    pub corroboration: HashMap<u32, Corroboration>,
     /// Strongest-path tree from the anchors (distance, predecessor), built on first explain.
     pub paths: OnceLock<Vec<(f64, u32)>>,
 }
@@ -456,6 +528,12 @@ impl Scores {
                     Tier::Unknown
                 },
                 explanation: Explanation {
+                    rule: if blocked.is_some() {
+                        TierRule::Blocked
+                    } else {
+                        TierRule::BelowKnown
+                    },
+                    corroboration: None,
                     anchor: false,
                     blocked,
                     mass: 0.0,
@@ -551,6 +629,8 @@ impl Scores {
             score: node.score,
             tier: node.tier,
             explanation: Explanation {
+                rule: node.rule,
+                corroboration: s.corroboration.get(&(v as u32)).cloned(),
                 anchor: node.anchor,
                 blocked: node.blocked,
                 mass: s.p[v],

@@ -5,7 +5,7 @@ mod common;
 
 use archy_trust::{
     builtin_denylist, BlockReason, Decision, Evidence, EvidenceCounts, History, Key,
-    NegativeSignal, ReportReason, Tier, TrustConfig, TrustError, TrustGraph,
+    NegativeSignal, ReportReason, Tier, TierRule, TrustConfig, TrustError, TrustGraph,
 };
 use common::*;
 
@@ -148,8 +148,10 @@ fn anchor_distrust_or_report_blocks() {
 #[test]
 fn untrusted_reporters_cannot_sink_an_honest_key_but_a_trusted_one_can() {
     let (mut g, [_, a, b, _, p, _]) = small_world();
+    g.apply_event(&endorse(key(0), &[p], 10)); // the anchor vouches for p
     let before = g.compute_at(NOW).get(&p);
     assert_eq!(before.tier, Tier::Trusted);
+    assert_eq!(before.explanation.rule, TierRule::Corroborated);
     // 1,000 fresh keys (no one trusts them) report p for malware and follow each other.
     for i in 0..1000u64 {
         let s = key(10_000 + i);
@@ -183,7 +185,7 @@ fn untrusted_reporters_cannot_sink_an_honest_key_but_a_trusted_one_can() {
     let path = &reported.explanation.paths[0];
     assert_eq!(path.hops[0].from, key(0));
     assert_eq!(path.hops.last().unwrap().to, p);
-    assert!(path.hops.iter().all(|h| h.kinds.follow));
+    assert!(path.hops[0].kinds.endorse, "{path:?}");
     assert!(reported.explanation.endorsers.iter().any(|c| c.from == a));
     let text = reported.to_string();
     assert!(text.contains("report malware"), "{text}");
@@ -202,11 +204,29 @@ fn endorsement_paths_carry_the_edge_kind() {
     assert!(hops[0].kinds.follow && !hops[0].kinds.endorse);
     assert!(hops[1].kinds.follow && hops[1].kinds.endorse);
     let json = serde_json::to_value(&r).unwrap();
-    assert_eq!(json["tier"], "trusted");
+    assert!(r.score >= 0.5, "{r}");
+    // One vouch path is not enough for `trusted`, whatever the score says.
+    assert_eq!(json["tier"], "known");
+    assert_eq!(json["explanation"]["rule"], "uncorroborated");
+    assert_eq!(json["explanation"]["corroboration"]["independent_paths"], 1);
+    assert_eq!(json["explanation"]["corroboration"]["needed"], 3);
     assert_eq!(
         json["explanation"]["paths"][0]["hops"][1]["kinds"]["endorse"],
         true
     );
+    // Two more endorsers the anchor follows make three independent paths.
+    let (mid2, mid3) = (key(3), key(4));
+    g.apply_event(&follows(anchor, &[mid, mid2, mid3], 2));
+    g.apply_event(&endorse(mid2, &[publ], 1));
+    g.apply_event(&endorse(mid3, &[publ], 1));
+    let r = g.compute_at(NOW).get(&publ);
+    assert_eq!(r.tier, Tier::Trusted, "{r}");
+    assert_eq!(r.explanation.rule, TierRule::Corroborated);
+    let c = r.explanation.corroboration.unwrap();
+    assert_eq!((c.anchor_endorsed, c.independent_paths), (false, 3));
+    for path in &c.paths {
+        assert_eq!((path[0], path.len()), (anchor, 3), "{path:?}");
+    }
 }
 
 #[test]
@@ -244,6 +264,14 @@ fn new_publishers_are_discounted_until_mature() {
 #[test]
 fn anchors_unknown_keys_and_policy() {
     let (mut g, [anchor, _, _, c, p, q]) = small_world();
+    let follows_only = g.compute_at(NOW);
+    assert_eq!(
+        follows_only.tier(&p),
+        Tier::Known,
+        "follows alone never vouch"
+    );
+    assert_eq!(follows_only.decide(&p), Decision::NeedsConfirmation);
+    g.apply_event(&endorse(anchor, &[p], 11));
     let s = g.compute_at(NOW);
     assert_eq!((s.score(&anchor), s.tier(&anchor)), (1.0, Tier::Trusted));
     assert!(s.get(&anchor).explanation.anchor);

@@ -176,6 +176,22 @@ fn print_report(v: &KeyReport, names: &BTreeMap<String, String>) {
         },
         v.required_tier
     );
+    println!("rule:     {}", e.rule.describe());
+    if let Some(c) = &e.corroboration {
+        let endorsed = if c.anchor_endorsed {
+            "an anchor endorses it; "
+        } else {
+            ""
+        };
+        println!(
+            "vouches:  {endorsed}{} of {} independent vouch path(s) needed for trusted",
+            c.independent_paths, c.needed
+        );
+        for p in &c.paths {
+            let line: Vec<String> = p.iter().map(|k| name(names, k)).collect();
+            println!("  {}", line.join(" -> "));
+        }
+    }
     if e.anchor {
         println!("why:      it is an anchor of this node");
     }

@@ -90,6 +90,10 @@ pub struct TrustSection {
     /// Apply new versions of installed apps automatically (only for publishers at
     /// `install_tier` or above); otherwise they are offered by `archy apps update`.
     pub auto_update: bool,
+    /// Independent vouch paths from the anchors that make a key `trusted` when no anchor
+    /// endorses it (besides its score). k fooled endorsers never make a key `trusted` while
+    /// this is more than k; follows never vouch. See archy-trust's crate doc. Default 3.
+    pub independent_paths: u32,
 }
 
 impl Default for TrustSection {
@@ -99,6 +103,7 @@ impl Default for TrustSection {
             blocked: Vec::new(),
             install_tier: "trusted".into(),
             auto_update: false,
+            independent_paths: archy_trust::Thresholds::default().independent_paths,
         }
     }
 }

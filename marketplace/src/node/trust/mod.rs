@@ -128,6 +128,9 @@ pub async fn show(core: &NodeCore, key: &str) -> Result<TrustShow> {
                 mentioned.insert(h.to);
             }
         }
+        if let Some(c) = &r.explanation.corroboration {
+            mentioned.extend(c.paths.iter().flatten().copied());
+        }
         mentioned.extend(r.explanation.endorsers.iter().map(|c| c.from));
         mentioned.extend(r.explanation.penalties.iter().map(|c| c.from));
     }

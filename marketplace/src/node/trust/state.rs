@@ -200,6 +200,10 @@ impl TrustState {
             anchors,
             denylist,
             install_tier: required,
+            thresholds: archy_trust::Thresholds {
+                independent_paths: config.trust.independent_paths,
+                ..Default::default()
+            },
             ..TrustConfig::default()
         })
         .context("the trust engine's configuration")?;
@@ -264,8 +268,16 @@ impl TrustState {
     }
 
     /// Score, tier and explanation of one key.
+    /// One key's report. Its corroboration (the vouch paths) is filled in even when the score
+    /// alone decided the tier, so `trust show` can always say how far the key is from `trusted`.
     pub fn report(&self, key: &Key) -> Report {
-        self.lock().scores.get(key)
+        let inner = self.lock();
+        let mut report = inner.scores.get(key);
+        let e = &mut report.explanation;
+        if e.corroboration.is_none() && !e.anchor && e.blocked.is_none() {
+            e.corroboration = Some(inner.graph.corroboration(key));
+        }
+        report
     }
 
     /// The current anchors (the node's key first is not guaranteed: sorted).
