@@ -1,7 +1,12 @@
 //! Scale check: 100k keys / ~1M edges in memory, a full computation, then single-signal
 //! incremental updates. Prints times and peak RSS (VmHWM).
 //!
-//! `cargo run --release -p archy-trust --example scale [keys] [follows-per-key]`
+//! `cargo run --release -p archy-trust --example scale [keys] [follows-per-key] [edits]`
+//!
+//! After the single-signal updates, `edits` (default 200) random edits (endorsements, new
+//! contact lists, reports, distrust labels), each followed by an incremental update, are
+//! compared with a full recompute: the largest score difference against the stated ε of the
+//! crate doc, and every tier difference with its distance to the nearest threshold.
 
 use std::time::Instant;
 
@@ -32,6 +37,7 @@ fn main() {
         .collect();
     let n = *args.first().unwrap_or(&100_000);
     let per_key = *args.get(1).unwrap_or(&10);
+    let edits = *args.get(2).unwrap_or(&200);
     let mut rng = Rng(42);
     let keys: Vec<Key> = (0..n)
         .map(|_| {
@@ -43,9 +49,15 @@ fn main() {
         })
         .collect();
     let anchors = vec![keys[0], keys[1], keys[2]];
+    let defaults = TrustConfig::default();
+    let incremental_epsilon = std::env::var("TRUST_EPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(defaults.incremental_epsilon);
     let mut graph = TrustGraph::new(TrustConfig {
         anchors,
-        ..Default::default()
+        incremental_epsilon,
+        ..defaults
     })
     .expect("valid config");
 
@@ -216,6 +228,83 @@ fn main() {
         "incremental vs full: max score difference {max_diff:.2e}, tier differences {tier_diffs}"
     );
     println!("peak RSS (VmHWM): {}", vm_hwm());
+
+    // Random edits, each followed by an incremental update; then one full recompute.
+    let mut times = Vec::new();
+    let mut changed = Vec::new();
+    for i in 0..edits as u64 {
+        let author = keys[3 + rng.below(n - 3)];
+        let target = keys[rng.below(n)];
+        let at = 1_000 + i;
+        match rng.below(10) {
+            0..=5 => graph.apply_signal(Signal::Label {
+                author,
+                target,
+                created_at: at,
+                label: Label::Endorse,
+            }),
+            6 | 7 => graph.apply_signal(Signal::Follows {
+                author,
+                created_at: at,
+                follows: (0..per_key).map(|_| keys[rng.below(n)]).collect(),
+            }),
+            8 => graph.apply_signal(Signal::Report {
+                author,
+                target,
+                created_at: at,
+                reason: archy_trust::ReportReason::Malware,
+            }),
+            _ => graph.apply_signal(Signal::Label {
+                author,
+                target,
+                created_at: at,
+                label: Label::Distrust,
+            }),
+        };
+        let t = Instant::now();
+        latest = graph.compute_incremental_at(1_800_000_000);
+        times.push(t.elapsed());
+        changed.push(latest.stats().changed);
+    }
+    changed.sort_unstable();
+    let mut sorted = times.clone();
+    sorted.sort();
+    let full = graph.compute_at(1_800_000_000);
+    let eps = archy_trust::INCREMENTAL_SCORE_EPSILON;
+    let th = graph.config().thresholds;
+    let mut max_diff = 0.0f64;
+    let mut tier_diffs = 0;
+    let mut far_tier_diffs = 0;
+    for (k, s, t) in full.all() {
+        max_diff = max_diff.max((latest.score(&k) - s).abs());
+        if latest.tier(&k) != t {
+            tier_diffs += 1;
+            let near = [th.trusted, th.known]
+                .iter()
+                .any(|x| (s - x).abs() <= 2.0 * eps);
+            if !near {
+                far_tier_diffs += 1;
+            }
+        }
+    }
+    println!(
+        "{edits} random edits, incremental each: median {:.2?}, p90 {:.2?}, max {:.2?}; keys re-derived median {}",
+        median(times),
+        sorted[sorted.len() * 9 / 10],
+        sorted.last().unwrap(),
+        changed[changed.len() / 2]
+    );
+    println!(
+        "after {edits} edits vs full recompute: max |score difference| {max_diff:.2e} (stated epsilon {eps:.0e}); \
+         tier differences {tier_diffs}, of which {far_tier_diffs} farther than 2 epsilon from a threshold; \
+         certified mass error bound {:.2e}",
+        latest.stats().mass_error_bound
+    );
+    println!(
+        "RATIO trust.incremental-vs-epsilon {:.3} (max score difference / epsilon, must be <= 1)",
+        max_diff / eps
+    );
+    println!("peak RSS after the edits (VmHWM): {}", vm_hwm());
 
     // Ingestion through the node's path: RawEvent (hex tags) -> signals -> graph.
     let events: Vec<archy_trust::RawEvent> = (0..10_000)

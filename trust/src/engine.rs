@@ -9,6 +9,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use imbl::Vector;
+
 use serde::{Deserialize, Serialize};
 
 /// Which kinds of positive signal make up an edge.
@@ -35,23 +37,44 @@ pub(crate) type Row = Arc<[Edge]>;
 #[derive(Clone)]
 pub(crate) struct Walk {
     pub alpha: f64,
-    pub rows: Arc<Vec<Row>>,
+    /// Out-rows, persistent: a snapshot shares them, and replacing one row copies only the
+    /// chunk that holds it.
+    pub rows: Vector<Row>,
     /// Restart distribution over anchor indices (sums to 1, or empty when there is no anchor).
     pub restart: Arc<[(u32, f64)]>,
     pub p: Vec<f64>,
     pub r: Vec<f64>,
+    /// Σ|r|, kept up to date by every change of `r` (exact after a solve): the certificate
+    /// ‖p_exact − p‖₁ ≤ Σ|r|/α.
+    pub r_l1: f64,
+    /// Scratch flags of `push`, all false between calls.
+    queued: Vec<bool>,
+    /// Σ row lengths.
+    edges: usize,
 }
 
 impl Walk {
     pub fn new(alpha: f64, rows: Vec<Row>, restart: Vec<(u32, f64)>) -> Self {
         let n = rows.len();
+        let edges = rows.iter().map(|r| r.len()).sum();
         Walk {
             alpha,
-            rows: Arc::new(rows),
+            edges,
+            rows: Vector::from(rows),
             restart: restart.into(),
             p: vec![0.0; n],
             r: vec![0.0; n],
+            r_l1: 0.0,
+            queued: vec![false; n],
         }
+    }
+
+    /// Adds `delta` to `r[i]`, keeping `r_l1`.
+    fn add_r(&mut self, i: usize, delta: f64) {
+        let old = self.r[i];
+        let new = old + delta;
+        self.r[i] = new;
+        self.r_l1 += new.abs() - old.abs();
     }
 
     pub fn len(&self) -> usize {
@@ -59,7 +82,7 @@ impl Walk {
     }
 
     pub fn edge_count(&self) -> usize {
-        self.rows.iter().map(|r| r.len()).sum()
+        self.edges
     }
 
     /// `out = α·s + (1−α)·p·W`, dangling rows sending their mass to `s`.
@@ -129,6 +152,7 @@ impl Walk {
                     *nx -= *pv;
                 }
                 self.p = p;
+                self.r_l1 = next.iter().map(|x| x.abs()).sum();
                 self.r = next;
                 return iterations;
             }
@@ -138,11 +162,13 @@ impl Walk {
 
     /// Adds empty (dangling, zero-mass) keys up to `n`.
     pub fn grow(&mut self, n: usize) {
+        while self.rows.len() < n {
+            self.rows.push_back(Arc::from(Vec::new()));
+        }
         if n > self.len() {
-            let rows = Arc::make_mut(&mut self.rows);
-            rows.resize(n, Arc::from(Vec::new()));
             self.p.resize(n, 0.0);
             self.r.resize(n, 0.0);
+            self.queued.resize(n, false);
         }
     }
 
@@ -150,17 +176,18 @@ impl Walk {
     /// (`r += (1−α)·p_u·(W'_u − W_u)`). Returns the indices whose residual changed.
     pub fn replace_row(&mut self, u: usize, new_row: Row, touched: &mut Vec<u32>) {
         let cm = (1.0 - self.alpha) * self.p[u];
-        let old_row = std::mem::replace(&mut Arc::make_mut(&mut self.rows)[u], new_row);
-        let new_row = self.rows[u].clone();
+        let old_row = self.rows.set(u, new_row.clone());
+        self.edges = self.edges + new_row.len() - old_row.len();
+        let restart = self.restart.clone();
         for (row, sign) in [(&old_row, -1.0), (&new_row, 1.0)] {
             if row.is_empty() {
-                for &(a, sa) in self.restart.iter() {
-                    self.r[a as usize] += sign * cm * sa;
+                for &(a, sa) in restart.iter() {
+                    self.add_r(a as usize, sign * cm * sa);
                     touched.push(a);
                 }
             } else {
                 for e in row.iter() {
-                    self.r[e.to as usize] += sign * cm * e.w;
+                    self.add_r(e.to as usize, sign * cm * e.w);
                     touched.push(e.to);
                 }
             }
@@ -169,50 +196,62 @@ impl Walk {
 
     /// Pushes residual from `seeds` until every residual is at most `epsilon` in magnitude
     /// (FIFO order, deterministic for a given seed order), or until `budget` pushes were made.
-    /// Returns the number of pushes and whether it finished within the budget. Stopping early
-    /// is safe: `r` stays the exact residual of `p`.
-    pub fn push(&mut self, seeds: &[u32], epsilon: f64, budget: u64) -> (u64, bool) {
+    /// Returns the number of pushes and whether it finished within the budget, and appends
+    /// every pushed key (whose `p` changed) to `pushed`. Stopping early is safe: `r` stays the
+    /// exact residual of `p`.
+    pub fn push(
+        &mut self,
+        seeds: &[u32],
+        epsilon: f64,
+        budget: u64,
+        pushed: &mut Vec<u32>,
+    ) -> (u64, bool) {
         let c = 1.0 - self.alpha;
-        let n = self.len();
-        let mut queued = vec![false; n];
         let mut queue = VecDeque::new();
         for &s in seeds {
-            if self.r[s as usize].abs() > epsilon && !queued[s as usize] {
-                queued[s as usize] = true;
+            if self.r[s as usize].abs() > epsilon && !self.queued[s as usize] {
+                self.queued[s as usize] = true;
                 queue.push_back(s);
             }
         }
+        let restart = self.restart.clone();
         let mut pushes = 0u64;
         while let Some(x) = queue.pop_front() {
             if pushes >= budget {
+                self.queued[x as usize] = false;
+                for rest in queue {
+                    self.queued[rest as usize] = false;
+                }
                 return (pushes, false);
             }
             let x = x as usize;
-            queued[x] = false;
+            self.queued[x] = false;
             let m = self.r[x];
             if m.abs() <= epsilon {
                 continue;
             }
             pushes += 1;
+            pushed.push(x as u32);
             self.r[x] = 0.0;
+            self.r_l1 -= m.abs();
             self.p[x] += m;
             let cm = c * m;
-            let row = &self.rows[x];
-            let mut visit = |to: u32, delta: f64, r: &mut [f64]| {
+            let row = self.rows[x].clone();
+            let mut visit = |walk: &mut Walk, to: u32, delta: f64| {
                 let t = to as usize;
-                r[t] += delta;
-                if !queued[t] && r[t].abs() > epsilon {
-                    queued[t] = true;
+                walk.add_r(t, delta);
+                if !walk.queued[t] && walk.r[t].abs() > epsilon {
+                    walk.queued[t] = true;
                     queue.push_back(to);
                 }
             };
             if row.is_empty() {
-                for &(a, sa) in self.restart.iter() {
-                    visit(a, cm * sa, &mut self.r);
+                for &(a, sa) in restart.iter() {
+                    visit(self, a, cm * sa);
                 }
             } else {
                 for e in row.iter() {
-                    visit(e.to, cm * e.w, &mut self.r);
+                    visit(self, e.to, cm * e.w);
                 }
             }
         }
@@ -262,7 +301,15 @@ mod tests {
         w.solve(1e-13, 10_000);
         let mut touched = Vec::new();
         w.replace_row(1, row(&[(3, 1.0)]), &mut touched);
-        assert!(w.push(&touched, 1e-15, u64::MAX).1);
+        let mut pushed = Vec::new();
+        assert!(w.push(&touched, 1e-15, u64::MAX, &mut pushed).1);
+        assert!(!pushed.is_empty());
+        let l1: f64 = w.r.iter().map(|x| x.abs()).sum();
+        assert!(
+            (w.r_l1 - l1).abs() < 1e-15,
+            "Σ|r| is kept: {} vs {l1}",
+            w.r_l1
+        );
         let mut rows2 = rows;
         rows2[1] = row(&[(3, 1.0)]);
         let mut fresh = Walk::new(0.25, rows2, vec![(0, 1.0)]);

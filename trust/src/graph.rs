@@ -1,5 +1,5 @@
-//! [`TrustGraph`]: the signal store (with the replacement rules) and the glue that turns it
-//! into [`Scores`].
+//! [`TrustGraph`]: the signal store (with the replacement rules), what changed since the last
+//! computation, and the vouch graph; `compute` turns it into [`crate::Scores`].
 //!
 //! Replacement rules (kept simple, all order-independent so the same set of events gives the
 //! same graph whatever order they arrive in):
@@ -11,18 +11,15 @@
 //!   an earlier one; otherwise a report could raise its target's score).
 //!   A label and a report are independent; for the penalty the stronger of the two counts.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::compute::Cache;
 use crate::config::{ConfigError, TrustConfig};
 use crate::corroborate::independent_paths;
-use crate::engine::{Edge, EdgeKinds, Row, Walk};
+use crate::engine::{Edge, EdgeKinds, Row};
 use crate::key::{builtin_denylist, Key};
-use crate::score::{
-    BlockReason, ComputeStats, Corroboration, NegEntry, NegativeSignal, NodeOut, Scores, Snapshot,
-    Tier, TierRule,
-};
+use crate::score::{BlockReason, Corroboration};
 use crate::signal::{
     signals_from_event, Evidence, EvidenceCounts, History, Label, RawEvent, ReportReason, Signal,
 };
@@ -41,37 +38,42 @@ pub enum TrustError {
     BuiltinDenylisted(Key),
 }
 
-/// The cached numeric state of the last computation, reused by incremental updates.
-struct Cache {
-    keys: Arc<Vec<Key>>,
-    index: Arc<HashMap<Key, u32>>,
-    walk: Walk,
+/// What changed in the vouch graph since the last computation (for the corroboration cache).
+#[derive(Default)]
+pub(crate) struct VouchChanges {
+    /// A vouch edge may have appeared (flows can only grow from this).
+    pub added: bool,
+    /// Keys whose out-going vouch edges may have gone (a path through one may be broken).
+    pub changed_from: BTreeSet<Key>,
 }
 
 /// All trust signals the node knows, and the engine that scores them.
 pub struct TrustGraph {
-    config: TrustConfig,
-    anchors: BTreeSet<Key>,
-    builtin_deny: BTreeSet<Key>,
-    operator_deny: BTreeSet<Key>,
-    follows: BTreeMap<Key, (u64, Vec<Key>)>,
-    labels: BTreeMap<(Key, Key), (u64, Label)>,
+    pub(crate) config: TrustConfig,
+    pub(crate) anchors: BTreeSet<Key>,
+    pub(crate) builtin_deny: BTreeSet<Key>,
+    pub(crate) operator_deny: BTreeSet<Key>,
+    pub(crate) follows: BTreeMap<Key, (u64, Vec<Key>)>,
+    pub(crate) labels: BTreeMap<(Key, Key), (u64, Label)>,
     /// Who endorses each key (the `endorse` entries of `labels`, indexed by target).
-    endorsed_by: BTreeMap<Key, BTreeSet<Key>>,
-    reports: BTreeMap<(Key, Key), (u64, ReportReason)>,
-    evidence: BTreeMap<Key, EvidenceCounts>,
-    history: BTreeMap<Key, History>,
-    cache: Option<Cache>,
+    pub(crate) endorsed_by: BTreeMap<Key, BTreeSet<Key>>,
+    pub(crate) reports: BTreeMap<(Key, Key), (u64, ReportReason)>,
+    /// Keys an anchor distrusts or reported, with those anchors (what `anchor_negative_blocks`
+    /// looks at), kept beside `labels` and `reports`.
+    pub(crate) negated_by_anchor: BTreeMap<Key, BTreeSet<Key>>,
+    /// Shared with the last [`crate::Scores`] until one of them changes (copy on write).
+    pub(crate) evidence: Arc<BTreeMap<Key, EvidenceCounts>>,
+    pub(crate) history: Arc<BTreeMap<Key, History>>,
+    pub(crate) cache: Option<Cache>,
     /// Keys whose out-row (or blocked state) may have changed since the last computation.
-    dirty_rows: BTreeSet<Key>,
+    pub(crate) dirty_rows: BTreeSet<Key>,
+    /// Keys whose own outputs (evidence, history, negative signals about them) changed.
+    pub(crate) dirty_keys: BTreeSet<Key>,
+    /// (author, target) pairs whose negative signal may have changed.
+    pub(crate) dirty_pairs: BTreeSet<(Key, Key)>,
+    pub(crate) vouch: VouchChanges,
     /// Anchors, denylist or config changed: the next computation starts from scratch.
-    dirty_full: bool,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    pub(crate) dirty_full: bool,
 }
 
 impl TrustGraph {
@@ -87,10 +89,14 @@ impl TrustGraph {
             labels: BTreeMap::new(),
             endorsed_by: BTreeMap::new(),
             reports: BTreeMap::new(),
-            evidence: BTreeMap::new(),
-            history: BTreeMap::new(),
+            negated_by_anchor: BTreeMap::new(),
+            evidence: Arc::default(),
+            history: Arc::default(),
             cache: None,
             dirty_rows: BTreeSet::new(),
+            dirty_keys: BTreeSet::new(),
+            dirty_pairs: BTreeSet::new(),
+            vouch: VouchChanges::default(),
             dirty_full: true,
         })
     }
@@ -109,6 +115,7 @@ impl TrustGraph {
     pub fn add_anchor(&mut self, key: Key) -> bool {
         let added = self.anchors.insert(key);
         self.dirty_full |= added;
+        self.index_anchor_negatives();
         added
     }
 
@@ -116,7 +123,51 @@ impl TrustGraph {
     pub fn remove_anchor(&mut self, key: &Key) -> bool {
         let removed = self.anchors.remove(key);
         self.dirty_full |= removed;
+        self.index_anchor_negatives();
         removed
+    }
+
+    /// Rebuilds `negated_by_anchor` from the anchors' labels and reports.
+    fn index_anchor_negatives(&mut self) {
+        self.negated_by_anchor.clear();
+        for a in self.anchors.clone() {
+            let targets: Vec<Key> = self
+                .labels
+                .range((a, KEY_MIN)..=(a, KEY_MAX))
+                .filter(|(_, (_, l))| *l == Label::Distrust)
+                .map(|((_, t), _)| *t)
+                .chain(
+                    self.reports
+                        .range((a, KEY_MIN)..=(a, KEY_MAX))
+                        .map(|((_, t), _)| *t),
+                )
+                .collect();
+            for t in targets {
+                self.negated_by_anchor.entry(t).or_default().insert(a);
+            }
+        }
+    }
+
+    /// Keeps `negated_by_anchor` for one (author, target) pair.
+    fn index_anchor_negative(&mut self, author: Key, target: Key) {
+        if !self.anchors.contains(&author) {
+            return;
+        }
+        let negative = matches!(
+            self.labels.get(&(author, target)),
+            Some((_, Label::Distrust))
+        ) || self.reports.contains_key(&(author, target));
+        if negative {
+            self.negated_by_anchor
+                .entry(target)
+                .or_default()
+                .insert(author);
+        } else if let Some(set) = self.negated_by_anchor.get_mut(&target) {
+            set.remove(&author);
+            if set.is_empty() {
+                self.negated_by_anchor.remove(&target);
+            }
+        }
     }
 
     /// Adds `key` to the operator denylist (score 0, tier blocked, its edges ignored).
@@ -143,8 +194,15 @@ impl TrustGraph {
         if self.anchors.contains(&key) {
             self.dirty_full = true;
         } else {
-            self.dirty_rows.insert(key);
+            self.mark_row(key);
         }
+    }
+
+    /// `key`'s out-row, blocked state or vouch edges may have changed.
+    fn mark_row(&mut self, key: Key) {
+        self.dirty_rows.insert(key);
+        self.vouch.added = true;
+        self.vouch.changed_from.insert(key);
     }
 
     /// Whether `key` is on the built-in or operator denylist.
@@ -187,7 +245,7 @@ impl TrustGraph {
                 let old = self.follows.insert(author, (created_at, follows));
                 let changed_edges = old.is_none_or(|(_, o)| o != self.follows[&author].1);
                 if changed_edges {
-                    self.dirty_rows.insert(author);
+                    self.mark_row(author);
                 }
                 changed_edges
             }
@@ -211,8 +269,11 @@ impl TrustGraph {
                 let old = self.labels.insert((author, target), (created_at, label));
                 let changed = old.is_none_or(|(_, l)| l != label);
                 if changed {
-                    self.dirty_rows.insert(author);
-                    self.dirty_rows.insert(target);
+                    self.mark_row(author);
+                    self.mark_row(target); // an anchor's distrust blocks it
+                    self.dirty_keys.insert(target);
+                    self.dirty_pairs.insert((author, target));
+                    self.index_anchor_negative(author, target);
                     if label == Label::Endorse {
                         self.endorsed_by.entry(target).or_default().insert(author);
                     } else if let Some(set) = self.endorsed_by.get_mut(&target) {
@@ -244,7 +305,10 @@ impl TrustGraph {
                 let changed = old.is_none_or(|(_, r)| r != reason);
                 if changed {
                     // Only the blocked state of the target can change a row (anchor reports).
-                    self.dirty_rows.insert(target);
+                    self.mark_row(target);
+                    self.dirty_keys.insert(target);
+                    self.dirty_pairs.insert((author, target));
+                    self.index_anchor_negative(author, target);
                 }
                 changed
             }
@@ -286,7 +350,8 @@ impl TrustGraph {
 
     /// Counts one observation against `key`.
     pub fn add_evidence(&mut self, key: Key, evidence: Evidence) {
-        let e = self.evidence.entry(key).or_default();
+        self.dirty_keys.insert(key);
+        let e = Arc::make_mut(&mut self.evidence).entry(key).or_default();
         match evidence {
             Evidence::Equivocation => e.equivocations = e.equivocations.saturating_add(1),
             Evidence::BadBytes => e.bad_bytes = e.bad_bytes.saturating_add(1),
@@ -295,12 +360,18 @@ impl TrustGraph {
 
     /// Replaces the evidence counts of `key` (e.g. when rebuilding from the catalog).
     pub fn set_evidence(&mut self, key: Key, counts: EvidenceCounts) {
-        self.evidence.insert(key, counts);
+        if self.evidence.get(&key) != Some(&counts) {
+            self.dirty_keys.insert(key);
+            Arc::make_mut(&mut self.evidence).insert(key, counts);
+        }
     }
 
     /// Records what the node knows of `key`'s past.
     pub fn set_history(&mut self, key: Key, history: History) {
-        self.history.insert(key, history);
+        if self.history.get(&key) != Some(&history) {
+            self.dirty_keys.insert(key);
+            Arc::make_mut(&mut self.history).insert(key, history);
+        }
     }
 
     /// Which keys' signals the node should fetch from its relays: a breadth-first walk from the
@@ -339,7 +410,7 @@ impl TrustGraph {
         out
     }
 
-    fn block_reason(&self, key: &Key) -> Option<BlockReason> {
+    pub(crate) fn block_reason(&self, key: &Key) -> Option<BlockReason> {
         if self.builtin_deny.contains(key) {
             return Some(BlockReason::BuiltinDenylist);
         }
@@ -347,12 +418,8 @@ impl TrustGraph {
             return Some(BlockReason::OperatorDenylist);
         }
         if self.config.anchor_negative_blocks && !self.anchors.contains(key) {
-            for a in &self.anchors {
-                if self.is_denylisted(a) {
-                    continue;
-                }
-                let distrust = matches!(self.labels.get(&(*a, *key)), Some((_, Label::Distrust)));
-                if distrust || self.reports.contains_key(&(*a, *key)) {
+            if let Some(by) = self.negated_by_anchor.get(key) {
+                if let Some(a) = by.iter().find(|a| !self.is_denylisted(a)) {
                     return Some(BlockReason::AnchorNegative { anchor: *a });
                 }
             }
@@ -362,7 +429,7 @@ impl TrustGraph {
 
     /// Positive out-edges of `key` as (target, weight, kinds), sorted by target; empty for a
     /// blocked key (its walk restarts at the anchors: a blocked key passes no trust on).
-    fn row_targets(&self, key: &Key) -> Vec<(Key, f64, EdgeKinds)> {
+    pub(crate) fn row_targets(&self, key: &Key) -> Vec<(Key, f64, EdgeKinds)> {
         if self.block_reason(key).is_some() {
             return Vec::new();
         }
@@ -404,7 +471,7 @@ impl TrustGraph {
         merged.into_iter().map(|(t, (w, k))| (t, w, k)).collect()
     }
 
-    fn is_live_anchor(&self, key: &Key) -> bool {
+    pub(crate) fn is_live_anchor(&self, key: &Key) -> bool {
         self.anchors.contains(key) && !self.is_denylisted(key)
     }
 
@@ -449,7 +516,7 @@ impl TrustGraph {
         self.corroborate(key)
     }
 
-    fn corroborate(&self, key: &Key) -> Corroboration {
+    pub(crate) fn corroborate(&self, key: &Key) -> Corroboration {
         let needed = self.config.thresholds.independent_paths;
         let anchor_endorsed = self.config.endorse_weight > 0.0
             && self
@@ -471,7 +538,7 @@ impl TrustGraph {
         }
     }
 
-    fn build_row(&self, key: &Key, cache_index: &mut impl FnMut(Key) -> u32) -> Row {
+    pub(crate) fn build_row(&self, key: &Key, cache_index: &mut impl FnMut(Key) -> u32) -> Row {
         let targets = self.row_targets(key);
         let total: f64 = targets.iter().map(|t| t.1).sum();
         targets
@@ -482,375 +549,5 @@ impl TrustGraph {
                 kinds,
             })
             .collect()
-    }
-
-    fn restart(&self, index: &HashMap<Key, u32>) -> Vec<(u32, f64)> {
-        let live: Vec<u32> = self
-            .anchors
-            .iter()
-            .filter(|a| !self.is_denylisted(a))
-            .map(|a| index[a])
-            .collect();
-        let share = 1.0 / live.len() as f64;
-        live.into_iter().map(|i| (i, share)).collect()
-    }
-
-    /// Full computation at the current wall-clock time (used only for the history age).
-    pub fn compute(&mut self) -> Scores {
-        self.compute_at(unix_now())
-    }
-
-    /// Full computation from scratch; `now` (unix seconds) dates the history discount.
-    /// Deterministic: the same set of signals gives bit-identical scores whatever the order
-    /// in which they were applied (keys are indexed in sorted order and every sum runs in
-    /// index order).
-    pub fn compute_at(&mut self, now: u64) -> Scores {
-        let mut keys: Vec<Key> = Vec::new();
-        keys.extend(self.anchors.iter().copied());
-        for (a, (_, f)) in &self.follows {
-            keys.push(*a);
-            keys.extend(f.iter().copied());
-        }
-        for (a, t) in self.labels.keys().chain(self.reports.keys()) {
-            keys.push(*a);
-            keys.push(*t);
-        }
-        keys.extend(self.evidence.keys().copied());
-        keys.extend(self.history.keys().copied());
-        keys.sort_unstable();
-        keys.dedup();
-        let index: HashMap<Key, u32> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (*k, i as u32))
-            .collect();
-        let mut lookup = |k: Key| index[&k];
-        let rows: Vec<Row> = keys
-            .iter()
-            .map(|k| self.build_row(k, &mut lookup))
-            .collect();
-        let restart = self.restart(&index);
-        let mut walk = Walk::new(self.config.restart_probability, rows, restart);
-        let iterations = walk.solve(self.config.tolerance, self.config.max_iterations);
-        let stats = ComputeStats {
-            keys: keys.len(),
-            edges: walk.edge_count(),
-            iterations,
-            pushes: 0,
-            incremental: false,
-        };
-        tracing::debug!(
-            keys = stats.keys,
-            edges = stats.edges,
-            iterations,
-            "trust scores computed"
-        );
-        self.cache = Some(Cache {
-            keys: Arc::new(keys),
-            index: Arc::new(index),
-            walk,
-        });
-        self.dirty_rows.clear();
-        self.dirty_full = false;
-        self.finish(now, stats)
-    }
-
-    /// Incremental computation at the current wall-clock time.
-    pub fn compute_incremental(&mut self) -> Scores {
-        self.compute_incremental_at(unix_now())
-    }
-
-    /// Updates the previous computation for the signals applied since, by pushing the residual
-    /// of the changed rows through the graph (see the crate doc). Falls back to
-    /// [`TrustGraph::compute_at`] when there is no previous computation or anchors, denylist
-    /// or config changed. The result is within the configured accuracy of a full computation
-    /// but not bit-identical to it, and may depend on the order of updates.
-    pub fn compute_incremental_at(&mut self, now: u64) -> Scores {
-        if self.cache.is_none() || self.dirty_full {
-            return self.compute_at(now);
-        }
-        let dirty: Vec<Key> = std::mem::take(&mut self.dirty_rows).into_iter().collect();
-        let mut cache = self.cache.take().expect("checked above");
-        let mut touched = Vec::new();
-        for key in &dirty {
-            let u = Self::ensure(&mut cache, *key) as usize;
-            let row = {
-                let mut lookup = |k: Key| Self::ensure_keys(&mut cache.keys, &mut cache.index, k);
-                self.build_row(key, &mut lookup)
-            };
-            cache.walk.grow(cache.keys.len());
-            let same = row.len() == cache.walk.rows[u].len()
-                && row
-                    .iter()
-                    .zip(cache.walk.rows[u].iter())
-                    .all(|(a, b)| a.to == b.to && a.w == b.w && a.kinds == b.kinds);
-            if !same {
-                cache.walk.replace_row(u, row, &mut touched);
-            }
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        // Push while it is cheaper than sweeping: a budget of about two full sweeps of edge
-        // work. A change at a heavy key (an anchor, a popular key) spreads everywhere; then a
-        // warm-started power iteration finishes the job in fewer sweeps than from scratch.
-        let budget = 2 * cache.keys.len().max(1) as u64;
-        let (pushes, done) = cache
-            .walk
-            .push(&touched, self.config.incremental_epsilon, budget);
-        let iterations = if done {
-            0
-        } else {
-            cache
-                .walk
-                .solve_warm(self.config.tolerance, self.config.max_iterations)
-        };
-        let stats = ComputeStats {
-            keys: cache.keys.len(),
-            edges: cache.walk.edge_count(),
-            iterations,
-            pushes,
-            incremental: true,
-        };
-        tracing::debug!(
-            keys = stats.keys,
-            pushes,
-            changed = dirty.len(),
-            "trust scores updated incrementally"
-        );
-        self.cache = Some(cache);
-        self.finish(now, stats)
-    }
-
-    fn ensure_keys(keys: &mut Arc<Vec<Key>>, index: &mut Arc<HashMap<Key, u32>>, key: Key) -> u32 {
-        if let Some(&i) = index.get(&key) {
-            return i;
-        }
-        let i = keys.len() as u32;
-        Arc::make_mut(keys).push(key);
-        Arc::make_mut(index).insert(key, i);
-        i
-    }
-
-    fn ensure(cache: &mut Cache, key: Key) -> u32 {
-        let i = Self::ensure_keys(&mut cache.keys, &mut cache.index, key);
-        cache.walk.grow(cache.keys.len());
-        i
-    }
-
-    /// `block_reason` for every key, visiting only the (small) denylists and anchors' signals
-    /// rather than all keys; same precedence as `block_reason`.
-    fn blocked_vector(&self, cache: &Cache) -> Vec<Option<BlockReason>> {
-        let mut blocked = vec![None; cache.keys.len()];
-        let mut set = |k: &Key, reason: BlockReason| {
-            if let Some(&i) = cache.index.get(k) {
-                blocked[i as usize].get_or_insert(reason);
-            }
-        };
-        self.builtin_deny
-            .iter()
-            .for_each(|k| set(k, BlockReason::BuiltinDenylist));
-        self.operator_deny
-            .iter()
-            .for_each(|k| set(k, BlockReason::OperatorDenylist));
-        if self.config.anchor_negative_blocks {
-            for a in self.anchors.iter().filter(|a| !self.is_denylisted(a)) {
-                let reason = BlockReason::AnchorNegative { anchor: *a };
-                let distrusted = self
-                    .labels
-                    .range((*a, KEY_MIN)..=(*a, KEY_MAX))
-                    .filter(|(_, (_, l))| *l == Label::Distrust)
-                    .map(|((_, t), _)| t);
-                let reported = self
-                    .reports
-                    .range((*a, KEY_MIN)..=(*a, KEY_MAX))
-                    .map(|((_, t), _)| t);
-                distrusted
-                    .chain(reported)
-                    .filter(|t| !self.anchors.contains(t))
-                    .for_each(|t| set(t, reason));
-            }
-        }
-        blocked
-    }
-
-    /// Turns the PageRank mass of the cache into scores, tiers and penalty records.
-    fn finish(&mut self, now: u64, stats: ComputeStats) -> Scores {
-        let mut cache = self.cache.take().expect("finish is called with a cache");
-        // Keys that appeared only in negative signals, evidence or history since the last build.
-        let extra: Vec<Key> = self
-            .labels
-            .keys()
-            .chain(self.reports.keys())
-            .flat_map(|(a, t)| [*a, *t])
-            .chain(self.evidence.keys().copied())
-            .chain(self.history.keys().copied())
-            .filter(|k| !cache.index.contains_key(k))
-            .collect();
-        for k in extra {
-            Self::ensure(&mut cache, k);
-        }
-        let cfg = &self.config;
-        let n = cache.keys.len();
-        let p = &cache.walk.p;
-        let blocked = self.blocked_vector(&cache);
-        let mut is_anchor = vec![false; n];
-        for a in &self.anchors {
-            if let Some(&i) = cache.index.get(a) {
-                is_anchor[i as usize] = true;
-            }
-        }
-
-        // Negative signals: per (target, reporter) the stronger of distrust label and report.
-        let mut strongest: BTreeMap<(u32, u32), (f64, NegativeSignal)> = BTreeMap::new();
-        let pen = &cfg.penalties;
-        let labels = self
-            .labels
-            .iter()
-            .filter(|(_, (_, l))| *l == Label::Distrust)
-            .map(|(pair, _)| (pair, pen.distrust, NegativeSignal::Distrust));
-        let reports = self.reports.iter().map(|(pair, (_, reason))| {
-            let lambda = match reason {
-                ReportReason::Malware => pen.malware,
-                ReportReason::Impersonation => pen.impersonation,
-                ReportReason::Spam => pen.spam,
-                ReportReason::Other => pen.other,
-            };
-            (pair, lambda, NegativeSignal::Report { reason: *reason })
-        });
-        for ((a, t), lambda, signal) in labels.chain(reports) {
-            let (ai, ti) = (cache.index[a], cache.index[t]);
-            if blocked[ai as usize].is_some() {
-                continue; // a blocked key's word does not count
-            }
-            let slot = strongest.entry((ti, ai)).or_insert((lambda, signal));
-            if lambda > slot.0 {
-                *slot = (lambda, signal);
-            }
-        }
-        let mut penalty = vec![0.0; n];
-        let mut negatives: Vec<NegEntry> = strongest
-            .into_iter()
-            .map(|((t, r), (lambda, signal))| {
-                let amount = lambda * p[r as usize];
-                penalty[t as usize] += amount;
-                NegEntry {
-                    target: t,
-                    reporter: r,
-                    signal,
-                    penalty: amount,
-                }
-            })
-            .collect();
-        negatives.sort_by(|a, b| {
-            a.target
-                .cmp(&b.target)
-                .then(b.penalty.total_cmp(&a.penalty))
-                .then(a.reporter.cmp(&b.reporter))
-        });
-
-        let mut evidence_factor = vec![1.0; n];
-        for (k, e) in &self.evidence {
-            let x = cfg.evidence.equivocation * e.equivocations as f64
-                + cfg.evidence.bad_bytes * e.bad_bytes as f64;
-            evidence_factor[cache.index[k] as usize] = (-x).exp();
-        }
-        let mut history_factor = vec![1.0; n];
-        let h = &cfg.history;
-        for (k, hist) in &self.history {
-            let age_days = now.saturating_sub(hist.first_seen) as f64 / 86_400.0;
-            let by_age = if h.maturity_days > 0.0 {
-                age_days / h.maturity_days
-            } else {
-                1.0
-            };
-            let by_releases = if h.maturity_releases > 0.0 {
-                hist.accepted_releases as f64 / h.maturity_releases
-            } else {
-                1.0
-            };
-            let maturity = by_age.max(by_releases).min(1.0);
-            history_factor[cache.index[k] as usize] =
-                h.new_key_factor + (1.0 - h.new_key_factor) * maturity;
-        }
-
-        let alpha = cfg.restart_probability;
-        let live_anchors = cache.walk.restart.len();
-        let reference_mass = if live_anchors == 0 {
-            f64::INFINITY
-        } else {
-            alpha * (1.0 - alpha) / (live_anchors as f64 * cfg.reference_fanout)
-        };
-        let mut corroboration = HashMap::new();
-        let nodes: Vec<NodeOut> = (0..n)
-            .map(|i| {
-                let anchor = is_anchor[i];
-                let (score, tier, rule) = if blocked[i].is_some() {
-                    (0.0, Tier::Blocked, TierRule::Blocked)
-                } else if anchor {
-                    (1.0, Tier::Trusted, TierRule::Anchor)
-                } else {
-                    let x = (p[i] - penalty[i]).max(0.0) * evidence_factor[i] * history_factor[i]
-                        / reference_mass;
-                    let score = -(-x).exp_m1();
-                    let (tier, rule) = if score >= cfg.thresholds.trusted {
-                        let c = self.corroborate(&cache.keys[i]);
-                        let rule = if c.holds() {
-                            (Tier::Trusted, TierRule::Corroborated)
-                        } else {
-                            (Tier::Known, TierRule::Uncorroborated)
-                        };
-                        corroboration.insert(i as u32, c);
-                        rule
-                    } else if score >= cfg.thresholds.known {
-                        (Tier::Known, TierRule::Score)
-                    } else {
-                        (Tier::Unknown, TierRule::BelowKnown)
-                    };
-                    (score, tier, rule)
-                };
-                NodeOut {
-                    score,
-                    tier,
-                    rule,
-                    penalty: penalty[i],
-                    evidence_factor: evidence_factor[i],
-                    history_factor: history_factor[i],
-                    blocked: blocked[i],
-                    anchor,
-                }
-            })
-            .collect();
-        let denylist = self
-            .builtin_deny
-            .iter()
-            .map(|k| (*k, BlockReason::BuiltinDenylist))
-            .chain(
-                self.operator_deny
-                    .iter()
-                    .map(|k| (*k, BlockReason::OperatorDenylist)),
-            )
-            .collect();
-        let snapshot = Snapshot {
-            config: cfg.clone(),
-            keys: cache.keys.clone(),
-            index: cache.index.clone(),
-            rows: cache.walk.rows.clone(),
-            restart: cache.walk.restart.clone(),
-            alpha,
-            reference_mass,
-            p: p.clone(),
-            nodes,
-            negatives,
-            evidence: self.evidence.clone(),
-            history: self.history.clone(),
-            denylist,
-            stats,
-            corroboration,
-            paths: Default::default(),
-        };
-        self.cache = Some(cache);
-        Scores {
-            inner: Arc::new(snapshot),
-        }
     }
 }

@@ -2,11 +2,12 @@
 //! [`Explanation`], and [`Tier`]s.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
+use imbl::{HashMap as PMap, OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrustConfig;
@@ -323,17 +324,22 @@ pub(crate) struct NodeOut {
     pub anchor: bool,
 }
 
-/// One counted negative signal.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct NegEntry {
-    pub target: u32,
-    pub reporter: u32,
-    pub signal: NegativeSignal,
-    pub penalty: f64,
+impl NodeOut {
+    /// A key that was just added and has no mass or signal yet.
+    pub const UNSEEN: NodeOut = NodeOut {
+        score: 0.0,
+        tier: Tier::Unknown,
+        rule: TierRule::BelowKnown,
+        penalty: 0.0,
+        evidence_factor: 1.0,
+        history_factor: 1.0,
+        blocked: None,
+        anchor: false,
+    };
 }
 
 /// How a computation went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ComputeStats {
     /// Keys in the graph.
     pub keys: usize,
@@ -346,27 +352,34 @@ pub struct ComputeStats {
     pub pushes: u64,
     /// Whether this was an incremental update.
     pub incremental: bool,
+    /// Keys whose outputs were re-derived (all of them for a full computation).
+    #[serde(default)]
+    pub changed: usize,
+    /// Certified bound on ‖p − p_exact‖₁, the L1 distance of this mass vector from the exact
+    /// solution (Σ|residual|/α): no key's mass is further off than this.
+    #[serde(default)]
+    pub mass_error_bound: f64,
 }
 
 pub(crate) struct Snapshot {
     pub config: TrustConfig,
-    pub keys: Arc<Vec<Key>>,
-    pub index: Arc<HashMap<Key, u32>>,
-    pub rows: Arc<Vec<Row>>,
+    pub keys: Vector<Key>,
+    pub index: PMap<Key, u32>,
+    pub rows: Vector<Row>,
     pub restart: Arc<[(u32, f64)]>,
     pub alpha: f64,
     pub reference_mass: f64,
-    pub p: Vec<f64>,
-    pub nodes: Vec<NodeOut>,
-    /// Sorted by (target, descending penalty, reporter).
-    pub negatives: Vec<NegEntry>,
-    pub evidence: BTreeMap<Key, EvidenceCounts>,
-    pub history: BTreeMap<Key, History>,
+    pub p: Vector<f64>,
+    pub nodes: Vector<NodeOut>,
+    /// Per (target, reporter): λ and the signal that counted.
+    pub negatives: OrdMap<(u32, u32), (f64, NegativeSignal)>,
+    pub evidence: Arc<BTreeMap<Key, EvidenceCounts>>,
+    pub history: Arc<BTreeMap<Key, History>>,
     /// Denylist entries, so that keys the graph never saw still report as blocked.
-    pub denylist: BTreeMap<Key, BlockReason>,
+    pub denylist: Arc<BTreeMap<Key, BlockReason>>,
     pub stats: ComputeStats,
     /// Corroboration of every non-anchor, unblocked key whose score reaches `trusted`.
-    pub corroboration: HashMap<u32, Corroboration>,
+    pub corroboration: PMap<u32, Corroboration>,
     /// Strongest-path tree from the anchors (distance, predecessor), built on first explain.
     pub paths: OnceLock<Vec<(f64, u32)>>,
 }
@@ -475,7 +488,7 @@ impl Scores {
         let mut out: Vec<(Key, f64, Tier)> = s
             .keys
             .iter()
-            .zip(&s.nodes)
+            .zip(s.nodes.iter())
             .map(|(k, n)| (*k, n.score, n.tier))
             .collect();
         out.sort_unstable_by_key(|a| a.0);
@@ -613,17 +626,21 @@ impl Scores {
                 });
             }
         }
-        let start = s.negatives.partition_point(|n| (n.target as usize) < v);
-        let penalties = s.negatives[start..]
-            .iter()
-            .take_while(|n| n.target as usize == v)
-            .map(|n| PenaltyItem {
-                from: s.keys[n.reporter as usize],
-                signal: n.signal,
-                reporter_mass: s.p[n.reporter as usize],
-                penalty_mass: n.penalty,
+        let mut penalties: Vec<PenaltyItem> = s
+            .negatives
+            .range((v as u32, 0)..=(v as u32, u32::MAX))
+            .map(|(&(_, r), &(lambda, signal))| PenaltyItem {
+                from: s.keys[r as usize],
+                signal,
+                reporter_mass: s.p[r as usize],
+                penalty_mass: lambda * s.p[r as usize],
             })
             .collect();
+        penalties.sort_by(|a, b| {
+            b.penalty_mass
+                .total_cmp(&a.penalty_mass)
+                .then(a.from.cmp(&b.from))
+        });
         Report {
             key: *key,
             score: node.score,

@@ -8,7 +8,9 @@
 
 mod common;
 
-use archy_trust::{Key, RawEvent, Scores, Tier, TrustConfig, TrustGraph};
+use archy_trust::{
+    Key, RawEvent, Scores, Tier, TrustConfig, TrustGraph, INCREMENTAL_SCORE_EPSILON,
+};
 use common::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -164,17 +166,119 @@ proptest! {
     }
 
     #[test]
-    fn incremental_update_agrees_with_full(w in world(), split in any::<Index>()) {
+    fn incremental_update_agrees_with_full(w in world(), split in any::<Index>(), block in any::<Index>()) {
         let at = split.index(w.events.len() + 1);
         let mut g = build(&w, &w.events[..at]);
         g.compute_at(NOW);
-        for e in &w.events[at..] {
+        // One event at a time, an incremental update after each (and a block and an unblock on
+        // the way), so every cache the update keeps is exercised.
+        let b = key(block.index(w.n as usize) as u64);
+        for (i, e) in w.events[at..].iter().enumerate() {
             g.apply_event(&raw(e));
+            match i {
+                2 => { g.block(b); }
+                5 => { let _ = g.unblock(&b); }
+                _ => {}
+            }
+            let inc = g.compute_incremental_at(NOW);
+            consistent(&inc)?;
+            let full = rebuilt(&g).compute_at(NOW);
+            agree(&inc, &full, 1e-7)?;
         }
         let inc = g.compute_incremental_at(NOW);
         let full = g.compute_at(NOW);
-        for (k, score, _) in full.all() {
-            prop_assert!((inc.score(&k) - score).abs() < 1e-7, "{:?}: {} vs {}", k, inc.score(&k), score);
-        }
+        agree(&inc, &full, 1e-7)?;
     }
+
+    /// With the default accuracy, incremental updates stay within the stated ε.
+    #[test]
+    fn incremental_updates_stay_within_the_stated_epsilon(w in world(), split in any::<Index>()) {
+        let config = TrustConfig { incremental_epsilon: TrustConfig::default().incremental_epsilon, ..config(&w) };
+        let at = split.index(w.events.len() + 1);
+        let mut g = TrustGraph::new(config).unwrap();
+        for e in &w.events[..at] {
+            g.apply_event(&raw(e));
+        }
+        g.compute_at(NOW);
+        for e in &w.events[at..] {
+            g.apply_event(&raw(e));
+            g.compute_incremental_at(NOW);
+        }
+        let inc = g.compute_incremental_at(NOW);
+        let full = g.compute_at(NOW);
+        agree(&inc, &full, INCREMENTAL_SCORE_EPSILON)?;
+    }
+}
+
+/// Every score is what its own explanation implies: 1 − e^(−max(0, mass − Σ penalties)·factors/R)
+/// from the mass of this very `Scores` (nothing left stale by an incremental update).
+fn consistent(s: &Scores) -> Result<(), TestCaseError> {
+    for (k, score, _) in s.all() {
+        let e = s.get(&k).explanation;
+        if e.anchor || e.blocked.is_some() {
+            continue;
+        }
+        let penalty: f64 = e.penalties.iter().map(|p| p.penalty_mass).sum();
+        let x =
+            (e.mass - penalty).max(0.0) * e.evidence_factor * e.history_factor / s.reference_mass();
+        let expected = -(-x).exp_m1();
+        prop_assert!(
+            (score - expected).abs() <= 1e-12,
+            "{:?}: score {} but its explanation says {}",
+            k,
+            score,
+            expected
+        );
+        prop_assert!(
+            (e.penalty_mass - penalty).abs() <= 1e-15,
+            "{:?}: penalty {} vs {}",
+            k,
+            e.penalty_mass,
+            penalty
+        );
+    }
+    Ok(())
+}
+
+/// A fresh graph with the same configuration, blocks and signals (a full computation on it
+/// leaves `g`'s incremental state alone).
+fn rebuilt(g: &TrustGraph) -> TrustGraph {
+    let mut fresh = TrustGraph::new(g.config().clone()).unwrap();
+    for k in g.operator_denylist() {
+        fresh.block(k);
+    }
+    for s in g.export_signals() {
+        fresh.apply_signal(s);
+    }
+    fresh
+}
+
+/// Scores within `eps`; tiers equal unless the score is within 2·eps of a threshold.
+fn agree(inc: &Scores, full: &Scores, eps: f64) -> Result<(), TestCaseError> {
+    let th = TrustConfig::default().thresholds;
+    for (k, score, tier) in full.all() {
+        prop_assert!(
+            (inc.score(&k) - score).abs() <= eps,
+            "{:?}: {} vs {}",
+            k,
+            inc.score(&k),
+            score
+        );
+        let near = [th.trusted, th.known]
+            .iter()
+            .any(|t| (score - t).abs() <= 2.0 * eps);
+        prop_assert!(
+            inc.tier(&k) == tier || near,
+            "{:?}: tier {} vs {} (score {})",
+            k,
+            inc.tier(&k),
+            tier,
+            score
+        );
+        prop_assert_eq!(
+            inc.get(&k).explanation.rule == full.get(&k).explanation.rule || near,
+            true
+        );
+    }
+    Ok(())
 }
