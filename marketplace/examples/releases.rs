@@ -10,6 +10,9 @@
 //!    (JWS alone) explain where the time goes.
 //! 2. Discovery: `discovery::sync_once` of SYNC_N releases into an empty catalog from the
 //!    embedded relay and from nostr-rs-relay (when installed), vs. the same relay fetch alone.
+//! 3. Many relays: the SYNC_N releases spread over 20 nostr-rs-relay processes, each release on
+//!    3 of them, synced by one pass over the 20, vs. one more nostr-rs-relay holding the union;
+//!    the catalog's verification counter says how many release checks ran.
 //!
 //! Medians after one warm-up run; ratios are the claim, absolute rates are context.
 
@@ -285,7 +288,11 @@ async fn discovery_from(
         "discovery {name}: published {} in {publish_secs:.2} s; fetch alone {fetch:.2} s; sync_once (fetch + verify + catalog) {sync:.2} s; received {received}, accepted {accepted}",
         events.len()
     );
-    println!("RATIO discovery.{name} fetch/sync_once {:.2}", fetch / sync);
+    println!(
+        "RATIO discovery.{name} fetch/sync_once {:.2} (sync_once / fetch {:.2}x)",
+        fetch / sync,
+        sync / fetch
+    );
     pool.shutdown().await;
     Ok(())
 }
@@ -341,6 +348,103 @@ async fn main() -> anyhow::Result<()> {
             Err(e) => println!("discovery nostr-rs-relay skipped: {e}"),
         }
         println!("PEAK discovery VmHWM {}", vm_hwm());
+        if let Err(e) = many_relays(&events[..sync_n], 20, 3, now).await {
+            println!("discovery from 20 relays skipped: {e}");
+        }
+        println!("PEAK many-relays VmHWM {}", vm_hwm());
+    }
+    Ok(())
+}
+
+/// Publishes every event to the relays `relays[(i + k·7) % n]`, k < copies.
+async fn spread(pools: &[RelayPool], events: &[Event], copies: usize) -> anyhow::Result<()> {
+    for (c, chunk) in events.chunks(256).enumerate() {
+        let sends = chunk.iter().enumerate().flat_map(|(j, e)| {
+            let i = c * 256 + j;
+            (0..copies)
+                .map(move |k| (i + k * 7) % pools.len())
+                .map(move |r| (r, e))
+        });
+        let sends = sends.map(|(r, e)| pools[r].publish(e));
+        for r in futures::future::join_all(sends).await {
+            r?;
+        }
+    }
+    Ok(())
+}
+
+async fn many_relays(events: &[Event], n: usize, copies: usize, now: u64) -> anyhow::Result<()> {
+    let mut relays = Vec::new();
+    for _ in 0..n {
+        relays.push(NostrRsRelay::start().await?);
+    }
+    let union = NostrRsRelay::start().await?;
+    let urls: Vec<String> = relays.iter().map(|r| r.url().to_string()).collect();
+    let mut pools = Vec::new();
+    for u in &urls {
+        pools.push(RelayPool::connect([u.as_str()], PoolConfig::default()).await?);
+    }
+    let t = Instant::now();
+    spread(&pools, events, copies).await?;
+    let union_pool = RelayPool::connect([union.url().as_str()], PoolConfig::default()).await?;
+    spread(std::slice::from_ref(&union_pool), events, 1).await?;
+    println!(
+        "many relays: {} releases, each on {copies} of {n} nostr-rs-relay processes ({} copies), \
+         and all on one more; published in {:.1} s",
+        events.len(),
+        events.len() * copies,
+        t.elapsed().as_secs_f64()
+    );
+    let pool = RelayPool::connect(urls.iter().map(String::as_str), PoolConfig::default()).await?;
+    let policy = PolicyConfig::default();
+    let tmp = tempfile::tempdir()?;
+    // Warm-up: each relay's store and connection.
+    pool.fetch(release_filter(), None).await?;
+    union_pool.fetch(release_filter(), None).await?;
+    let t = Instant::now();
+    let fetched = pool.fetch(release_filter(), None).await?.len();
+    let fetch_many = t.elapsed().as_secs_f64();
+    let catalog = Catalog::open(&tmp.path().join("many.redb"))?;
+    let t = Instant::now();
+    let report = discovery::sync_once(&pool, &catalog, &policy, now).await?;
+    let sync_many = t.elapsed().as_secs_f64();
+    let returned: usize = report
+        .relays
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .sum();
+    anyhow::ensure!(
+        report.verified == events.len() as u64 && fetched == events.len(),
+        "verified {} of {} (fetched {fetched})",
+        report.verified,
+        events.len()
+    );
+    let t = Instant::now();
+    let fetched_union = union_pool.fetch(release_filter(), None).await?.len();
+    let fetch_union = t.elapsed().as_secs_f64();
+    let catalog = Catalog::open(&tmp.path().join("union.redb"))?;
+    let t = Instant::now();
+    let one = discovery::sync_once(&union_pool, &catalog, &policy, now).await?;
+    let sync_union = t.elapsed().as_secs_f64();
+    anyhow::ensure!(fetched_union == events.len() && one.verified == events.len() as u64);
+    println!(
+        "many relays: the relays returned {returned} copies; {} distinct received, {} release \
+         checks run (each event verified once), {} accepted",
+        report.received, report.verified, report.accepted
+    );
+    println!(
+        "many relays: fetch from {n} relays {fetch_many:.2} s, sync_once {sync_many:.2} s; one \
+         relay with the union: fetch {fetch_union:.2} s, sync_once {sync_union:.2} s"
+    );
+    println!(
+        "RATIO discovery.{n}-relays sync_once {n} relays / union {:.2} (fetch {:.2})",
+        sync_many / sync_union,
+        fetch_many / fetch_union
+    );
+    pool.shutdown().await;
+    union_pool.shutdown().await;
+    for p in pools {
+        p.shutdown().await;
     }
     Ok(())
 }

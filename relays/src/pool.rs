@@ -104,8 +104,8 @@ pub struct RelayHealth {
 pub struct FetchReport {
     /// Matching events from every relay that answered, each exact copy once ([`DedupKey`]: a
     /// forged copy carrying another event's id is kept beside it, not in its place), in
-    /// (`created_at`, id) order (the order the node processes them in; ties keep the relays'
-    /// configuration order).
+    /// (`created_at`, id) order (the order the node processes them in). Copies are dropped as
+    /// pages arrive, so the pass never holds more than one copy of an event.
     pub events: Vec<Event>,
     /// Per relay: the number of events it returned (before de-duplication), or why it failed.
     pub per_relay: Vec<(RelayUrl, Result<usize, String>)>,
@@ -384,12 +384,17 @@ impl RelayPool {
             Some(s) => filter.since(s),
             None => filter,
         };
+        // One de-duplication across every relay and page, as pages arrive: a copy another
+        // relay already delivered is dropped at once, so a pass holds each event once however
+        // many relays hold it (and is checked once by the caller).
+        let seen = std::sync::Mutex::new(SeenIds::new(usize::MAX));
         let fetches = self.urls.iter().map(|url| {
             let filter = filter.clone();
+            let seen = &seen;
             async move {
                 let result = match tokio::time::timeout(
                     self.config.timeouts.fetch,
-                    self.fetch_one(url, &filter),
+                    self.fetch_one(url, &filter, seen),
                 )
                 .await
                 {
@@ -407,17 +412,14 @@ impl RelayPool {
         });
         let results = futures::future::join_all(fetches).await;
 
-        let mut seen = SeenIds::new(usize::MAX);
         let mut events = Vec::new();
         let mut per_relay = Vec::new();
         let mut errors = Vec::new();
         for (url, result) in results {
             match result {
-                Ok(list) => {
-                    per_relay.push((url, Ok(list.len())));
-                    // By DedupKey, not by the claimed id: a hostile relay listed first must not
-                    // make a forged copy take the place of the genuine event.
-                    events.extend(list.into_iter().filter(|e| seen.insert(DedupKey::of(e))));
+                Ok((returned, list)) => {
+                    per_relay.push((url, Ok(returned)));
+                    events.extend(list);
                 }
                 Err(e) => {
                     errors.push((url.clone(), e.clone()));
@@ -433,11 +435,20 @@ impl RelayPool {
     }
 
     /// All matching stored events of one relay, paging backwards with `until` when the filter
-    /// has no `limit` of its own.
-    async fn fetch_one(&self, url: &RelayUrl, filter: &Filter) -> Result<Vec<Event>, String> {
+    /// has no `limit` of its own. Returns how many the relay returned, and those no relay had
+    /// delivered before (`seen`, shared by the relays of one fetch; by [`DedupKey`], never by
+    /// the claimed id alone: a hostile relay that answers first must not make a forged copy
+    /// take the place of the genuine event).
+    async fn fetch_one(
+        &self,
+        url: &RelayUrl,
+        filter: &Filter,
+        seen: &std::sync::Mutex<SeenIds>,
+    ) -> Result<(usize, Vec<Event>), String> {
         let mut ws = wire::connect(url, self.config.timeouts.connect).await?;
-        let mut seen = SeenIds::new(usize::MAX);
+        let mut mine = SeenIds::new(usize::MAX);
         let mut out = Vec::new();
+        let mut returned = 0;
         let paged = filter.limit.is_none();
         let mut page_filter = if paged {
             filter.clone().limit(self.config.page_size)
@@ -451,11 +462,14 @@ impl RelayPool {
                 page.iter().map(|e| (e.id, e.created_at)).collect();
             let mut new_in_page = 0;
             for event in page {
-                if !seen.insert(DedupKey::of(&event)) {
+                let key = DedupKey::of(&event);
+                if !mine.insert(key) {
                     continue;
                 }
                 new_in_page += 1;
-                if self.admit(&event) {
+                returned += 1;
+                let first = seen.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+                if first && self.admit(&event) {
                     out.push(event);
                 }
             }
@@ -468,7 +482,7 @@ impl RelayPool {
             }
         }
         let _ = ws.close(None).await;
-        Ok(out)
+        Ok((returned, out))
     }
 
     fn admit(&self, event: &Event) -> bool {

@@ -27,6 +27,10 @@ pub struct SyncReport {
     pub duplicates: usize,
     pub already_seen: usize,
     pub rejected: usize,
+    /// Release checks run (each verifies an event's signatures once): with many relays holding
+    /// the same events, this stays at the number of distinct new events.
+    #[serde(default)]
+    pub verified: u64,
     /// Per relay: events returned, or why it failed.
     pub relays: Vec<(String, Result<usize, String>)>,
 }
@@ -56,7 +60,10 @@ pub fn ingest(
     // copy that does not verify must not make later passes skip an honest relay's older events.
     let mut newest: Option<u64> = None;
     let mut seen_before = Vec::new();
-    for (event, outcome) in catalog.ingest_all(events, policy, now)? {
+    let verifications = catalog.verifications();
+    let outcomes = catalog.ingest_all(events, policy, now)?;
+    report.verified += catalog.verifications() - verifications;
+    for (event, outcome) in outcomes {
         match &outcome {
             Outcome::Rejected(r) if r.reason == crate::reason::Reason::EventInvalid => {}
             // Seen before: verified once, or remembered as an invalid copy.
