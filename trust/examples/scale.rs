@@ -10,25 +10,12 @@
 
 use std::time::Instant;
 
-use archy_trust::{Key, Label, Signal, TrustConfig, TrustGraph};
+use archy_sim::{measure, AttackKind, Rng, SocialGraph, SybilRegion, World};
+use archy_trust::{Label, Signal, Tier, TrustConfig};
 
 #[path = "../../tests/bench_common.rs"]
 mod bench_common;
 use bench_common::{median, vm_hwm};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -38,76 +25,36 @@ fn main() {
     let n = *args.first().unwrap_or(&100_000);
     let per_key = *args.get(1).unwrap_or(&10);
     let edits = *args.get(2).unwrap_or(&200);
-    let mut rng = Rng(42);
-    let keys: Vec<Key> = (0..n)
-        .map(|_| {
-            let mut b = [0u8; 32];
-            for c in b.chunks_mut(8) {
-                c.copy_from_slice(&rng.next().to_le_bytes());
-            }
-            Key::from_bytes(b)
-        })
-        .collect();
-    let anchors = vec![keys[0], keys[1], keys[2]];
+    // A seeded world with heavy-tailed degrees (archy-sim): mean `per_key` follows, a few hubs
+    // followed by many, 10 % of keys endorsing 2 others, 5 % reporting one.
+    let t = Instant::now();
+    let world = SocialGraph {
+        keys: n,
+        mean_follows: per_key as f64,
+        ..Default::default()
+    }
+    .generate(42);
+    let keys = world.honest.clone();
+    let anchors = world.anchors.clone();
     let defaults = TrustConfig::default();
     let incremental_epsilon = std::env::var("TRUST_EPS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(defaults.incremental_epsilon);
-    let mut graph = TrustGraph::new(TrustConfig {
-        anchors,
-        incremental_epsilon,
-        ..defaults
-    })
-    .expect("valid config");
-
-    // Follows: 30 % of targets from a popular set of 1,000 keys, the rest uniform.
-    let t = Instant::now();
-    let popular = 1000.min(n);
-    let mut signals = 0usize;
-    for (i, k) in keys.iter().enumerate() {
-        let follows = (0..per_key)
-            .map(|_| {
-                if rng.below(10) < 3 {
-                    keys[rng.below(popular)]
-                } else {
-                    keys[rng.below(n)]
-                }
-            })
-            .collect();
-        graph.apply_signal(Signal::Follows {
-            author: *k,
-            created_at: 1,
-            follows,
-        });
-        signals += 1;
-        if i % 10 == 0 {
-            for _ in 0..2 {
-                let target = keys[rng.below(n)];
-                graph.apply_signal(Signal::Label {
-                    author: *k,
-                    target,
-                    created_at: 1,
-                    label: Label::Endorse,
-                });
-                signals += 1;
-            }
-        }
-        if i % 20 == 0 {
-            let target = keys[rng.below(n)];
-            graph.apply_signal(Signal::Report {
-                author: *k,
-                target,
-                created_at: 1,
-                reason: archy_trust::ReportReason::Spam,
-            });
-            signals += 1;
-        }
-    }
+    let mut graph = world
+        .graph_with(TrustConfig {
+            incremental_epsilon,
+            ..defaults
+        })
+        .expect("valid config");
+    let signals = world.signals.len();
+    let mut rng = Rng(7);
     println!(
-        "build: {n} keys, {signals} signals applied in {:.2?}",
+        "build: {n} keys, {signals} signals ({} positive edges) generated and applied in {:.2?}",
+        world.edges,
         t.elapsed()
     );
+    drop(world);
 
     let t = Instant::now();
     let scores = graph.compute_at(1_800_000_000);
@@ -305,6 +252,46 @@ fn main() {
         max_diff / eps
     );
     println!("peak RSS after the edits (VmHWM): {}", vm_hwm());
+
+    // Sybil regions of 10,000 keys joined by fooled honest keys (archy-sim): three follows
+    // (each fooled key's contact list becomes that one sybil), then two endorsements.
+    for (i, (kind, k)) in [(AttackKind::Follow, 3), (AttackKind::Endorse, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut stub = World {
+            anchors: anchors.clone(),
+            honest: keys.clone(),
+            ..Default::default()
+        };
+        let attack = SybilRegion {
+            size: 10_000,
+            first: (1 << 40) + i as u64 * 100_000,
+            density: 10,
+            attack_edges: k,
+            kind,
+        }
+        .attach(&mut stub, 9 + i as u64);
+        for signal in stub.signals {
+            graph.apply_signal(signal);
+        }
+        let (scores, took) = measure(|| graph.compute_incremental_at(1_800_000_000));
+        let r = scores.get(&attack.publisher);
+        let best = attack
+            .sybils
+            .iter()
+            .map(|k| scores.score(k))
+            .fold(0.0f64, f64::max);
+        assert!(attack
+            .sybils
+            .iter()
+            .all(|k| scores.tier(k) != Tier::Trusted));
+        println!(
+            "sybil region of 10,000 by {k} {kind:?} attack edge(s): publisher score {:.3} tier {} ({:?}), \
+             best sybil score {best:.3}, none trusted; update {took}",
+            r.score, r.tier, r.explanation.rule
+        );
+    }
 
     // Ingestion through the node's path: RawEvent (hex tags) -> signals -> graph.
     let events: Vec<archy_trust::RawEvent> = (0..10_000)

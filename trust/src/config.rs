@@ -55,7 +55,7 @@ pub struct TrustConfig {
 /// a full recompute (`examples/scale.rs` checks it over random edits at 100k keys, and
 /// `tests/properties.rs` on small graphs). A measured property of the default, not a proof: the
 /// proved bound is [`crate::ComputeStats::mass_error_bound`], on the L1 norm of the mass.
-pub const INCREMENTAL_SCORE_EPSILON: f64 = 1e-5;
+pub const INCREMENTAL_SCORE_EPSILON: f64 = 1e-4;
 
 /// Penalty weights λ (see the crate doc): a negative signal from reporter r lowers the target's
 /// mass by λ·p(r). Each must be ≤ α/(1−α) so that an endorsement can never lower a score.

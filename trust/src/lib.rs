@@ -176,18 +176,18 @@
 //!
 //! **Accuracy.** Proved: ‖p − p_exact‖₁ ≤ Σ|r|/α, reported per result as
 //! [`ComputeStats::mass_error_bound`]. Stated and measured: every score within
-//! [`INCREMENTAL_SCORE_EPSILON`] (1e-5) of a full recompute, tiers equal except within 2ε of
+//! [`INCREMENTAL_SCORE_EPSILON`] (1e-4) of a full recompute, tiers equal except within 2ε of
 //! a threshold (`tests/properties.rs` on small graphs after every single update; `examples/scale.rs`
 //! after hundreds of random edits at 100k and 1M keys).
 //!
-//! Measured (`target/release/examples/scale 100000 10 500`, 100k keys, 1.02M edges, 2 shared
-//! cores): full computation 0.44–0.58 s (21 iterations); with nothing changed 4–6 µs; one new
-//! endorsement by a typical key 0.58–0.66 ms median (181 pushes); 500 random edits 0.70 ms
-//! median, 2.5–2.8 ms p90, max |score difference| to a full recompute 3.3e-6, no tier
-//! difference. At 1M keys / 10.2M edges (`scale 1000000 10 200`): full computation 9.5 s,
-//! peak RSS 1.5 GiB after it and 2.0 GiB over the whole run (about 150 bytes per edge with
-//! the signal store), one typical endorsement 0.44 ms median, random edits 0.78 ms median,
-//! max score difference 2e-7.
+//! Measured (`target/release/examples/scale 100000 10 500`: an archy-sim world of 100k keys
+//! with heavy-tailed degrees, 1.02M edges; 2 shared cores): full computation 1.0–1.1 s (29
+//! iterations); with nothing changed 5–90 µs; one new endorsement by a typical key 0.55–0.68 ms
+//! median (48 pushes); 500 random edits 0.53 ms median, 4 ms p90, max |score difference| to a
+//! full recompute 6e-6, no tier difference. At 1M keys / 10.5M edges (`scale 1000000 10
+//! 200`): full computation 11 s, peak RSS 1.5 GiB after it and 2.0 GiB over the whole run
+//! (about 200 bytes per edge with the signal store); one typical endorsement 0.55 ms median,
+//! random edits 0.74 ms median; an anchor's new endorsement 2.5 s (it moves every key).
 //!
 //! ## Using it from the node
 //! Build one [`TrustGraph`] at start-up (anchors = node key + configured keys), feed it every
