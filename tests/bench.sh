@@ -3,7 +3,8 @@
 # runs them in order. Each figure is a ratio measured side by side in one run (median of
 # several runs after a warm-up); absolute numbers are printed for context only.
 #   bash tests/bench.sh            # medium sizes (minutes)
-#   bash tests/bench.sh --full     # the sizes of BENCHMARKS.md (1 GiB ingest/transfer, 10k releases, 50 apps)
+#   bash tests/bench.sh --full     # the sizes of BENCHMARKS.md (1 GiB ingest/transfer, 10k and 100k releases, 20 relays,
+#                                  # 100k and 1M trust keys, 50 apps)
 #   bash tests/bench.sh --smoke    # everything tiny, to keep the benches compiling and running (CI)
 # BENCH_PROFILE=debug uses the debug build (tests/run.sh: the smoke run reuses the test build
 # instead of compiling everything again in release; its numbers mean nothing).
@@ -17,9 +18,9 @@ mode="${1:---default}"
 BENCH_LOG="${BENCH_LOG:-target/bench-${mode#--}.log}"
 
 case "$mode" in
-  --smoke)   ingest="16 1";   transfer=("8 1");            releases="200 200 1 1"; trust="10000 5";   apps="1 3";  fanout="8 2" ;;
-  --default) ingest="256 3";  transfer=("100 5");          releases="2000 2000 3 1"; trust="100000 10"; apps="5 7";  fanout="64 5" ;;
-  --full)    ingest="1024 3"; transfer=("100 5" "1024 3"); releases="10000 10000 3 1"; trust="100000 10"; apps="50 7"; fanout="256 5" ;;
+  --smoke)   ingest="16 1";   transfer=("8 1");            releases=("200 200 1 1 100"); trust=("10000 5 20");   apps="1 3";  fanout="8 2" ;;
+  --default) ingest="256 3";  transfer=("100 5");          releases=("2000 2000 3 1"); trust=("100000 10 200"); apps="5 7";  fanout="64 5" ;;
+  --full)    ingest="1024 3"; transfer=("100 5" "1024 3"); releases=("10000 10000 3 1" "2000 100000 1 1 0"); trust=("100000 10 500" "1000000 10 200"); apps="50 7"; fanout="256 5" ;;
   *) echo "usage: $0 [--smoke|--default|--full]" >&2; exit 2 ;;
 esac
 
@@ -53,8 +54,12 @@ run() {
   for t in "${transfer[@]}"; do
     run "2. transfer (MiB runs)" $ex/bench $t
   done
-  run "3+4. release verification and discovery (N SYNC_N runs)" $ex/releases $releases
-  run "5. trust (keys follows-per-key)" $ex/scale $trust
+  for r in "${releases[@]}"; do
+    run "3+4. release verification and discovery (N SYNC_N runs sync_runs MANY_N)" $ex/releases $r
+  done
+  for t in "${trust[@]}"; do
+    run "5. trust (keys follows-per-key edits)" $ex/scale $t
+  done
   if command -v podman >/dev/null && podman image exists localhost/archy/busybox:latest 2>/dev/null; then
     run "6. reconciler (apps rounds)" $ex/measure $apps
   else

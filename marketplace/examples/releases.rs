@@ -1,6 +1,6 @@
 //! Release verification and discovery, each side by side with its ceiling in one run.
 //!
-//!   cargo run --release -p archy-marketplace --example releases -- [N=10000] [SYNC_N=10000] [runs=3] [sync_runs=1]
+//!   cargo run --release -p archy-marketplace --example releases -- [N=10000] [SYNC_N=10000] [runs=3] [sync_runs=1] [MANY_N=min(SYNC_N, 10000)]
 //!
 //! 1. Verification: app-release events/s through `release::check_release` (Nostr signature,
 //!    JWS, key binding, policy), through `Catalog::ingest` (the same plus one catalog commit per
@@ -10,7 +10,7 @@
 //!    (JWS alone) explain where the time goes.
 //! 2. Discovery: `discovery::sync_once` of SYNC_N releases into an empty catalog from the
 //!    embedded relay and from nostr-rs-relay (when installed), vs. the same relay fetch alone.
-//! 3. Many relays: the SYNC_N releases spread over 20 nostr-rs-relay processes, each release on
+//! 3. Many relays: MANY_N releases spread over 20 nostr-rs-relay processes, each release on
 //!    3 of them, synced by one pass over the 20, vs. one more nostr-rs-relay holding the union;
 //!    the catalog's verification counter says how many release checks ran.
 //!
@@ -307,6 +307,12 @@ async fn main() -> anyhow::Result<()> {
     let sync_n = args.get(1).copied().unwrap_or(10_000);
     let runs = args.get(2).copied().unwrap_or(3);
     let sync_runs = args.get(3).copied().unwrap_or(1).max(1);
+    // Releases spread over the 20 relays (publishing 3 copies each to nostr-rs-relay is slow).
+    let many_n = args
+        .get(4)
+        .copied()
+        .unwrap_or(sync_n.min(10_000))
+        .min(sync_n);
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let t = Instant::now();
     let events = releases(n.max(sync_n), now);
@@ -348,7 +354,7 @@ async fn main() -> anyhow::Result<()> {
             Err(e) => println!("discovery nostr-rs-relay skipped: {e}"),
         }
         println!("PEAK discovery VmHWM {}", vm_hwm());
-        if let Err(e) = many_relays(&events[..sync_n], 20, 3, now).await {
+        if let Err(e) = many_relays(&events[..many_n], 20, 3, now).await {
             println!("discovery from 20 relays skipped: {e}");
         }
         println!("PEAK many-relays VmHWM {}", vm_hwm());

@@ -149,7 +149,7 @@ pub struct Catalog {
 }
 
 /// The result of rules 1–4 for one event.
-type Checked = std::result::Result<crate::envelope::Verified, Rejection>;
+pub type Checked = std::result::Result<crate::envelope::Verified, Rejection>;
 
 /// Row limits on the tables a hostile relay can make grow without signing anything valid.
 #[derive(Debug, Clone, Copy)]
@@ -252,34 +252,45 @@ impl Catalog {
     /// that an earlier one of the same batch made "seen" is seen, its check unused).
     pub fn ingest_all(
         &self,
-        mut events: Vec<Event>,
+        events: Vec<Event>,
         policy: &PolicyConfig,
         now: u64,
     ) -> Result<Vec<(Event, Outcome)>> {
-        events.sort_by_key(|e| (e.created_at, e.id));
+        self.ingest_checked(events.into_iter().map(|e| (e, None)).collect(), policy, now)
+    }
+
+    /// [`Catalog::ingest_all`] of events some of which already went through rules 1–4
+    /// ([`Catalog::precheck`]): those results are used instead of checking again.
+    pub fn ingest_checked(
+        &self,
+        mut events: Vec<(Event, Option<Checked>)>,
+        policy: &PolicyConfig,
+        now: u64,
+    ) -> Result<Vec<(Event, Outcome)>> {
+        events.sort_by_key(|(e, _)| (e.created_at, e.id));
         // Only exact copies: a forged copy sharing a genuine event's id must not replace it.
-        events.dedup();
+        events.dedup_by(|a, b| a.0 == b.0);
         let mut out = Vec::with_capacity(events.len());
         let mut rest = events.into_iter().peekable();
         while rest.peek().is_some() {
-            let batch: Vec<Event> = rest.by_ref().take(BATCH).collect();
+            let batch: Vec<(Event, Option<Checked>)> = rest.by_ref().take(BATCH).collect();
             let tx = self.db.begin_write()?;
             {
                 let mut t = IngestTables::open(&tx)?;
-                let mut unseen = Vec::with_capacity(batch.len());
-                for e in &batch {
-                    unseen.push(!Self::seen(&t, e)?);
+                let mut due = Vec::with_capacity(batch.len());
+                for (e, pre) in &batch {
+                    due.push(pre.is_none() && !Self::seen(&t, e)?);
                 }
-                let checked: Vec<Option<Checked>> = batch
+                let fresh: Vec<Option<Checked>> = batch
                     .par_iter()
-                    .zip(&unseen)
-                    .map(|(e, unseen)| unseen.then(|| release::check_release(e, policy, now)))
+                    .zip(&due)
+                    .map(|((e, _), due)| due.then(|| release::check_release(e, policy, now)))
                     .collect();
-                let ran = checked.iter().filter(|c| c.is_some()).count();
+                let ran = fresh.iter().filter(|c| c.is_some()).count();
                 self.verifications
                     .fetch_add(ran as u64, atomic::Ordering::Relaxed);
-                for (e, checked) in batch.into_iter().zip(checked) {
-                    let o = Self::ingest_in(&mut t, &e, checked, policy, now)?;
+                for ((e, pre), fresh) in batch.into_iter().zip(fresh) {
+                    let o = Self::ingest_in(&mut t, &e, pre.or(fresh), policy, now)?;
                     out.push((e, o));
                 }
                 self.prune(&mut t)?;
@@ -303,8 +314,43 @@ impl Catalog {
 
     /// Whether this event's id was done with, or this very invalid copy was processed.
     fn seen(t: &IngestTables, event: &Event) -> Result<bool> {
-        Ok(t.seen.get(event.id.to_hex().as_str())?.is_some()
-            || Self::invalid_copy_seen(&t.seen, event)?)
+        Self::seen_in(&t.seen, event)
+    }
+
+    fn seen_in(seen: &impl ReadableTable<&'static str, u64>, event: &Event) -> Result<bool> {
+        Ok(
+            seen.get(event.id.to_hex().as_str())?.is_some()
+                || Self::invalid_copy_seen(seen, event)?,
+        )
+    }
+
+    /// Rules 1–4 (pure) of the events this catalog has not seen, over all cores, counted in
+    /// [`Catalog::verifications`]; `None` for the others. Read-only: what a sync pass runs on
+    /// each page while the rest of the pass is still arriving, before
+    /// [`Catalog::ingest_checked`] applies them in order.
+    pub fn precheck(
+        &self,
+        events: Vec<Event>,
+        policy: &PolicyConfig,
+        now: u64,
+    ) -> Result<Vec<(Event, Option<Checked>)>> {
+        let unseen = {
+            let tx = self.db.begin_read()?;
+            let seen = tx.open_table(SEEN)?;
+            events
+                .iter()
+                .map(|e| Ok(!Self::seen_in(&seen, e)?))
+                .collect::<Result<Vec<bool>>>()?
+        };
+        let checked: Vec<Option<Checked>> = events
+            .par_iter()
+            .zip(&unseen)
+            .map(|(e, unseen)| unseen.then(|| release::check_release(e, policy, now)))
+            .collect();
+        let ran = checked.iter().filter(|c| c.is_some()).count();
+        self.verifications
+            .fetch_add(ran as u64, atomic::Ordering::Relaxed);
+        Ok(events.into_iter().zip(checked).collect())
     }
 
     /// One event's checks and effects, inside the batch's transaction. `checked` is the result
@@ -359,7 +405,10 @@ impl Catalog {
     /// Whether this very invalid copy (same claimed id, signature and fields) was processed.
     /// Looks for any copy with this id and signature first, so the common case (none) costs one
     /// B-tree lookup and no id recomputation.
-    fn invalid_copy_seen(seen: &redb::Table<&'static str, u64>, event: &Event) -> Result<bool> {
+    fn invalid_copy_seen(
+        seen: &impl ReadableTable<&'static str, u64>,
+        event: &Event,
+    ) -> Result<bool> {
         let prefix = invalid_copy_prefix(event);
         let any = match seen.range(prefix.as_str()..)?.next() {
             Some(row) => row?.0.value().starts_with(&prefix),

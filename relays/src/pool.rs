@@ -380,6 +380,30 @@ impl RelayPool {
         filter: Filter,
         since: Option<Timestamp>,
     ) -> Result<FetchReport, RelayError> {
+        let pages = std::sync::Mutex::new(vec![Vec::new(); self.urls.len()]);
+        let per_relay = self
+            .fetch_pages(filter, since, |relay, page| {
+                pages.lock().unwrap_or_else(|p| p.into_inner())[relay].extend(page)
+            })
+            .await?;
+        let pages = pages.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut events: Vec<Event> = pages.into_iter().flatten().collect();
+        // Stable: events with the same time and id keep the relays' configuration order.
+        events.sort_by_key(|e| (e.created_at, e.id));
+        Ok(FetchReport { events, per_relay })
+    }
+
+    /// One pass over every relay like [`RelayPool::fetch_report`], handing each page's new
+    /// events to `sink` with the index of its relay in [`RelayPool::urls`] as it arrives (in no
+    /// particular order across relays), so the caller can start on them while the other pages
+    /// are still on their way. Returns each relay's count or error; fails only when no relay
+    /// answered.
+    pub async fn fetch_pages(
+        &self,
+        filter: Filter,
+        since: Option<Timestamp>,
+        sink: impl Fn(usize, Vec<Event>) + Sync,
+    ) -> Result<Vec<(RelayUrl, Result<usize, String>)>, RelayError> {
         let filter = match since {
             Some(s) => filter.since(s),
             None => filter,
@@ -388,13 +412,15 @@ impl RelayPool {
         // relay already delivered is dropped at once, so a pass holds each event once however
         // many relays hold it (and is checked once by the caller).
         let seen = std::sync::Mutex::new(SeenIds::new(usize::MAX));
-        let fetches = self.urls.iter().map(|url| {
+        let sink = &sink;
+        let fetches = self.urls.iter().enumerate().map(|(relay, url)| {
             let filter = filter.clone();
             let seen = &seen;
+            let sink = move |page| sink(relay, page);
             async move {
                 let result = match tokio::time::timeout(
                     self.config.timeouts.fetch,
-                    self.fetch_one(url, &filter, seen),
+                    self.fetch_one(url, &filter, seen, &sink),
                 )
                 .await
                 {
@@ -410,44 +436,31 @@ impl RelayPool {
                 (url.clone(), result)
             }
         });
-        let results = futures::future::join_all(fetches).await;
-
-        let mut events = Vec::new();
-        let mut per_relay = Vec::new();
-        let mut errors = Vec::new();
-        for (url, result) in results {
-            match result {
-                Ok((returned, list)) => {
-                    per_relay.push((url, Ok(returned)));
-                    events.extend(list);
-                }
-                Err(e) => {
-                    errors.push((url.clone(), e.clone()));
-                    per_relay.push((url, Err(e)));
-                }
-            }
-        }
+        let per_relay = futures::future::join_all(fetches).await;
+        let errors: Vec<(RelayUrl, String)> = per_relay
+            .iter()
+            .filter_map(|(u, r)| r.as_ref().err().map(|e| (u.clone(), e.clone())))
+            .collect();
         if errors.len() == self.urls.len() {
             return Err(RelayError::NoRelayAnswered(errors));
         }
-        events.sort_by_key(|e| (e.created_at, e.id));
-        Ok(FetchReport { events, per_relay })
+        Ok(per_relay)
     }
 
     /// All matching stored events of one relay, paging backwards with `until` when the filter
-    /// has no `limit` of its own. Returns how many the relay returned, and those no relay had
-    /// delivered before (`seen`, shared by the relays of one fetch; by [`DedupKey`], never by
-    /// the claimed id alone: a hostile relay that answers first must not make a forged copy
-    /// take the place of the genuine event).
+    /// has no `limit` of its own. Hands each page's events that no relay had delivered before
+    /// to `sink` (`seen`, shared by the relays of one fetch; by [`DedupKey`], never by the
+    /// claimed id alone: a hostile relay that answers first must not make a forged copy take
+    /// the place of the genuine event), and returns how many the relay returned.
     async fn fetch_one(
         &self,
         url: &RelayUrl,
         filter: &Filter,
         seen: &std::sync::Mutex<SeenIds>,
-    ) -> Result<(usize, Vec<Event>), String> {
+        sink: &(impl Fn(Vec<Event>) + Sync),
+    ) -> Result<usize, String> {
         let mut ws = wire::connect(url, self.config.timeouts.connect).await?;
         let mut mine = SeenIds::new(usize::MAX);
-        let mut out = Vec::new();
         let mut returned = 0;
         let paged = filter.limit.is_none();
         let mut page_filter = if paged {
@@ -461,6 +474,7 @@ impl RelayPool {
             let stamps: Vec<(EventId, Timestamp)> =
                 page.iter().map(|e| (e.id, e.created_at)).collect();
             let mut new_in_page = 0;
+            let mut out = Vec::new();
             for event in page {
                 let key = DedupKey::of(&event);
                 if !mine.insert(key) {
@@ -473,6 +487,9 @@ impl RelayPool {
                     out.push(event);
                 }
             }
+            if !out.is_empty() {
+                sink(out);
+            }
             if !paged {
                 break;
             }
@@ -482,7 +499,7 @@ impl RelayPool {
             }
         }
         let _ = ws.close(None).await;
-        Ok((returned, out))
+        Ok(returned)
     }
 
     fn admit(&self, event: &Event) -> bool {

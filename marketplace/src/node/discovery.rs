@@ -5,7 +5,7 @@
 //! at start and every `sync_interval_secs`, plus a live subscription in between. The relay layer
 //! hands events over unverified, so invalid ones are recorded as `event-invalid`.
 
-use crate::catalog::{Catalog, Outcome};
+use crate::catalog::{Catalog, Checked, Outcome};
 use crate::events::release_filter;
 use crate::manifest::PolicyConfig;
 use anyhow::Result;
@@ -55,13 +55,25 @@ pub fn ingest(
     now: u64,
     report: &mut SyncReport,
 ) -> Result<()> {
+    let events = events.into_iter().map(|e| (e, None)).collect();
+    ingest_checked(catalog, events, policy, now, report)
+}
+
+/// [`ingest`] of events some of which went through rules 1–4 already ([`Catalog::precheck`]).
+fn ingest_checked(
+    catalog: &Catalog,
+    events: Vec<(Event, Option<Checked>)>,
+    policy: &PolicyConfig,
+    now: u64,
+    report: &mut SyncReport,
+) -> Result<()> {
     report.received += events.len();
     // Only events whose id and signature verified move the cursor: a forged `created_at` on a
     // copy that does not verify must not make later passes skip an honest relay's older events.
     let mut newest: Option<u64> = None;
     let mut seen_before = Vec::new();
     let verifications = catalog.verifications();
-    let outcomes = catalog.ingest_all(events, policy, now)?;
+    let outcomes = catalog.ingest_checked(events, policy, now)?;
     report.verified += catalog.verifications() - verifications;
     for (event, outcome) in outcomes {
         match &outcome {
@@ -91,7 +103,10 @@ pub fn ingest(
     Ok(())
 }
 
-/// One discovery pass over every relay of the pool.
+/// One discovery pass over every relay of the pool. The fetch runs as its own task; each page
+/// it hands over is checked (rules 1–4, over all cores, for events the catalog has not seen)
+/// while the next pages are still arriving, and once every relay is done the whole pass is
+/// applied in PROTOCOL order (rule 5 and the catalog writes, one transaction per batch).
 pub async fn sync_once(
     pool: &RelayPool,
     catalog: &Catalog,
@@ -101,16 +116,41 @@ pub async fn sync_once(
     let since = catalog
         .cursor(CURSOR)?
         .map(|c| Timestamp::from(c.saturating_sub(OVERLAP_SECS)));
-    let fetched = pool.fetch_report(release_filter(), since).await?;
+    let (pages, mut arriving) = tokio::sync::mpsc::unbounded_channel::<(usize, Vec<Event>)>();
+    let fetch = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            pool.fetch_pages(release_filter(), since, move |relay, page| {
+                // The receiver lives until the fetch ends (it is awaited below).
+                let _ = pages.send((relay, page));
+            })
+            .await
+        }
+    });
+    let verifications = catalog.verifications();
+    // Per relay, so that copies with the same time and id keep the relays' configuration
+    // order after the (stable) sort: the pass is the same whatever order pages arrive in.
+    let mut per_relay_events: Vec<Vec<(Event, Option<Checked>)>> = Vec::new();
+    while let Some((relay, page)) = arriving.recv().await {
+        let checked = off_the_workers(|| catalog.precheck(page, policy, now))?;
+        if per_relay_events.len() <= relay {
+            per_relay_events.resize_with(relay + 1, Vec::new);
+        }
+        per_relay_events[relay].extend(checked);
+    }
+    let events: Vec<(Event, Option<Checked>)> = per_relay_events.into_iter().flatten().collect();
+    let per_relay = fetch
+        .await
+        .map_err(|e| anyhow::anyhow!("the fetch task failed: {e}"))??;
     let mut report = SyncReport {
-        relays: fetched
-            .per_relay
+        relays: per_relay
             .iter()
             .map(|(url, r)| (url.to_string(), r.clone()))
             .collect(),
+        verified: catalog.verifications() - verifications,
         ..SyncReport::default()
     };
-    off_the_workers(|| ingest(catalog, fetched.events, policy, now, &mut report))?;
+    off_the_workers(|| ingest_checked(catalog, events, policy, now, &mut report))?;
     Ok(report)
 }
 
