@@ -50,6 +50,10 @@ pub struct TrustConfig {
     pub incremental_epsilon: f64,
 }
 
+/// The most independent vouch paths `thresholds.independent_paths` may ask for (each is one
+/// augmenting search per candidate key).
+pub const MAX_INDEPENDENT_PATHS: u32 = 64;
+
 /// The accuracy the incremental update is measured against, in score units: after any sequence
 /// of incremental updates with the default `incremental_epsilon`, every score is within this of
 /// a full recompute (`examples/scale.rs` checks it over random edits at 100k keys, and
@@ -276,9 +280,9 @@ impl TrustConfig {
             t.trusted,
         )?;
         check(
-            (1..=64).contains(&t.independent_paths),
+            (1..=MAX_INDEPENDENT_PATHS).contains(&t.independent_paths),
             "thresholds.independent_paths",
-            "must be between 1 and 64",
+            format!("must be between 1 and {MAX_INDEPENDENT_PATHS}"),
             t.independent_paths,
         )?;
         check(
