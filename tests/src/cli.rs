@@ -96,6 +96,15 @@ impl NodeProc {
         Ok(node)
     }
 
+    /// [`NodeProc::start`] from async code (on a blocking thread, so the runtime keeps going),
+    /// panicking if the node does not come up.
+    pub async fn start_async(home: &Path) -> NodeProc {
+        let h = home.to_path_buf();
+        tokio::task::spawn_blocking(move || NodeProc::start(&h).expect("the node starts"))
+            .await
+            .expect("the start task ran")
+    }
+
     fn wait_ready(&mut self) -> Result<()> {
         // A generous safety net, not a performance bound: the node normally answers at once.
         for _ in 0..1200 {

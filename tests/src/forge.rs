@@ -106,3 +106,31 @@ pub fn with_bad_signature(event: &Event) -> String {
     v["sig"] = Value::from(format!("{flipped}{}", &sig[1..]));
     v.to_string()
 }
+
+/// A signed event of `kind` with these tags (as strings) at `created_at`.
+pub fn signed(keys: &Keys, kind: u16, tags: Vec<Vec<String>>, created_at: u64) -> Event {
+    let tags: Vec<Tag> = tags
+        .into_iter()
+        .map(|t| Tag::parse(t).expect("a non-empty tag"))
+        .collect();
+    EventBuilder::new(Kind::from(kind), "")
+        .tags(tags)
+        .custom_created_at(Timestamp::from(created_at))
+        .sign_with_keys(keys)
+        .expect("signing works")
+}
+
+/// A NIP-32 label `value` (endorse, distrust) in the `archy.trust` namespace about `targets`
+/// (64-hex keys).
+pub fn trust_label(keys: &Keys, value: &str, targets: &[String], created_at: u64) -> Event {
+    let mut tags = vec![
+        vec!["L".to_string(), "archy.trust".to_string()],
+        vec![
+            "l".to_string(),
+            value.to_string(),
+            "archy.trust".to_string(),
+        ],
+    ];
+    tags.extend(targets.iter().map(|t| vec!["p".to_string(), t.clone()]));
+    signed(keys, 1985, tags, created_at)
+}

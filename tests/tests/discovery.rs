@@ -222,12 +222,7 @@ async fn hostile_events_are_rejected_each_with_its_own_reason() {
 
     let home = tempfile::tempdir().unwrap();
     write_config(home.path(), &[relay.url().to_string()], 1);
-    let node = tokio::task::spawn_blocking({
-        let h = home.path().to_path_buf();
-        move || NodeProc::start(&h).unwrap()
-    })
-    .await
-    .unwrap();
+    let node = NodeProc::start_async(home.path()).await;
     // The node's own discovery (a pass at start, then a live subscription) may have taken
     // them in already; an explicit pass makes sure nothing is pending.
     let sync = cli_json(home.path(), &["market", "sync", "--json"]).await;
@@ -386,12 +381,7 @@ async fn a_forged_duplicate_does_not_censor_the_live_subscription() {
         &[hostile.url().to_string(), honest.url().to_string()],
         1,
     );
-    let node = tokio::task::spawn_blocking({
-        let h = home.path().to_path_buf();
-        move || NodeProc::start(&h).unwrap()
-    })
-    .await
-    .unwrap();
+    let node = NodeProc::start_async(home.path()).await;
     // The waits below are safety nets (60 s), not performance bounds.
     let tick = || tokio::time::sleep(std::time::Duration::from_millis(100));
     let mut caught_up = 0;

@@ -15,19 +15,10 @@
 
 use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig, PoolConfig, RelayPool};
 use archy_tests::cli::{archy_json_async as cli_json, NodeProc};
-use archy_tests::forge::Publisher;
-use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, PublicKey, Tag, Timestamp};
+use archy_tests::forge::{signed, trust_label, Publisher};
+use nostr_sdk::prelude::{Event, Keys, PublicKey};
 use serde_json::Value;
 use tokio::task::JoinSet;
-
-fn signed(keys: &Keys, kind: u16, tags: Vec<Vec<String>>, created_at: u64) -> Event {
-    let tags: Vec<Tag> = tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect();
-    EventBuilder::new(Kind::from(kind), "")
-        .tags(tags)
-        .custom_created_at(Timestamp::from(created_at))
-        .sign_with_keys(keys)
-        .unwrap()
-}
 
 fn contacts(keys: &Keys, follows: &[PublicKey], t: u64) -> Event {
     let tags = follows
@@ -38,12 +29,8 @@ fn contacts(keys: &Keys, follows: &[PublicKey], t: u64) -> Event {
 }
 
 fn endorse(keys: &Keys, targets: &[PublicKey], t: u64) -> Event {
-    let mut tags = vec![
-        vec!["L".into(), "archy.trust".into()],
-        vec!["l".into(), "endorse".into(), "archy.trust".into()],
-    ];
-    tags.extend(targets.iter().map(|p| vec!["p".to_string(), p.to_hex()]));
-    signed(keys, 1985, tags, t)
+    let targets: Vec<String> = targets.iter().map(|p| p.to_hex()).collect();
+    trust_label(keys, "endorse", &targets, t)
 }
 
 fn fresh(n: usize) -> Vec<PublicKey> {
@@ -135,12 +122,7 @@ async fn verdicts(world: World) -> Vec<(&'static str, Value)> {
         ),
     )
     .unwrap();
-    let mut node = tokio::task::spawn_blocking({
-        let h = home.clone();
-        move || NodeProc::start(&h).unwrap()
-    })
-    .await
-    .unwrap();
+    let mut node = NodeProc::start_async(&home).await;
     let synced = cli_json(&home, &["market", "sync", "--json"]).await;
     let refreshed = cli_json(&home, &["trust", "refresh", "--json"]).await;
     eprintln!(

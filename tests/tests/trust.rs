@@ -10,20 +10,11 @@ use archy_marketplace::home::Home;
 use archy_marketplace::identity::Identity;
 use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig, PoolConfig, RelayPool};
 use archy_tests::cli::{repo, NodeProc};
-use archy_tests::forge::Publisher;
-use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, Tag, Timestamp, ToBech32};
+use archy_tests::forge::{signed, trust_label, Publisher};
+use nostr_sdk::prelude::{Event, Keys, ToBech32};
 use serde_json::Value;
 
 use archy_tests::cli::{archy_async as cli, archy_json_async as cli_json};
-
-fn signed(keys: &Keys, kind: u16, tags: Vec<Vec<String>>, created_at: u64) -> Event {
-    let tags: Vec<Tag> = tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect();
-    EventBuilder::new(Kind::from(kind), "")
-        .tags(tags)
-        .custom_created_at(Timestamp::from(created_at))
-        .sign_with_keys(keys)
-        .unwrap()
-}
 
 fn p_tag(hex: &str) -> Vec<String> {
     vec!["p".into(), hex.into()]
@@ -31,16 +22,7 @@ fn p_tag(hex: &str) -> Vec<String> {
 
 /// A NIP-32 label in the `archy.trust` namespace.
 fn label(keys: &Keys, value: &str, target: &str, created_at: u64) -> Event {
-    signed(
-        keys,
-        1985,
-        vec![
-            vec!["L".into(), "archy.trust".into()],
-            vec!["l".into(), value.into(), "archy.trust".into()],
-            p_tag(target),
-        ],
-        created_at,
-    )
+    trust_label(keys, value, &[target.to_owned()], created_at)
 }
 
 struct Scene {
@@ -130,12 +112,7 @@ async fn trust_signals_through_a_real_relay_move_a_publisher() {
         format!("[relays]\nembedded = false\nurls = [{url:?}]\nsync_interval_secs = 3600\n"),
     )
     .unwrap();
-    let mut node = tokio::task::spawn_blocking({
-        let h = consumer.clone();
-        move || NodeProc::start(&h).unwrap()
-    })
-    .await
-    .unwrap();
+    let mut node = NodeProc::start_async(&consumer).await;
     let added = cli_json(
         &consumer,
         &[
