@@ -8,8 +8,8 @@
 //! relay holding all 50,000 would make the test slow without making it more hostile.
 //!
 //! Memory bound: the node's peak resident set (VmHWM) stays under [`RSS_BOUND_MIB`] (measured:
-//! 357 MiB in a debug build; 260 MiB before a pass kept each event's check result until it
-//! applies them). A discovery pass holds the relays' whole answer in memory (about
+//! 311 MiB in a debug build; 260 MiB before a pass checked its first releases ahead and kept
+//! their results until it applies them). A discovery pass holds the relays' whole answer in memory (about
 //! 30 MiB of event JSON here, parsed), so the bound grows with the flood: see SECURITY.md.
 
 use archy_relays::testing::StoreAnythingRelay;

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 /// The cursor key under which the catalog remembers how far discovery got.
 const CURSOR: &str = "releases";
+/// Verified releases a pass checks ahead while it is still fetching (see `sync_once`).
+const PRECHECK_HELD: usize = 2_000;
 /// Re-ask this far back on each pass: authors pick `created_at`, so events can arrive late.
 const OVERLAP_SECS: u64 = 3600;
 
@@ -105,8 +107,10 @@ fn ingest_checked(
 
 /// One discovery pass over every relay of the pool. The fetch runs as its own task; each page
 /// it hands over is checked (rules 1–4, over all cores, for events the catalog has not seen)
-/// while the next pages are still arriving, and once every relay is done the whole pass is
-/// applied in PROTOCOL order (rule 5 and the catalog writes, one transaction per batch).
+/// while the next pages are still arriving — up to [`PRECHECK_HELD`] verified releases, whose
+/// results the pass must keep — and once every relay is done the whole pass is applied in
+/// PROTOCOL order (rule 5 and the catalog writes, one transaction per batch, checking there
+/// what was not checked ahead).
 pub async fn sync_once(
     pool: &RelayPool,
     catalog: &Catalog,
@@ -131,8 +135,21 @@ pub async fn sync_once(
     // Per relay, so that copies with the same time and id keep the relays' configuration
     // order after the (stable) sort: the pass is the same whatever order pages arrive in.
     let mut per_relay_events: Vec<Vec<(Event, Option<Checked>)>> = Vec::new();
+    let mut held = 0;
     while let Some((relay, page)) = arriving.recv().await {
-        let checked = off_the_workers(|| catalog.precheck(page, policy, now))?;
+        // A verified release is large (~11 KB with its parsed manifest) beside its event: only
+        // the first PRECHECK_HELD of a pass are checked ahead, the rest in the ordered pass,
+        // so what a pass holds beyond its events stays bounded.
+        let checked = if held < PRECHECK_HELD {
+            let checked = off_the_workers(|| catalog.precheck(page, policy, now))?;
+            held += checked
+                .iter()
+                .filter(|(_, c)| matches!(c, Some(Ok(_))))
+                .count();
+            checked
+        } else {
+            page.into_iter().map(|e| (e, None)).collect()
+        };
         if per_relay_events.len() <= relay {
             per_relay_events.resize_with(relay + 1, Vec::new);
         }
