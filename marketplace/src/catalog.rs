@@ -283,14 +283,8 @@ impl Catalog {
                 for (e, pre) in &batch {
                     due.push(pre.is_none() && !Self::seen(&t, e)?);
                 }
-                let fresh: Vec<Option<Checked>> = batch
-                    .par_iter()
-                    .zip(&due)
-                    .map(|((e, _), due)| due.then(|| Self::check(e, policy, now)))
-                    .collect();
-                let ran = fresh.iter().filter(|c| c.is_some()).count();
-                self.verifications
-                    .fetch_add(ran as u64, atomic::Ordering::Relaxed);
+                let events: Vec<&Event> = batch.iter().map(|(e, _)| e).collect();
+                let fresh = self.check_due(&events, &due, policy, now);
                 for ((e, pre), fresh) in batch.into_iter().zip(fresh) {
                     let o = Self::ingest_in(&mut t, &e, pre.or(fresh), policy, now)?;
                     out.push((e, o));
@@ -348,15 +342,29 @@ impl Catalog {
                 .map(|e| Ok(!Self::seen_in(&seen, e)?))
                 .collect::<Result<Vec<bool>>>()?
         };
+        let refs: Vec<&Event> = events.iter().collect();
+        let checked = self.check_due(&refs, &unseen, policy, now);
+        Ok(events.into_iter().zip(checked).collect())
+    }
+
+    /// Rules 1–4 of the events whose `due` is set, over all cores, counted in
+    /// [`Catalog::verifications`]; `None` for the others.
+    fn check_due(
+        &self,
+        events: &[&Event],
+        due: &[bool],
+        policy: &PolicyConfig,
+        now: u64,
+    ) -> Vec<Option<Checked>> {
         let checked: Vec<Option<Checked>> = events
             .par_iter()
-            .zip(&unseen)
-            .map(|(e, unseen)| unseen.then(|| Self::check(e, policy, now)))
+            .zip(due)
+            .map(|(e, due)| due.then(|| Self::check(e, policy, now)))
             .collect();
         let ran = checked.iter().filter(|c| c.is_some()).count();
         self.verifications
             .fetch_add(ran as u64, atomic::Ordering::Relaxed);
-        Ok(events.into_iter().zip(checked).collect())
+        checked
     }
 
     /// One event's checks and effects, inside the batch's transaction. `checked` is the result

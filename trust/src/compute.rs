@@ -13,7 +13,7 @@ use std::sync::Arc;
 use imbl::{HashMap as PMap, OrdMap, Vector};
 
 use crate::engine::{Row, Walk};
-use crate::graph::TrustGraph;
+use crate::graph::{TrustGraph, KEY_MAX, KEY_MIN};
 use crate::key::Key;
 use crate::score::{
     BlockReason, ComputeStats, Corroboration, NegativeSignal, NodeOut, Scores, Snapshot, Tier,
@@ -23,9 +23,6 @@ use crate::signal::{Label, ReportReason};
 
 /// See [`TrustGraph::push_threshold`].
 const PUSH_REFERENCE_KEYS: usize = 100_000;
-
-const KEY_MIN: Key = Key::from_bytes([0; 32]);
-const KEY_MAX: Key = Key::from_bytes([0xff; 32]);
 
 /// The state of the last computation, reused by incremental updates and shared with the
 /// [`Scores`] it produced.
@@ -515,8 +512,8 @@ impl TrustGraph {
         }
     }
 
-    /// `block_reason` for every key, visiting only the (small) denylists and anchors' signals
-    /// rather than all keys; same precedence as `block_reason`.
+    /// `block_reason` for every key, visiting only the (small) denylists and the index of
+    /// anchors' negative signals rather than all keys; same precedence as `block_reason`.
     fn blocked_vector(&self, cache: &Cache) -> Vec<Option<BlockReason>> {
         let mut blocked = vec![None; cache.keys.len()];
         let mut set = |k: &Key, reason: BlockReason| {
@@ -531,21 +528,13 @@ impl TrustGraph {
             .iter()
             .for_each(|k| set(k, BlockReason::OperatorDenylist));
         if self.config.anchor_negative_blocks {
-            for a in self.anchors.iter().filter(|a| !self.is_denylisted(a)) {
-                let reason = BlockReason::AnchorNegative { anchor: *a };
-                let distrusted = self
-                    .labels
-                    .range((*a, KEY_MIN)..=(*a, KEY_MAX))
-                    .filter(|(_, (_, l))| *l == Label::Distrust)
-                    .map(|((_, t), _)| t);
-                let reported = self
-                    .reports
-                    .range((*a, KEY_MIN)..=(*a, KEY_MAX))
-                    .map(|((_, t), _)| t);
-                distrusted
-                    .chain(reported)
-                    .filter(|t| !self.anchors.contains(t))
-                    .for_each(|t| set(t, reason));
+            for (t, by) in &self.negated_by_anchor {
+                if self.anchors.contains(t) {
+                    continue;
+                }
+                if let Some(a) = by.iter().find(|a| !self.is_denylisted(a)) {
+                    set(t, BlockReason::AnchorNegative { anchor: *a });
+                }
             }
         }
         blocked

@@ -24,8 +24,9 @@ use crate::signal::{
     signals_from_event, Evidence, EvidenceCounts, History, Label, RawEvent, ReportReason, Signal,
 };
 
-const KEY_MIN: Key = Key::from_bytes([0; 32]);
-const KEY_MAX: Key = Key::from_bytes([0xff; 32]);
+/// The bounds of every key, for ranges over (author, target) maps.
+pub(crate) const KEY_MIN: Key = Key::from_bytes([0; 32]);
+pub(crate) const KEY_MAX: Key = Key::from_bytes([0xff; 32]);
 
 /// Errors of graph operations.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -270,7 +271,9 @@ impl TrustGraph {
                 let changed = old.is_none_or(|(_, l)| l != label);
                 if changed {
                     self.mark_row(author);
-                    self.mark_row(target); // an anchor's distrust blocks it
+                    if self.anchors.contains(&author) {
+                        self.mark_row(target); // an anchor's distrust blocks it
+                    }
                     self.dirty_keys.insert(target);
                     self.dirty_pairs.insert((author, target));
                     self.index_anchor_negative(author, target);
@@ -304,8 +307,10 @@ impl TrustGraph {
                 let old = self.reports.insert((author, target), (created_at, reason));
                 let changed = old.is_none_or(|(_, r)| r != reason);
                 if changed {
-                    // Only the blocked state of the target can change a row (anchor reports).
-                    self.mark_row(target);
+                    // Only an anchor's report changes a row: it blocks the target.
+                    if self.anchors.contains(&author) {
+                        self.mark_row(target);
+                    }
                     self.dirty_keys.insert(target);
                     self.dirty_pairs.insert((author, target));
                     self.index_anchor_negative(author, target);
