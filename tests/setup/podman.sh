@@ -9,7 +9,9 @@
 #      `podman import`) in root's store and in archy's rootless store;
 #   4. DETECTS host quirks instead of assuming them (see /work/shared/ENVIRONMENT.md): only if a
 #      trivial `podman run` fails does it write /etc/containers/containers.conf (runc, cgroupfs,
-#      ulimits the sandbox can set); only if rootless networking fails does it open /dev/net/tun.
+#      ulimits the sandbox can set); only if rootless networking fails does it open /dev/net/tun;
+#   5. gives the rootless user native overlay storage instead of vfs, after a probe shows it works,
+#      and only if its store is empty or holds nothing but the test image (never resets a store).
 #
 # Environment: ARCHY_USER (default archy), ARCHY_IMAGE (default localhost/archy/busybox:latest).
 set -euo pipefail
@@ -65,7 +67,7 @@ as_user() {
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing although busybox-static is installed"
 WORK="$(mktemp -d /tmp/archy-rootfs.XXXXXX)"
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK" ${PROBE:+"$PROBE"} ${PROBE_RUN:+"$PROBE_RUN"}' EXIT
 build_rootfs() {
     local root="$WORK/root"
     mkdir -p "$root"/{bin,etc,tmp,www,data,proc,sys,dev,run,var/tmp}
@@ -129,6 +131,129 @@ else
     out="$(try_run)" || die "podman run still fails after writing $CONF: $out"
     log "root: podman run works after the fix"
 fi
+
+# Rootless storage driver. With no storage.conf, rootless Podman 4.3 picks `vfs` on a host whose
+# /dev/fuse is root-only (fuse-overlayfs cannot mount): every layer and container is then a full
+# copy. Native overlay needs no /dev/fuse (unprivileged overlay mounts, kernel >= 5.13), so it is
+# probed in a scratch store and, if it works, written to the user's storage.conf. Podman keeps the
+# driver its database recorded (an overlay storage.conf over a vfs store is ignored, with an error
+# on every command), and a fresh database would hide every vfs image: so only a store holding
+# nothing, or nothing but this script's own test image (removed here, re-imported just below), is
+# switched. A store with anything else stays vfs, and the log says why and how to switch.
+STORAGE_MARK="# Written by archy tests/setup/podman.sh"
+PROBE="" PROBE_RUN=""
+probe_overlay() { # $1: a directory beside the store (same filesystem); errors go to $WORK/probe.err
+    local flags
+    PROBE="$(as_user mktemp -d "$1/.archy-overlay-probe.XXXXXX")" || return 1
+    PROBE_RUN="$(as_user mktemp -d "$RUNTIME_DIR/probe.XXXXXX")" || return 1 # runroot: <= 50 chars
+    flags=(--root "$PROBE" --runroot "$PROBE_RUN" --storage-driver overlay)
+    [ -f "$WORK/rootfs.tar" ] || build_rootfs
+    local ok=0
+    {
+        as_user podman "${flags[@]}" import "$WORK/rootfs.tar" localhost/archy/overlay-probe:latest \
+            >/dev/null &&
+            as_user podman "${flags[@]}" run --rm --network none \
+                localhost/archy/overlay-probe:latest true &&
+            [ "$(as_user podman "${flags[@]}" info --format '{{.Store.GraphDriverName}}')" = overlay ]
+    } 2>"$WORK/probe.err" || ok=1
+    as_user podman "${flags[@]}" rmi -a -f >/dev/null 2>&1 || true
+    rm -rf "$PROBE" "$PROBE_RUN" # as root: the layers hold files owned by subordinate ids
+    PROBE="" PROBE_RUN=""
+    return "$ok"
+}
+keep_vfs() { # $*: why
+    log "rootless: KEEPING the vfs store of $ARCHY_USER: $*."
+    log "  Podman cannot change a store's driver in place. To use overlay: keep what you need"
+    log "  (podman save, podman volume export), then as $ARCHY_USER run podman system reset, and"
+    log "  re-run this script (it switches an empty store). Nothing was changed."
+}
+rootless_storage() {
+    local info driver graphroot conf home db backup images ctrs pods vols
+    home="$(getent passwd "$ARCHY_USER" | cut -d: -f6)"
+    info="$(as_user podman info 2>/dev/null \
+        --format '{{.Store.GraphDriverName}}|{{.Store.GraphRoot}}|{{.Store.ConfigFile}}')" ||
+        die "rootless podman info fails"
+    IFS='|' read -r driver graphroot conf <<<"$info"
+    if [ "$driver" != vfs ]; then
+        log "rootless: storage driver $driver"
+        if grep -q '"id"' "$graphroot/vfs-images/images.json" 2>/dev/null; then
+            log "rootless: note: $graphroot/vfs-images still lists images of an old vfs store;" \
+                "Podman ($driver) does not see them"
+        fi
+        return
+    fi
+    case "$conf" in
+    "$home"/*) ;;
+    *) keep_vfs "Podman reads its storage config from $conf, outside $home"; return ;;
+    esac
+    if [ -e "$conf" ] && ! grep -qF "$STORAGE_MARK" "$conf"; then
+        keep_vfs "$conf is the operator's own storage config"
+        return
+    fi
+    images="$(as_user podman images -a --format '{{.ID}} {{.Repository}}:{{.Tag}}')" ||
+        die "podman images fails"
+    ctrs="$(as_user podman ps -a --external -q)" || die "podman ps fails"
+    pods="$(as_user podman pod ls -q)" || die "podman pod ls fails"
+    vols="$(as_user podman volume ls -q)" || die "podman volume ls fails"
+    if [ -n "$ctrs$pods$vols" ]; then
+        keep_vfs "it holds $(grep -c . <<<"$ctrs") container(s), $(grep -c . <<<"$pods") pod(s)," \
+            "$(grep -c . <<<"$vols") volume(s)"
+        return
+    fi
+    if [ -n "$images" ]; then
+        # Only this script's artefact may go: one image, one name (ours), one layer (imported).
+        if [ "$(printf '%s\n' "$images" | wc -l)" -ne 1 ] || [ "${images#* }" != "$IMAGE" ] ||
+            [ "$(as_user podman image inspect --format '{{len .RootFS.Layers}}' "$IMAGE")" != 1 ]; then
+            keep_vfs "it holds images other than $IMAGE:" \
+                "$(cut -d' ' -f2 <<<"$images" | sort -u | paste -sd' ')"
+            return
+        fi
+    fi
+    db="$graphroot/libpod/bolt_state.db"
+    if [ -e "$graphroot" ] && [ ! -f "$db" ]; then
+        keep_vfs "its Podman database is not at $db (custom static_dir?)"
+        return
+    fi
+    if pgrep -u "$ARCHY_USER" -x podman >/dev/null; then
+        keep_vfs "podman is running as $ARCHY_USER right now; re-run this script when it is idle"
+        return
+    fi
+    if ! probe_overlay "$(dirname "$graphroot")"; then
+        keep_vfs "native overlay does not work for $ARCHY_USER here:" \
+            "$(tail -n 2 "$WORK/probe.err" | tr '\n' ' ')"
+        return
+    fi
+    log "rootless: native overlay works in a scratch store; switching $ARCHY_USER's store to it"
+    if [ -n "$images" ]; then
+        log "rootless: removing this script's $IMAGE from the vfs store (re-imported under overlay)"
+        as_user podman rmi "$IMAGE" >/dev/null
+        if grep -q '"id"' "$graphroot/vfs-images/images.json" 2>/dev/null; then
+            log "rootless: the vfs store still lists images after removing $IMAGE; staying on vfs"
+            return
+        fi
+    fi
+    backup=""
+    if [ -f "$db" ]; then # no containers, pods or volumes: it records only "driver = vfs"
+        backup="$db.archy-vfs-$(date +%Y%m%d%H%M%S)"
+        mv "$db" "$backup"
+    fi
+    as_user mkdir -p "$(dirname "$conf")"
+    as_user sh -c 'cat >"$1.tmp" && mv "$1.tmp" "$1"' sh "$conf" <<CONF
+$STORAGE_MARK: native rootless overlay (unprivileged
+# overlay mounts, kernel >= 5.13) instead of vfs; no mount_program, so no /dev/fuse is needed.
+[storage]
+driver = "overlay"
+CONF
+    driver="$(as_user podman info --format '{{.Store.GraphDriverName}}' 2>/dev/null)" || driver="?"
+    if [ "$driver" = overlay ]; then
+        log "rootless: storage driver overlay (wrote $conf${backup:+; old database kept as $backup})"
+        return
+    fi
+    log "rootless: podman still reports '$driver' after writing $conf; restoring vfs"
+    rm -f "$conf"
+    if [ -n "$backup" ]; then mv -f "$backup" "$db"; else rm -f "$db"; fi
+}
+rootless_storage
 
 import_image user
 if out="$(try_run as_user)"; then
