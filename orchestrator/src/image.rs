@@ -70,6 +70,47 @@ pub trait Images: Sync {
     ) -> impl Future<Output = Result<(), Error>> + Send;
     /// Loads an archive; returns the names the load reported (at least one), as they are.
     fn load(&self, archive: &Path) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+    /// Writes `image_ref` as an OCI layout in a tar archive with uncompressed layers (each
+    /// layer's digest is its diff id, so it rebuilds byte-identically): `podman save
+    /// --uncompressed --format oci-archive`.
+    fn save_layout(
+        &self,
+        image_ref: &str,
+        out: &Path,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Pulls `reference` (`host:port/name@sha256:…`) from a plain-HTTP registry on loopback
+    /// (the node's own); returns the pulled image's id. Podman checks every digest itself.
+    fn pull_loopback(&self, reference: &str) -> impl Future<Output = Result<String, Error>> + Send;
+
+    /// Pulls `reference` and refuses the result unless its id is `expected_id` (removing it
+    /// unless it was there before); tags it `own_name`. A pull by digest carries no name, so
+    /// no name of anyone else's moves.
+    fn pull_checked(
+        &self,
+        reference: &str,
+        expected_id: &str,
+        own_name: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        async move {
+            let expected = normalize_id(expected_id)?;
+            let before = self.names().await?;
+            let pulled = normalize_id(&self.pull_loopback(reference).await?)?;
+            if pulled != expected {
+                if !before.values().any(|id| *id == pulled) {
+                    if let Err(e) = self.remove(&pulled).await {
+                        warn!(id = %pulled, error = %e, "could not remove refused image");
+                    }
+                }
+                return Err(Error::ImageIdMismatch {
+                    expected,
+                    actual: pulled,
+                });
+            }
+            self.tag(&expected, own_name).await?;
+            info!(%reference, id = %expected, %own_name, "image pulled and id verified");
+            Ok(())
+        }
+    }
 
     /// Loads `archive`, then refuses the result unless its id is `expected_id`. The names the
     /// archive carried are the publisher's choice, so none of them is kept: a name that pointed
@@ -180,16 +221,75 @@ impl Images for PodmanCmd {
             .map(|_| ())
     }
 
-    /// `podman save` to `out`; the archive comes through a pipe we copy from, so a rootless
-    /// podman user never needs write access to our directory.
     async fn save(&self, image_ref: &str, format: ArchiveFormat, out: &Path) -> Result<(), Error> {
-        let args = strings(&["save", "--format", format.as_str(), image_ref]);
+        self.save_with(
+            &strings(&["save", "--format", format.as_str(), image_ref]),
+            out,
+        )
+        .await
+    }
+
+    async fn save_layout(&self, image_ref: &str, out: &Path) -> Result<(), Error> {
+        let args = [
+            "save",
+            "--uncompressed",
+            "--format",
+            "oci-archive",
+            image_ref,
+        ];
+        self.save_with(&strings(&args), out).await
+    }
+
+    async fn pull_loopback(&self, reference: &str) -> Result<String, Error> {
+        let args = strings(&["pull", "--quiet", "--tls-verify=false", reference]);
+        let out = self.ok_with(&args, Stdin::Null, ARCHIVE).await?;
+        out.lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Podman {
+                command: self.describe(&args),
+                message: format!("no image id in its output: {out:?}"),
+            })
+    }
+
+    /// `load` with the archive fed on stdin (so a rootless podman user needs no read
+    /// access to our directory either).
+    async fn load(&self, archive: &Path) -> Result<Vec<String>, Error> {
+        let out = self
+            .ok_with(&strings(&["load"]), Stdin::File(archive), ARCHIVE)
+            .await?;
+        let names = parse_loaded(&out);
+        if names.is_empty() {
+            return Err(Error::Podman {
+                command: "podman load".into(),
+                message: format!("could not find the loaded image in its output: {out:?}"),
+            });
+        }
+        Ok(names)
+    }
+}
+
+impl PodmanCmd {
+    /// Where Podman keeps image layers (`podman info`'s graph root): the disk an image's
+    /// layers land on, for a space check before a pull.
+    pub async fn graph_root(&self) -> Result<std::path::PathBuf, Error> {
+        let args = strings(&["info", "--format", "{{.Store.GraphRoot}}"]);
+        let out = self
+            .ok_with(&args, Stdin::Null, Duration::from_secs(60))
+            .await?;
+        Ok(std::path::PathBuf::from(out.trim()))
+    }
+
+    /// `podman save …` to `out`; the archive comes through a pipe we copy from, so a rootless
+    /// podman user never needs write access to our directory.
+    async fn save_with(&self, args: &[String], out: &Path) -> Result<(), Error> {
         tracing::debug!(args = ?args, "podman");
         let failed = |message: String| Error::Podman {
-            command: self.describe(&args),
+            command: self.describe(args),
             message,
         };
-        let mut cmd = self.command(&args);
+        let mut cmd = self.command(args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -232,22 +332,6 @@ impl Images for PodmanCmd {
             return Err(failed("it wrote an empty archive".into()));
         }
         Ok(())
-    }
-
-    /// `podman load` with the archive fed on stdin (so a rootless podman user needs no read
-    /// access to our directory either).
-    async fn load(&self, archive: &Path) -> Result<Vec<String>, Error> {
-        let out = self
-            .ok_with(&strings(&["load"]), Stdin::File(archive), ARCHIVE)
-            .await?;
-        let names = parse_loaded(&out);
-        if names.is_empty() {
-            return Err(Error::Podman {
-                command: "podman load".into(),
-                message: format!("could not find the loaded image in its output: {out:?}"),
-            });
-        }
-        Ok(names)
     }
 }
 
@@ -399,6 +483,13 @@ mod tests {
         async fn save(&self, _: &str, _: ArchiveFormat, _: &Path) -> Result<(), Error> {
             unreachable!("not used by load_checked")
         }
+        async fn save_layout(&self, _: &str, _: &Path) -> Result<(), Error> {
+            unreachable!("not used by pull_checked")
+        }
+        async fn pull_loopback(&self, reference: &str) -> Result<String, Error> {
+            self.names.lock().unwrap().insert(reference.into(), id(9));
+            Ok(id(9))
+        }
         async fn load(&self, _: &Path) -> Result<Vec<String>, Error> {
             let mut names = self.names.lock().unwrap();
             for n in &self.archive_names {
@@ -451,5 +542,23 @@ mod tests {
                 .await,
             Err(Error::InvalidImageId { .. })
         ));
+    }
+
+    /// A pull whose id is not the signed one is refused and the image removed; a matching one
+    /// gets the node's own name.
+    #[tokio::test]
+    async fn a_pull_is_checked_like_a_load() {
+        let fake = Fake::new(&[], &[]);
+        let err = fake
+            .pull_checked("127.0.0.1:1/a@sha256:x", &id(7), "own:1")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::ImageIdMismatch { .. }), "{err}");
+        assert_eq!(fake.get("127.0.0.1:1/a@sha256:x"), None, "removed");
+        assert_eq!(fake.get("own:1"), None);
+        fake.pull_checked("127.0.0.1:1/a@sha256:x", &id(9), "own:1")
+            .await
+            .unwrap();
+        assert_eq!(fake.get("own:1"), Some(id(9)));
     }
 }

@@ -44,6 +44,10 @@ pub enum SwarmError {
     MirrorList { path: PathBuf, reason: String },
     #[error("invalid ticket: {reason}")]
     InvalidTicket { reason: String },
+    #[error("blob {hash} is {actual} bytes, more than the {max} its role allows")]
+    TooLarge { hash: String, max: u64, actual: u64 },
+    #[error("blob {hash} is not a HashSeq: {reason}")]
+    NotHashSeq { hash: String, reason: String },
 }
 
 fn describe_failures(report: &FetchReport) -> String {

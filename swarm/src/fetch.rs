@@ -50,6 +50,10 @@ pub struct FetchRequest {
     /// The expected size; the fetch fails unless the blob has exactly this size. `None` only
     /// for ad-hoc CLI gets without a manifest (the hash still verifies every byte).
     pub size: Option<u64>,
+    /// An upper bound when the exact size is not known (`size` is `None`): a source announcing
+    /// more is left, and a blob that turns out larger is refused ([`SwarmError::TooLarge`]).
+    /// For the parts of a layered image the manifest bounds but does not size (§2.1).
+    pub max_size: Option<u64>,
     /// The manifest's origin; tried first on every fetch.
     pub origin: Option<PeerAddr>,
     /// Mirrors, most trusted first; used only when the origin is unreachable, stalls or is too
@@ -79,6 +83,7 @@ impl FetchRequest {
         FetchRequest {
             hash: hash.into(),
             size: None,
+            max_size: None,
             origin: None,
             peers: Vec::new(),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
@@ -176,6 +181,7 @@ impl Swarm {
         };
         if let BlobStatus::Complete { size } = self.status(h).await? {
             check_size(&hex, req.size, size)?;
+            check_max(&hex, req.max_size, size)?;
             report.size = size;
             report.already_local = true;
             self.keep_fetched(HashAndFormat::raw(h)).await?;
@@ -278,6 +284,7 @@ impl Swarm {
         match self.status(h).await? {
             BlobStatus::Complete { size } => {
                 check_size(&hex, req.size, size)?;
+                check_max(&hex, req.max_size, size)?;
                 report.size = size;
             }
             _ => return Err(SwarmError::NotFound { hash: hex }),
@@ -347,12 +354,21 @@ impl Swarm {
                     *transferred += delta;
                     let elapsed = ctx.started.elapsed().as_secs_f64().max(1e-6);
                     if size.is_none() {
-                        // Display only: the size the source announced (verified at the end).
+                        // The size the source announced: shown, and held against `max_size`
+                        // (it is verified only at the end, so a source claiming too much is
+                        // left, not believed).
                         size = match self.status(h).await {
                             Ok(BlobStatus::Partial { size }) => size,
                             Ok(BlobStatus::Complete { size }) => Some(size),
                             _ => None,
                         };
+                        if let (Some(s), Some(max)) = (size, ctx.req.max_size) {
+                            if s > max {
+                                break Err(Failure::Transfer(format!(
+                                    "it announces {s} bytes, more than the {max} allowed"
+                                )));
+                            }
+                        }
                     }
                     let have = have_before + last;
                     emit_held(
@@ -409,6 +425,17 @@ fn check_size(hash: &str, expected: Option<u64>, actual: u64) -> Result<(), Swar
         });
     }
     Ok(())
+}
+
+fn check_max(hash: &str, max: Option<u64>, actual: u64) -> Result<(), SwarmError> {
+    match max {
+        Some(max) if actual > max => Err(SwarmError::TooLarge {
+            hash: hash.to_string(),
+            max,
+            actual,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn fill(report: &mut FetchReport, sel: &Selector) {

@@ -14,6 +14,9 @@
 //! - [`select`]: the pure (sans-IO) source-selection state machine of PROTOCOL §5.
 //! - [`fetch`]: the fetch driver: connect, request missing ranges, verify, detect stalls and
 //!   sources below the minimum rate, drop corrupt sources, report progress and per-source bytes.
+//! - [`layered`]: HashSeqs of parts (a layered image, PROTOCOL §2.1): add parts as one root,
+//!   read a root's children, keep a fetched root (its children with it), read byte ranges.
+//!   What the parts mean is the caller's business.
 //! - [`mirror`]: the persisted set of mirrored blob hashes, for re-announcement.
 //! - [`serve`]: which blobs we answer requests for (own + mirrored by default).
 //! - [`collection`]: iroh-blobs tickets and collections, for interop with `sendme`.
@@ -22,6 +25,7 @@ pub mod addr;
 pub mod collection;
 mod error;
 pub mod fetch;
+pub mod layered;
 pub mod mirror;
 pub mod node;
 pub mod select;
@@ -34,6 +38,8 @@ pub use fetch::{
     FetchEvent, FetchProgress, FetchReport, FetchRequest, ProgressSender, DEFAULT_MIN_RATE,
     DEFAULT_STALL_TIMEOUT,
 };
+pub use iroh_blobs::Hash;
+pub use layered::{HashSeqInfo, Part, StoreReader};
 pub use node::{BlobInfo, Network, Swarm, SwarmConfig};
 pub use select::SourceRole;
 pub use serve::ServePolicy;

@@ -21,7 +21,7 @@ use tracing::info;
 use crate::{
     addr::parse_hash,
     mirror::MirrorSet,
-    serve::{request_filter, OwnSet, ServePolicy},
+    serve::{request_filter, OwnSet, SeqIndex, ServePolicy},
     PeerAddr, SwarmError,
 };
 
@@ -86,6 +86,7 @@ pub struct Swarm {
     local: bool,
     pub(crate) mirrors: Arc<MirrorSet>,
     pub(crate) own: Arc<OwnSet>,
+    pub(crate) seqs: Arc<SeqIndex>,
 }
 
 const KEY_FILE: &str = "iroh-secret.key";
@@ -143,7 +144,9 @@ impl Swarm {
             own.insert(tag.hash);
         }
         let mirrors = Arc::new(MirrorSet::load(dir.join("mirrors.json"))?);
-        let events = request_filter(config.serve, own.clone(), mirrors.clone());
+        let seqs = Arc::new(SeqIndex::default());
+        crate::layered::index_hashseqs(&store, &seqs).await?;
+        let events = request_filter(config.serve, own.clone(), mirrors.clone(), seqs.clone());
         let blobs = BlobsProtocol::new(&store, events);
         let router = Router::builder(endpoint.clone())
             .accept(iroh_blobs::ALPN, blobs)
@@ -156,6 +159,7 @@ impl Swarm {
             local,
             mirrors,
             own,
+            seqs,
         };
         info!(endpoint = %swarm.addr(), "swarm node up");
         Ok(swarm)

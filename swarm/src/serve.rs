@@ -41,13 +41,42 @@ impl OwnSet {
     }
 }
 
+/// The children of the HashSeq roots in the store (child → its roots), so a child is served
+/// by its own hash wherever one of its roots is (a layer shared by two images is found under
+/// either, PROTOCOL §4.3 v2).
+#[derive(Debug, Default)]
+pub(crate) struct SeqIndex(RwLock<std::collections::HashMap<Hash, Vec<Hash>>>);
+
+impl SeqIndex {
+    pub(crate) fn insert(&self, root: Hash, children: impl IntoIterator<Item = Hash>) {
+        let mut map = self.0.write().expect("seq index lock");
+        for c in children {
+            let roots = map.entry(c).or_default();
+            if !roots.contains(&root) {
+                roots.push(root);
+            }
+        }
+    }
+
+    pub(crate) fn roots_of(&self, child: &Hash) -> Vec<Hash> {
+        self.0
+            .read()
+            .expect("seq index lock")
+            .get(child)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 /// Builds the provider's event sender: `None` serves everything; otherwise every get,
 /// get-many and observe request is checked against the own and mirror sets. A collection
-/// request is allowed by its root (its members were shared with it).
+/// request is allowed by its root (its members were shared with it); a child of a HashSeq is
+/// allowed by its own hash when one of its roots is.
 pub(crate) fn request_filter(
     policy: ServePolicy,
     own: Arc<OwnSet>,
     mirrors: Arc<MirrorSet>,
+    seqs: Arc<SeqIndex>,
 ) -> Option<EventSender> {
     if policy == ServePolicy::Everything {
         return None;
@@ -59,7 +88,8 @@ pub(crate) fn request_filter(
         ..EventMask::DEFAULT
     };
     let (tx, mut rx) = EventSender::channel(64, mask);
-    let allowed = move |h: &Hash| own.contains(h) || mirrors.contains(&h.to_hex());
+    let served = move |h: &Hash| own.contains(h) || mirrors.contains(&h.to_hex());
+    let allowed = move |h: &Hash| served(h) || seqs.roots_of(h).iter().any(&served);
     tokio::spawn(async move {
         let verdict = |ok: bool, h: &Hash| {
             if !ok {

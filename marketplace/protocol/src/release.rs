@@ -59,6 +59,13 @@ pub fn d_tag(id: &str, version: &str) -> String {
     format!("archy:app:{id}@{version}")
 }
 
+/// The image root a release's `x` tag names (§4.1): `image.layers.blake3` of a layered image
+/// (§2.1), else `image.archive.blake3`.
+pub fn image_root(manifest: &crate::manifest::RawManifest) -> Option<&str> {
+    str_path(manifest, &["image", "layers", "blake3"])
+        .or_else(|| str_path(manifest, &["image", "archive", "blake3"]))
+}
+
 /// Builds the signed release event for an envelope (§4.1). The envelope must be one this
 /// identity signed; the Nostr signature then covers the DID signature.
 pub fn build_release_event(
@@ -72,7 +79,7 @@ pub fn build_release_event(
         Tag::parse(["t", RELEASE_TOPIC])?,
         Tag::parse(["version", &version])?,
         Tag::parse(["did", &get(&["publisher", "did"])])?,
-        Tag::parse(["x", &get(&["image", "archive", "blake3"])])?,
+        Tag::parse(["x", image_root(&env.manifest).unwrap_or_default()])?,
         Tag::parse([
             "alt",
             &format!("Archy app release: {} {version}", get(&["name"])),
@@ -240,12 +247,12 @@ pub fn check_release(
             format!("`version` is {version_tag:?}, the manifest says {version:?}"),
         ));
     }
-    let blake3 = str_at(&["image", "archive", "blake3"]).unwrap_or_default();
+    let blake3 = image_root(&env.manifest).unwrap_or_default();
     if x != blake3 {
         return Err(Rejection::new(
             Reason::TagMismatch,
             "x",
-            format!("`x` is {x:?}, the manifest's image.archive.blake3 is {blake3:?}"),
+            format!("`x` is {x:?}, the manifest's image blake3 (image.archive or image.layers) is {blake3:?}"),
         ));
     }
     // 4. Schema and policy (all violations in the text, the first one's code as the reason).

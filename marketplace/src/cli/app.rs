@@ -5,7 +5,7 @@ use crate::envelope::{self, Envelope};
 use crate::home::Home;
 use crate::identity::Identity;
 use crate::manifest::{self, PolicyConfig, Violation};
-use crate::node::blobs::ImageFields;
+use crate::node::blobs::{ExportFormat, ImageBlob, ImageFields};
 use crate::node::rpc::{ImageExport, Publish};
 use crate::unix_now;
 use anyhow::{Context, Result};
@@ -34,13 +34,15 @@ pub enum AppCmd {
         /// Relays to publish to (default: the node's own relays).
         #[arg(long = "relay", value_name = "URL")]
         relays: Vec<String>,
-        /// Export this Podman image into the blob store and fill `image.id`, `image.archive`,
-        /// `origin` (this node) and, if the file names none, `image.name` before signing.
+        /// Export this Podman image into the blob store and fill `image.id`, `image.layers` (or
+        /// `image.archive`), `origin` (this node) and, if the file names none, `image.name`
+        /// before signing.
         #[arg(long, value_name = "IMAGE")]
         image: Option<String>,
-        /// Archive format of the exported image.
-        #[arg(long, value_name = "FORMAT", default_value = "oci-archive",
-              value_parser = ["oci-archive", "docker-archive"], requires = "image")]
+        /// How the image travels: `oci-layers` (its OCI parts with uncompressed layers, PROTOCOL
+        /// §2.1, schema v2: an update moves only changed layers) or one archive.
+        #[arg(long, value_name = "FORMAT", default_value = "oci-layers",
+              value_parser = ["oci-layers", "oci-archive", "docker-archive"], requires = "image")]
         format: String,
         #[arg(long)]
         json: bool,
@@ -118,14 +120,13 @@ pub async fn run(home: &Home, cmd: AppCmd) -> Result<()> {
                 return super::print_json(&out);
             }
             if let Some(f) = &out.image {
+                let (what, hash, size, format) = match &f.content {
+                    ImageBlob::Archive(a) => ("archive", &a.blake3, a.size, a.format.as_str()),
+                    ImageBlob::Layers(l) => ("layers", &l.blake3, l.size, l.format.as_str()),
+                };
                 println!(
-                    "image {} ({}): archive {} ({} bytes, {}), origin {}",
-                    f.name,
-                    f.id,
-                    f.archive.blake3,
-                    f.archive.size,
-                    f.archive.format.as_str(),
-                    f.origin.endpoint
+                    "image {} ({}): {what} {hash} ({size} bytes, {format}), origin {}",
+                    f.name, f.id, f.origin.endpoint
                 );
             }
             let o = &out.outcome;
@@ -202,8 +203,9 @@ struct Published {
 /// Exports a Podman image through the node (or in-process) for `app publish --image`.
 async fn export_image(home: &Home, image: &str, format: &str) -> Result<ImageFields> {
     let format = match format {
-        "docker-archive" => archy_orchestrator::ArchiveFormat::DockerArchive,
-        _ => archy_orchestrator::ArchiveFormat::OciArchive,
+        "docker-archive" => ExportFormat::DockerArchive,
+        "oci-archive" => ExportFormat::OciArchive,
+        _ => ExportFormat::Layers,
     };
     let node_runs = crate::node::api::Client::connect(home).await?.is_some();
     let fields = super::call(
@@ -216,10 +218,10 @@ async fn export_image(home: &Home, image: &str, format: &str) -> Result<ImageFie
     .await?;
     if !node_runs {
         eprintln!(
-            "warning: no node runs for {}: consumers can fetch the image archive {} only while \
+            "warning: no node runs for {}: consumers can fetch the image {} only while \
              `archy node run` (or `archy blob serve`) runs for this home",
             home.root().display(),
-            fields.archive.blake3
+            fields.content.blake3()
         );
     }
     Ok(fields)
@@ -240,7 +242,9 @@ fn sign_file_with(
     let identity = Identity::load(home)?;
     let mut manifest = read_manifest(file)?;
     if let Some(fields) = image {
-        fields.fill(&mut manifest);
+        if let Some(note) = fields.fill(&mut manifest) {
+            eprintln!("note: {note}");
+        }
     }
     if let Err(v) = envelope::fill_publisher(&mut manifest, &identity, unix_now()) {
         report(&[v], false, String::new)?;

@@ -84,6 +84,13 @@ fn show_outcome(app: &str, outcome: &InstallOutcome, report: Option<&InstallRepo
                     }
                 }
                 ImageSource::AlreadyLocal { source } => println!("  image: {source}"),
+                ImageSource::Layered(l) => {
+                    println!(
+                        "  image: {} of {} parts already held ({} bytes); {} bytes moved over \
+                         iroh, every chunk verified, every sha256 checked",
+                        l.held, l.children, l.held_bytes, l.transferred
+                    );
+                }
             }
             if r.mirrored {
                 println!("  now mirroring the image for other nodes (announced on the relays)");

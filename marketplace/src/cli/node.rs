@@ -27,6 +27,12 @@ pub async fn run(home: &Home, cmd: NodeCmd) -> Result<()> {
             }
             println!("did:   {}", v.identity.did);
             println!("nostr: {}", v.identity.nostr);
+            if let Some(s) = &v.swarm {
+                println!("swarm: {s}");
+            }
+            if let Some(r) = &v.registry {
+                println!("registry: {r} (OCI, pull-only, plain HTTP on loopback)");
+            }
             for r in &v.relays {
                 println!(
                     "relay {}: {} rtt {} ms{}",

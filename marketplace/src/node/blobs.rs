@@ -423,8 +423,40 @@ pub struct ImageFields {
     pub name: String,
     /// `sha256:<64 hex>`
     pub id: String,
-    pub archive: ArchiveRef,
+    /// `"archive": {…}` (one blob) or `"layers": {…}` (a HashSeq of the OCI parts, §2.1).
+    #[serde(flatten)]
+    pub content: ImageBlob,
     pub origin: OriginRef,
+}
+
+/// How the exported image travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageBlob {
+    #[serde(rename = "archive")]
+    Archive(ArchiveRef),
+    #[serde(rename = "layers")]
+    Layers(crate::manifest::BlobRef),
+}
+
+impl ImageBlob {
+    pub fn blake3(&self) -> &str {
+        match self {
+            ImageBlob::Archive(a) => &a.blake3,
+            ImageBlob::Layers(l) => &l.blake3,
+        }
+    }
+}
+
+/// How `archy app publish --image` ships the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportFormat {
+    /// The OCI parts with uncompressed layers, as a §2.1 HashSeq (schema v2; the default).
+    #[serde(rename = "oci-layers")]
+    Layers,
+    #[serde(rename = "oci-archive")]
+    OciArchive,
+    #[serde(rename = "docker-archive")]
+    DockerArchive,
 }
 
 /// A manifest `BlobRef` for the image archive.
@@ -443,9 +475,26 @@ pub struct OriginRef {
 }
 
 impl ImageFields {
-    /// Sets `origin`, `image.id` and `image.archive`; `image.name` only when the manifest has no
-    /// non-empty one. Other `image` keys are kept.
-    pub fn fill(&self, manifest: &mut Map<String, Value>) {
+    /// Sets `origin`, `image.id` and `image.archive` or `image.layers` (removing the other);
+    /// `image.name` only when the manifest has no non-empty one. Other `image` keys are kept.
+    /// A layered image needs schema v2: a v1 manifest is upgraded, and the note saying so is
+    /// returned.
+    pub fn fill(&self, manifest: &mut Map<String, Value>) -> Option<String> {
+        let mut note = None;
+        if matches!(self.content, ImageBlob::Layers(_))
+            && manifest.get("schema").and_then(Value::as_str) != Some(crate::manifest::SCHEMA_V2)
+        {
+            let old = manifest
+                .get("schema")
+                .and_then(Value::as_str)
+                .unwrap_or("no schema")
+                .to_owned();
+            manifest.insert("schema".into(), json!(crate::manifest::SCHEMA_V2));
+            note = Some(format!(
+                "the manifest's schema was {old:?}: upgraded to {:?}, which layered images (PROTOCOL §2.1) need",
+                crate::manifest::SCHEMA_V2
+            ));
+        }
         manifest.insert("origin".into(), json!(self.origin));
         let image = manifest
             .entry("image")
@@ -462,7 +511,17 @@ impl ImageFields {
             image.insert("name".into(), json!(self.name));
         }
         image.insert("id".into(), json!(self.id));
-        image.insert("archive".into(), json!(self.archive));
+        match &self.content {
+            ImageBlob::Archive(a) => {
+                image.remove("layers");
+                image.insert("archive".into(), json!(a));
+            }
+            ImageBlob::Layers(l) => {
+                image.remove("archive");
+                image.insert("layers".into(), json!(l));
+            }
+        }
+        note
     }
 }
 
@@ -471,9 +530,26 @@ impl ImageFields {
 pub async fn export_image(
     core: &NodeCore,
     image_ref: &str,
-    format: ArchiveFormat,
+    format: ExportFormat,
 ) -> Result<ImageFields> {
     let swarm = core.swarm().await?;
+    let format = match format {
+        ExportFormat::Layers => {
+            let l = super::layers::export_layered(core, image_ref).await?;
+            let addr = swarm.addr();
+            return Ok(ImageFields {
+                name: image_ref.to_owned(),
+                id: l.id,
+                content: ImageBlob::Layers(l.layers),
+                origin: OriginRef {
+                    endpoint: addr.endpoint,
+                    addrs: addr.addrs.iter().map(ToString::to_string).collect(),
+                },
+            });
+        }
+        ExportFormat::OciArchive => ArchiveFormat::OciArchive,
+        ExportFormat::DockerArchive => ArchiveFormat::DockerArchive,
+    };
     let (image_id, archive) = async {
         let image_id = core.podman.image_id(image_ref).await?;
         let tmp = swarm.tmp_dir()?;
@@ -495,11 +571,11 @@ pub async fn export_image(
     Ok(ImageFields {
         name: image_ref.to_owned(),
         id: image_id,
-        archive: ArchiveRef {
+        content: ImageBlob::Archive(ArchiveRef {
             blake3: archive.hash,
             size: archive.size,
             format,
-        },
+        }),
         origin: OriginRef {
             endpoint: addr.endpoint,
             addrs: addr.addrs.iter().map(ToString::to_string).collect(),
@@ -583,11 +659,11 @@ mod tests {
         let fields = ImageFields {
             name: "localhost/x:1".into(),
             id: format!("sha256:{}", "11".repeat(32)),
-            archive: ArchiveRef {
+            content: ImageBlob::Archive(ArchiveRef {
                 blake3: "22".repeat(32),
                 size: 42,
                 format: ArchiveFormat::OciArchive,
-            },
+            }),
             origin: OriginRef {
                 endpoint: "33".repeat(32),
                 addrs: vec!["127.0.0.1:5".into()],
@@ -598,7 +674,7 @@ mod tests {
             "origin": {"endpoint": "00", "addrs": []}
         }))
         .unwrap();
-        fields.fill(&mut named);
+        assert_eq!(fields.fill(&mut named), None);
         assert_eq!(named["image"]["name"], "localhost/acme/web:1.0");
         assert_eq!(named["image"]["id"], json!(fields.id));
         assert_eq!(
@@ -609,5 +685,39 @@ mod tests {
         let mut bare = Map::new();
         fields.fill(&mut bare);
         assert_eq!(bare["image"]["name"], "localhost/x:1");
+    }
+
+    #[test]
+    fn a_layered_image_upgrades_a_v1_manifest_and_replaces_its_archive() {
+        let layers = crate::manifest::BlobRef {
+            blake3: "44".repeat(32),
+            size: 7,
+            format: "oci-layers".into(),
+        };
+        let fields = ImageFields {
+            name: "localhost/x:1".into(),
+            id: format!("sha256:{}", "11".repeat(32)),
+            content: ImageBlob::Layers(layers),
+            origin: OriginRef {
+                endpoint: "33".repeat(32),
+                addrs: vec![],
+            },
+        };
+        let mut m: Map<String, Value> = serde_json::from_value(json!({
+            "schema": "archy.app/v1",
+            "image": {"name": "n", "id": "old", "archive": {"blake3": "00", "size": 1, "format": "raw"}},
+        }))
+        .unwrap();
+        let note = fields.fill(&mut m).expect("says it upgraded");
+        assert!(note.contains("archy.app/v2"), "{note}");
+        assert_eq!(m["schema"], "archy.app/v2");
+        assert!(m["image"].get("archive").is_none());
+        assert_eq!(m["image"]["layers"]["format"], "oci-layers");
+        assert_eq!(fields.fill(&mut m), None, "already v2");
+        assert_eq!(
+            serde_json::to_value(&fields).unwrap()["layers"]["size"],
+            json!(7),
+            "flattened as the manifest spells it"
+        );
     }
 }

@@ -20,6 +20,7 @@ pub struct NodeConfig {
     pub policy: PolicyConfig,
     pub apps: AppsSection,
     pub api: ApiSection,
+    pub registry: RegistrySection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +149,23 @@ pub struct ApiSection {
 impl Default for ApiSection {
     fn default() -> Self {
         ApiSection {
+            bind: "127.0.0.1:0".into(),
+        }
+    }
+}
+
+/// The node's pull-only OCI registry (layered images, PROTOCOL §2.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySection {
+    /// Where it listens. Only loopback addresses are accepted; port 0 picks a free port once
+    /// and keeps it.
+    pub bind: String,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        RegistrySection {
             bind: "127.0.0.1:0".into(),
         }
     }

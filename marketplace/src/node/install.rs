@@ -5,7 +5,7 @@
 use super::apps::spec_from_manifest;
 use super::NodeCore;
 use crate::catalog::{InstalledRecord, ReleaseRecord};
-use crate::manifest::AppManifest;
+use crate::manifest::{AppManifest, ImageContent};
 use crate::unix_now;
 use anyhow::{bail, Context, Result};
 use archy_orchestrator::{normalize_id, own_image_name, Images, InstallOutcome};
@@ -30,10 +30,12 @@ pub struct InstallReport {
     pub urls: Vec<String>,
 }
 
-/// Where an install's image archive came from.
+/// Where an install's image came from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ImageSource {
+    /// A layered image (§2.1): what was held, what moved.
+    Layered(super::layers::LayeredReport),
     /// Fetched through the swarm now.
     Fetched(FetchReport),
     /// Already in the local blob store: `{"source": "already in the local store"}`.
@@ -103,22 +105,32 @@ fn trust_gate(core: &NodeCore, m: &AppManifest, confirm: bool) -> Result<archy_t
     Ok(tier)
 }
 
-/// Fetches the release's image archive into the swarm store (unless it is there already) and
-/// loads it into Podman, refusing it unless its id is the signed `image.id`. The archive is
-/// always what reaches Podman, so an image is only ever run from verified bytes: the swarm
-/// writes the blob to a scratch file, and the orchestrator's checked load reads it.
+/// Makes the release's image present in Podman, only ever from verified bytes, refusing it
+/// unless its id is the signed `image.id`. A layered image (§2.1) is fetched part by part and
+/// pulled from the node's registry ([`super::layers`]); an archive is fetched whole, written to
+/// a scratch file and loaded by the orchestrator's checked load.
 async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<ImageSource> {
+    let scores = core.trust()?.scores();
+    let archive = match m.image.content() {
+        ImageContent::Layers(layers) => {
+            let report = super::layers::ensure_layered(core, m, layers, origin_addr(m)?, |c| {
+                rank_mirrors(c, &scores)
+            })
+            .await?;
+            return Ok(ImageSource::Layered(report));
+        }
+        ImageContent::Archive(a) => a,
+    };
     let swarm = core.swarm().await?;
-    let report = if swarm.has(&m.image.archive.blake3).await? {
+    let report = if swarm.has(&archive.blake3).await? {
         ImageSource::AlreadyLocal {
             source: "already in the local store".into(),
         }
     } else {
-        let scores = core.trust()?.scores();
         let report = super::blobs::fetch_blob(
             core,
-            &m.image.archive.blake3,
-            m.image.archive.size,
+            &archive.blake3,
+            archive.size,
             origin_addr(m)?,
             Vec::new(),
             |mirrors| rank_mirrors(mirrors, &scores),
@@ -133,7 +145,7 @@ async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<ImageSource> {
         normalize_id(&m.image.id)?;
         let tmp = swarm.tmp_dir()?;
         let path = tmp.path().join("image.tar");
-        swarm.export(&m.image.archive.blake3, &path).await?;
+        swarm.export(&archive.blake3, &path).await?;
         let own = own_image_name(&m.id, &m.version);
         core.podman.load_checked(&path, &m.image.id, &own).await?;
         anyhow::Ok(())
@@ -171,7 +183,7 @@ async fn install_release(
         })?;
     }
     let mirrored = if running {
-        super::blobs::mirror_if_configured(core, &m.image.archive.blake3)
+        super::blobs::mirror_if_configured(core, &m.image.blob().blake3)
             .await
             .is_some()
     } else {

@@ -12,7 +12,9 @@ pub mod blobs;
 pub mod config;
 pub mod discovery;
 pub mod install;
+pub mod layers;
 pub mod publish;
+pub mod registry;
 pub mod rpc;
 pub mod run;
 pub mod trust;
@@ -28,6 +30,8 @@ use tokio::sync::OnceCell;
 
 /// Where the swarm's chosen local address is remembered.
 const SWARM_ADDR_FILE: &str = "swarm/addr";
+/// Where the OCI registry's chosen address is remembered.
+const REGISTRY_ADDR_FILE: &str = "registry.addr";
 
 /// The catalog file inside the home.
 pub const CATALOG_FILE: &str = "catalog.redb";
@@ -45,6 +49,7 @@ pub struct NodeCore {
     relay_urls: Vec<String>,
     pool: OnceCell<RelayPool>,
     swarm: OnceCell<Swarm>,
+    registry: OnceCell<registry::Registry>,
     reconciler: OnceCell<std::sync::Arc<archy_orchestrator::Reconciler>>,
     trust: OnceCell<trust::TrustState>,
     /// Held by every operation that changes installed apps (install, update, auto-update,
@@ -97,6 +102,7 @@ impl NodeCore {
             relay_urls,
             pool: OnceCell::new(),
             swarm: OnceCell::new(),
+            registry: OnceCell::new(),
             reconciler: OnceCell::new(),
             trust: OnceCell::new(),
             app_ops: tokio::sync::Mutex::new(()),
@@ -164,6 +170,28 @@ impl NodeCore {
                 Ok(swarm)
             })
             .await
+    }
+
+    /// The node's OCI registry on loopback (started on first use, after the swarm; its port is
+    /// sticky). It serves the layered images the store keeps.
+    pub async fn registry(&self) -> Result<&registry::Registry> {
+        self.registry
+            .get_or_try_init(|| async {
+                let swarm = self.swarm().await?;
+                let bind =
+                    run::sticky_addr(&self.home, REGISTRY_ADDR_FILE, &self.config.registry.bind)?;
+                let reg = registry::Registry::start(bind, swarm.reader()).await?;
+                run::remember_addr(&self.home, REGISTRY_ADDR_FILE, reg.addr())?;
+                let images = reg.reindex(swarm).await?;
+                tracing::debug!(images, "registry index built");
+                Ok(reg)
+            })
+            .await
+    }
+
+    /// The registry, if it was started.
+    pub fn registry_if_started(&self) -> Option<&registry::Registry> {
+        self.registry.get()
     }
 
     /// The swarm, if it was started (for shutdown).

@@ -162,6 +162,10 @@ pub struct StatusReply {
     pub relays: Vec<RelayHealth>,
     /// The swarm's address, when the blob store was started.
     pub swarm: Option<PeerAddr>,
+    /// The OCI registry's address (`host:port`, plain HTTP on loopback), when it was started:
+    /// `skopeo copy --src-tls-verify=false docker://<it>/<any name>@<digest> …` pulls any image
+    /// the node holds.
+    pub registry: Option<String>,
     /// Rejections per reason code, counted even when a record was pruned (`market rejected`
     /// keeps the newest).
     pub rejections: BTreeMap<String, u64>,
@@ -181,6 +185,7 @@ impl Operation for Status {
             identity: core.identity.public(),
             relays,
             swarm: core.swarm_if_started().map(|s| s.addr()),
+            registry: core.registry_if_started().map(|r| r.addr().to_string()),
             rejections: core.catalog.rejection_counts()?,
         })
     }
@@ -550,7 +555,7 @@ impl Operation for SwarmAddr {
 #[serde(deny_unknown_fields)]
 pub struct ImageExport {
     pub image: String,
-    pub format: archy_orchestrator::ArchiveFormat,
+    pub format: blobs::ExportFormat,
 }
 
 impl Operation for ImageExport {

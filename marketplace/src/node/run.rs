@@ -115,6 +115,8 @@ pub struct Started<'a> {
     pub core: &'a NodeCore,
     pub api: SocketAddr,
     pub swarm: archy_swarm::PeerAddr,
+    /// The OCI registry (pull-only, loopback).
+    pub registry: SocketAddr,
     /// The embedded relay's URL, when it runs.
     pub relay: Option<String>,
 }
@@ -138,6 +140,7 @@ pub async fn run(home: Home) -> Result<()> {
             println!("  relay: {r}");
         }
         println!("  swarm: {}", s.swarm);
+        println!("  registry: {} (OCI, pull-only)", s.registry);
         for url in &s.core.config.relays.urls {
             println!("  relay: {url} (external)");
         }
@@ -172,8 +175,10 @@ pub async fn serve(
     relay_urls.extend(config.relays.urls.iter().cloned());
     let core = Arc::new(NodeCore::open(home.clone(), config.clone(), relay_urls)?);
 
-    // The swarm serves this node's blobs (it is the origin of what it publishes).
+    // The swarm serves this node's blobs (it is the origin of what it publishes); the OCI
+    // registry serves the images among them to Podman and other OCI clients on loopback.
     let swarm_addr = core.swarm().await?.addr();
+    let registry_addr = core.registry().await?.addr();
     let token = api::ensure_token(&home)?;
     let listener = api::bind(&config.api.bind).await?;
     let api_addr = listener.local_addr()?;
@@ -220,6 +225,7 @@ pub async fn serve(
         core: &core,
         api: api_addr,
         swarm: swarm_addr,
+        registry: registry_addr,
         relay: embedded.as_ref().map(|r| r.url().to_string()),
     });
 

@@ -57,6 +57,10 @@ pub const MAX_IMAGE_TAG_LEN: usize = 128;
 pub const MAX_MANIFEST_BYTES: usize = 48 * 1024;
 /// The largest integer a manifest may hold (2^53: JSON numbers beyond it lose precision).
 pub const MAX_SAFE_INTEGER: u64 = 1 << 53;
+/// The most layers a layered image (PROTOCOL §2.1 v2) may have: its HashSeq has 2 + L children.
+pub const MAX_IMAGE_LAYERS: usize = 127;
+/// The largest image manifest or image config of a layered image (children 0 and 1, §2.1).
+pub const MAX_IMAGE_META_BYTES: u64 = 4 * 1024 * 1024;
 
 /// §2's health-check defaults, where a manifest leaves them out.
 pub const DEFAULT_HEALTH_INTERVAL_SECS: u32 = 2;

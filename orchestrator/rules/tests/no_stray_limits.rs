@@ -37,6 +37,8 @@ fn limits() -> Vec<String> {
         MAX_IMAGE_TAG_LEN as u64,
         MAX_MANIFEST_BYTES as u64,
         MAX_SAFE_INTEGER,
+        MAX_IMAGE_LAYERS as u64,
+        MAX_IMAGE_META_BYTES,
     ];
     v.sort_unstable();
     v.dedup();

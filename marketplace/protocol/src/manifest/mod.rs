@@ -1,4 +1,4 @@
-//! App manifest v1 (PROTOCOL.md §2): parsing, the schema and policy validator, and the typed view.
+//! App manifest v1 and v2 (PROTOCOL.md §2): parsing, the schema and policy validator, and the typed view.
 //!
 //! The manifest is kept as the raw JSON object it was signed as (unknown fields are preserved,
 //! the signature covers them); [`validate`] walks that object and reports *every* violation,
@@ -12,7 +12,7 @@ mod validate;
 pub use archy_rules::{is_hex64, is_loopback, normalize_capability, MAX_MANIFEST_BYTES};
 pub use policy::{policy_serde, PolicyConfig};
 pub use typed::*;
-pub use validate::{validate, validate_sized, Violation};
+pub use validate::{validate, validate_sized, Violation, LAYERS_FORMAT};
 
 #[cfg(test)]
 mod tests;
@@ -24,8 +24,11 @@ use thiserror::Error;
 /// them). The typed view is [`AppManifest`].
 pub type RawManifest = Map<String, Value>;
 
-/// The only schema string of this version.
+/// The schema string of a v1 manifest (an image is one archive).
 pub const SCHEMA_V1: &str = "archy.app/v1";
+/// The schema string of a v2 manifest: the features of PROTOCOL §2.1 (layered images) and
+/// §2.2 need it.
+pub const SCHEMA_V2: &str = "archy.app/v2";
 
 /// A manifest file that could not even be read as a JSON object.
 #[derive(Debug, Error)]

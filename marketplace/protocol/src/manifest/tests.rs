@@ -96,10 +96,11 @@ fn reports_every_violation_not_just_the_first() {
 #[test]
 fn schema_string() {
     assert_rejects(
-        set("schema", json!("archy.app/v2")),
+        set("schema", json!("archy.app/v3")),
         "schema",
         Reason::Schema,
     );
+    assert_ok(set("schema", json!("archy.app/v2")));
     assert_rejects(set("schema", json!(1)), "schema", Reason::Schema);
 }
 
@@ -576,4 +577,61 @@ fn out_of_range_numbers_are_violations_not_panics() {
     };
     let v = crate::envelope::verify_signature(&env).unwrap_err();
     assert_eq!((v.reason, v.rule), (Reason::Schema, "jcs"), "{v:?}");
+}
+
+fn layers() -> Value {
+    json!({"blake3": "e".repeat(64), "size": 4096, "format": "oci-layers"})
+}
+
+#[test]
+fn layered_images_need_v2_and_exactly_one_content() {
+    let layered = |m: &mut Map<String, Value>| {
+        m["schema"] = json!("archy.app/v2");
+        let image = m["image"].as_object_mut().unwrap();
+        image.remove("archive");
+        image.insert("layers".into(), layers());
+    };
+    assert_ok(with(layered));
+    let typed = {
+        let mut m = base();
+        layered(&mut m);
+        AppManifest::from_raw(&m).unwrap()
+    };
+    assert!(matches!(typed.image.content(), ImageContent::Layers(b) if b.size == 4096));
+    assert_eq!(typed.image.blob().format, "oci-layers");
+    assert_rejects(
+        with(|m| {
+            layered(m);
+            m["schema"] = json!("archy.app/v1");
+        }),
+        "image.layers",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with(|m| {
+            m["image"]["layers"] = layers();
+        }),
+        "image",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with(|m| {
+            m["image"].as_object_mut().unwrap().remove("archive");
+        }),
+        "image.archive",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with(|m| {
+            layered(m);
+            m["image"]["layers"]["format"] = json!("oci-archive");
+        }),
+        "image.layers.format",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with(|m| m["image"]["archive"]["format"] = json!("oci-layers")),
+        "image.archive.format",
+        Reason::Schema,
+    );
 }

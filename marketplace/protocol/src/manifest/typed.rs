@@ -24,12 +24,52 @@ pub struct BlobRef {
     pub format: String,
 }
 
+/// `image`: exactly one of `archive` (one blob, v1 and v2) and `layers` (a HashSeq of the
+/// image's OCI parts, v2 §2.1); the validator guarantees it, [`Image::content`] reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
     pub name: String,
     pub id: String,
-    pub archive: BlobRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<BlobRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<BlobRef>,
 }
+
+/// How an image travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageContent<'a> {
+    /// One `podman save` archive (`image.archive`).
+    Archive(&'a BlobRef),
+    /// The OCI parts as a HashSeq (`image.layers`, §2.1).
+    Layers(&'a BlobRef),
+}
+
+impl Image {
+    /// The image's blob: `layers` if present, else `archive`. A validated manifest has exactly
+    /// one; a typed view made without validation and with neither reads as an archive of
+    /// nothing, so it is refused by the fetch (hash of no blob), never run.
+    pub fn content(&self) -> ImageContent<'_> {
+        match (&self.layers, &self.archive) {
+            (Some(l), _) => ImageContent::Layers(l),
+            (None, Some(a)) => ImageContent::Archive(a),
+            (None, None) => ImageContent::Archive(&NO_BLOB),
+        }
+    }
+
+    /// The root hash the node fetches and keeps for this image.
+    pub fn blob(&self) -> &BlobRef {
+        match self.content() {
+            ImageContent::Archive(b) | ImageContent::Layers(b) => b,
+        }
+    }
+}
+
+static NO_BLOB: BlobRef = BlobRef {
+    blake3: String::new(),
+    size: 0,
+    format: String::new(),
+};
 
 fn default_protocol() -> String {
     "tcp".into()

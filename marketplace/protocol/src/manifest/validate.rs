@@ -4,7 +4,7 @@
 //! entry naming the field (`ports[1].bind`), the rule and what was found.
 
 use super::policy::PolicyConfig;
-use super::{kind_name, SCHEMA_V1};
+use super::{kind_name, SCHEMA_V1, SCHEMA_V2};
 use crate::reason::Reason;
 use archy_rules::{
     is_app_id, is_env_key, is_hex64, is_loopback, is_part_name, normalize_capability,
@@ -138,6 +138,11 @@ struct Checker<'a> {
     out: Vec<Violation>,
     policy: &'a PolicyConfig,
 }
+
+/// The formats of a `BlobRef` that is one blob (PROTOCOL §2).
+const ARCHIVE_FORMATS: &[&str] = &["oci-archive", "docker-archive", "raw"];
+/// The format of `image.layers` (§2.1): the root of a HashSeq.
+pub const LAYERS_FORMAT: &str = "oci-layers";
 
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
@@ -420,7 +425,15 @@ impl Checker<'_> {
         }
     }
 
-    fn blob_ref(&mut self, obj: &Map<String, Value>, path: &str, key: &str, required: bool) {
+    /// A `BlobRef` whose `format` is one of `formats`.
+    fn blob_ref(
+        &mut self,
+        obj: &Map<String, Value>,
+        path: &str,
+        key: &str,
+        required: bool,
+        formats: &[&str],
+    ) {
         let Some(blob) = self.object(obj, path, key, required) else {
             return;
         };
@@ -428,23 +441,51 @@ impl Checker<'_> {
         self.hex64(blob, &p, "blake3", "a BLAKE3 hash");
         self.integer(blob, &p, "size", true, 0..=i64::MAX);
         if let Some(f) = self.string(blob, &p, "format", true) {
-            if !matches!(f, "oci-archive" | "docker-archive" | "raw") {
+            if !formats.contains(&f) {
                 self.schema(
                     &join(&p, "format"),
                     "enum",
-                    format!("{f:?} is not one of oci-archive, docker-archive, raw"),
+                    format!("{f:?} is not one of {}", formats.join(", ")),
                 );
             }
         }
     }
 
+    /// `image.archive` (v1 and v2) or `image.layers` (v2, §2.1): exactly one of the two.
+    fn image_content(&mut self, image: &Map<String, Value>, schema: Option<&str>) {
+        match (image.get("archive"), image.get("layers")) {
+            (Some(_), Some(_)) => self.schema(
+                "image",
+                "one-of",
+                "has both \"archive\" and \"layers\": an image is exactly one of the two",
+            ),
+            (None, None) => self.schema(
+                "image.archive",
+                "required",
+                "is required but missing (or, with schema archy.app/v2, \"layers\")",
+            ),
+            (Some(_), None) => self.blob_ref(image, "image", "archive", true, ARCHIVE_FORMATS),
+            (None, Some(_)) => {
+                if schema == Some(SCHEMA_V1) {
+                    self.schema(
+                        "image.layers",
+                        "needs-v2",
+                        format!("layered images (PROTOCOL §2.1) need \"schema\": {SCHEMA_V2:?}"),
+                    );
+                }
+                self.blob_ref(image, "image", "layers", true, &[LAYERS_FORMAT]);
+            }
+        }
+    }
+
     fn required(&mut self, m: &Map<String, Value>) {
-        if let Some(s) = self.string(m, "", "schema", true) {
-            if s != SCHEMA_V1 {
+        let schema = self.string(m, "", "schema", true);
+        if let Some(s) = schema {
+            if s != SCHEMA_V1 && s != SCHEMA_V2 {
                 self.schema(
                     "schema",
                     "value",
-                    format!("must be exactly {SCHEMA_V1:?}, found {s:?}"),
+                    format!("must be {SCHEMA_V1:?} or {SCHEMA_V2:?}, found {s:?}"),
                 );
             }
         }
@@ -514,7 +555,7 @@ impl Checker<'_> {
                     );
                 }
             }
-            self.blob_ref(image, "image", "archive", true);
+            self.image_content(image, schema);
         }
         self.integer(m, "", "published_at", true, 0..=i64::MAX);
     }
@@ -530,7 +571,7 @@ impl Checker<'_> {
                 }
             }
         }
-        self.blob_ref(m, "", "icon", false);
+        self.blob_ref(m, "", "icon", false, ARCHIVE_FORMATS);
         self.ports(m);
         self.volumes(m);
         self.env(m);
