@@ -12,6 +12,7 @@ have node || need+=(nodejs)
 have npm || need+=(npm)
 have curl || need+=(curl)
 have git || need+=(git)
+have skopeo || need+=(skopeo)   # copies images out of a node's OCI registry (tests)
 
 if ((${#need[@]})); then
   echo "==> installing: ${need[*]}"

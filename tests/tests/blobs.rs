@@ -313,7 +313,21 @@ async fn publish_with_image_fills_the_release_and_the_consumer_fetches_the_archi
     let p_addr = node_addr(&p).await;
 
     let m = hello_manifest(dir.path());
-    let out = cli_json(&p, &["app", "publish", &m, "--image", &tag.0, "--json"]).await;
+    // One archive (the v1 way, still supported): layered images are tests/tests/layers.rs.
+    let out = cli_json(
+        &p,
+        &[
+            "app",
+            "publish",
+            &m,
+            "--image",
+            &tag.0,
+            "--format",
+            "oci-archive",
+            "--json",
+        ],
+    )
+    .await;
     assert_eq!(out["accepted"], 1, "{out}");
     assert_eq!(out["image"]["id"], format!("sha256:{image_id}"), "{out}");
 

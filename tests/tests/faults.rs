@@ -640,7 +640,20 @@ fn sigkill_during_an_update_converges_to_one_version_with_its_data() {
     let port = sticky_loopback().port();
     let publish = |i: usize| {
         let m = update_manifest(dir.path(), &app, VERSIONS[i], port, &images[i]);
-        let out = archy_json(&p, &["app", "publish", &m, "--image", &images[i], "--json"]);
+        // One archive: the kill points below watch its one fetch.
+        let out = archy_json(
+            &p,
+            &[
+                "app",
+                "publish",
+                &m,
+                "--image",
+                &images[i],
+                "--format",
+                "oci-archive",
+                "--json",
+            ],
+        );
         assert_eq!(out["accepted"], 1, "{out}");
         wait_for_latest(&c, &app, VERSIONS[i])
     };
