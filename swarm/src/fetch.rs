@@ -174,6 +174,10 @@ impl Swarm {
     ) -> Result<FetchReport, SwarmError> {
         let h = parse_hash(&req.hash)?;
         let hex = h.to_hex();
+        // Kept from the start: GC leaves a fetch in flight alone (protected), and a partial
+        // blob (tagged) survives a restart so the fetch resumes; a GC pass of the node drops
+        // the tag when nothing needs the blob.
+        let _in_flight = self.protect(h);
         let mut report = FetchReport {
             hash: hex.clone(),
             size: req.size.unwrap_or(0),
@@ -188,6 +192,7 @@ impl Swarm {
             return Ok(report);
         }
 
+        self.keep_fetched(HashAndFormat::raw(h)).await?;
         let mut addrs = HashMap::new();
         for p in req.origin.iter().chain(req.peers.iter()) {
             addrs.insert(p.endpoint.clone(), p.to_endpoint_addr()?);

@@ -17,6 +17,8 @@
 //! - [`layered`]: HashSeqs of parts (a layered image, PROTOCOL §2.1): add parts as one root,
 //!   read a root's children, keep a fetched root (its children with it), read byte ranges.
 //!   What the parts mean is the caller's business.
+//! - [`gc`]: the store's tags as the node's GC pass sees them (what is kept and why is the
+//!   node's decision), dropping tags, pins, and the in-flight set iroh-blobs' GC never touches.
 //! - [`mirror`]: the persisted set of mirrored blob hashes, for re-announcement.
 //! - [`serve`]: which blobs we answer requests for (own + mirrored by default).
 //! - [`collection`]: iroh-blobs tickets and collections, for interop with `sendme`.
@@ -25,6 +27,7 @@ pub mod addr;
 pub mod collection;
 mod error;
 pub mod fetch;
+pub mod gc;
 pub mod layered;
 pub mod mirror;
 pub mod node;
@@ -38,6 +41,7 @@ pub use fetch::{
     FetchEvent, FetchProgress, FetchReport, FetchRequest, ProgressSender, DEFAULT_MIN_RATE,
     DEFAULT_STALL_TIMEOUT,
 };
+pub use gc::{TagEntry, TagKind};
 pub use iroh_blobs::Hash;
 pub use layered::{HashSeqInfo, Part, StoreReader};
 pub use node::{BlobInfo, Network, Swarm, SwarmConfig};

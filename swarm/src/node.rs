@@ -87,6 +87,7 @@ pub struct Swarm {
     pub(crate) mirrors: Arc<MirrorSet>,
     pub(crate) own: Arc<OwnSet>,
     pub(crate) seqs: Arc<SeqIndex>,
+    pub(crate) protected: Arc<crate::gc::ProtectSet>,
 }
 
 const KEY_FILE: &str = "iroh-secret.key";
@@ -130,7 +131,10 @@ impl Swarm {
             }
         };
         let store_dir = dir.join("blobs");
-        let store = FsStore::load(&store_dir)
+        let protected = Arc::new(crate::gc::ProtectSet::default());
+        let mut options = iroh_blobs::store::fs::options::Options::new(&store_dir);
+        options.gc = Some(crate::gc::config(protected.clone()));
+        let store = FsStore::load_with_opts(store_dir.join("blobs.db"), options)
             .await
             .map_err(|e| SwarmError::store("opening the store", e))?;
         let own = Arc::new(OwnSet::default());
@@ -160,6 +164,7 @@ impl Swarm {
             mirrors,
             own,
             seqs,
+            protected,
         };
         info!(endpoint = %swarm.addr(), "swarm node up");
         Ok(swarm)
@@ -380,7 +385,7 @@ impl Swarm {
     /// Waits until the store's database committed what was written so far. iroh-blobs batches
     /// its writes for up to 500 ms: without this, a blob reported added or fetched was gone
     /// after a SIGKILL (or a failed commit on a full disk) in that window.
-    async fn commit(&self) -> Result<(), SwarmError> {
+    pub(crate) async fn commit(&self) -> Result<(), SwarmError> {
         self.store
             .sync_db()
             .await

@@ -58,6 +58,14 @@ impl SeqIndex {
         }
     }
 
+    pub(crate) fn remove_root(&self, root: &Hash) {
+        let mut map = self.0.write().expect("seq index lock");
+        map.retain(|_, roots| {
+            roots.retain(|r| r != root);
+            !roots.is_empty()
+        });
+    }
+
     pub(crate) fn roots_of(&self, child: &Hash) -> Vec<Hash> {
         self.0
             .read()

@@ -731,3 +731,171 @@ async fn hostile_layered_releases_are_refused_naming_the_check_and_nothing_reach
     }
     relay.shutdown().await;
 }
+
+fn rootless_images(app: &str) -> Vec<String> {
+    let out = rootless_podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let prefix = format!("localhost/archy-apps/{app}:");
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(|l| l[prefix.len()..].to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn get_page(port: u16) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-fsS", "-m", "10", &format!("http://127.0.0.1:{port}/")])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeps_the_last_two_versions_and_the_origin_keeps_everything() {
+    if !have_tool(
+        podman_ready(),
+        "podman with the archy user (tests/setup/podman.sh)",
+    ) {
+        return;
+    }
+    let tag = std::process::id();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("localhost/archy/base-gc:{tag}");
+    build_base(dir.path(), &base, 1);
+    let versions = ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0", "1.5.0"];
+    let images: Vec<String> = versions
+        .iter()
+        .map(|v| {
+            let t = format!("localhost/archy/gc:{tag}-{v}");
+            build_app(dir.path(), &base, &t, &format!("<h1>gc {v}</h1>"))
+        })
+        .collect();
+    let db = tempfile::tempdir().unwrap();
+    let relay = EmbeddedRelay::start(EmbeddedRelayConfig {
+        db_dir: Some(db.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = relay.url().to_string();
+    let p = home(dir.path(), "publisher", &url, "");
+    let c = home(
+        dir.path(),
+        "consumer",
+        &url,
+        &format!("[apps]\npodman_prefix = {ROOTLESS_PREFIX}\n"),
+    );
+    let _pn = start(&p).await;
+    let mut cn = start(&c).await;
+    let app = format!("gc-{tag}");
+    let port = archy_tests::cli::sticky_loopback().port();
+    let mut roots = Vec::new();
+    for (i, (v, image)) in versions.iter().zip(&images).enumerate() {
+        let m = manifest(dir.path(), &app, v, port, "archy.app/v2");
+        let out = cli_json(&p, &["app", "publish", &m, "--image", image, "--json"]).await;
+        roots.push(
+            out["image"]["layers"]["blake3"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        sync_until(&c, &app, v).await;
+        let verb = if i == 0 { "install" } else { "update" };
+        let r = cli_json(&c, &["apps", verb, &app, "--confirm", "--json"]).await;
+        assert_eq!(r["outcome"]["result"], "running", "{v}: {r}\n{}", cn.log());
+    }
+    // The pass after each update already ran; an explicit one waits for the sweep.
+    let gc = cli_json(&c, &["blob", "gc", "--json"]).await;
+    let held: Vec<String> = cli_json(&c, &["blob", "ls", "--json"])
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["hash"].as_str().unwrap().to_owned())
+        .collect();
+    for (i, root) in roots.iter().enumerate() {
+        let want = i >= versions.len() - 2;
+        assert_eq!(held.contains(root), want, "{}: {gc}", versions[i]);
+    }
+    assert_eq!(rootless_images(&app), ["1.4.0", "1.5.0"], "{gc}");
+    let why = gc["kept"].to_string();
+    assert!(
+        why.contains("rollback") && why.contains("installed"),
+        "{gc}"
+    );
+
+    // The origin still serves every version it published, children included.
+    let fresh = home(dir.path(), "fresh", &url, "");
+    let status = cli_json(&p, &["node", "status", "--json"]).await;
+    let from = format!(
+        "{}@{}",
+        status["swarm"]["endpoint"].as_str().unwrap(),
+        status["swarm"]["addrs"][0].as_str().unwrap()
+    );
+    let pgc = cli_json(&p, &["blob", "gc", "--dry-run", "--json"]).await;
+    assert_eq!(pgc["removed"], serde_json::json!([]), "{pgc}");
+    for root in &roots {
+        let out = dir.path().join(format!("{root}.seq"));
+        let got = cli(
+            &fresh,
+            &[
+                "blob",
+                "get",
+                root,
+                "--from",
+                &from,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .await;
+        assert!(got.status.success(), "{got:?}");
+        let seq = std::fs::read(&out).unwrap();
+        let last = hex::encode(&seq[seq.len() - 32..]);
+        let got = cli(&fresh, &["blob", "get", &last, "--from", &from]).await;
+        assert!(got.status.success(), "the app layer of {root}: {got:?}");
+    }
+
+    // After GC and a restart the app runs, and a broken update rolls back to it.
+    cn.stop();
+    cn = start(&c).await;
+    let mut up = None;
+    for _ in 0..100 {
+        up = get_page(port);
+        if up.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(up.is_some_and(|p| p.contains("gc 1.5.0")), "{}", cn.log());
+    let broken = manifest(dir.path(), &app, "1.6.0", port, "archy.app/v2");
+    let text = std::fs::read_to_string(&broken)
+        .unwrap()
+        .replace(
+            r#"command: ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]"#,
+            r#"command: ["/bin/busybox", "sleep", "100000"]"#,
+        )
+        .replace("retries: 10", "retries: 3");
+    std::fs::write(&broken, text).unwrap();
+    cli_json(
+        &p,
+        &["app", "publish", &broken, "--image", &images[5], "--json"],
+    )
+    .await;
+    sync_until(&c, &app, "1.6.0").await;
+    let out = cli(&c, &["apps", "update", &app, "--confirm", "--json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outcome"]["result"], "rolled-back", "{v}");
+    assert!(get_page(port).is_some_and(|p| p.contains("gc 1.5.0")));
+
+    cli(&c, &["apps", "uninstall", "--purge", &app]).await;
+    for img in images.iter().chain([&base]) {
+        let _ = Command::new("podman").args(["rmi", img]).output();
+    }
+    drop(cn);
+    relay.shutdown().await;
+}

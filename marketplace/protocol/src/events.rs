@@ -82,6 +82,21 @@ pub struct MirrorAnnouncement {
     pub addrs: Vec<String>,
 }
 
+/// Builds the withdrawal of this node's mirror announcement of `blake3` (PROTOCOL §4.3 v2):
+/// the same address (`d`), content `{"withdrawn": true}`, so it replaces the announcement.
+pub fn build_mirror_withdrawal(keys: &Keys, blake3: &str) -> Result<Event, BuildError> {
+    Ok(EventBuilder::new(
+        Kind::Custom(KIND_APP_DATA),
+        serde_json::json!({"withdrawn": true}).to_string(),
+    )
+    .tags([
+        Tag::parse(["d", &format!("archy:mirror:{blake3}")])?,
+        Tag::parse(["t", MIRROR_TOPIC])?,
+        Tag::parse(["x", blake3])?,
+    ])
+    .sign_with_keys(keys)?)
+}
+
 /// Builds a mirror announcement for `blake3`, signed by the mirroring node's Nostr key.
 pub fn build_mirror_event(
     keys: &Keys,

@@ -8,7 +8,7 @@ use crate::home::Home;
 use crate::node::api;
 use crate::node::blobs::{self, BlobGetReply};
 use crate::node::config::NodeConfig;
-use crate::node::rpc::{BlobAdd, BlobGet, BlobHaveRequest, BlobLs, SwarmAddr};
+use crate::node::rpc::{BlobAdd, BlobGc, BlobGet, BlobHaveRequest, BlobLs, BlobPin, SwarmAddr};
 use crate::node::run::Components;
 use crate::node::NodeCore;
 use anyhow::Result;
@@ -39,6 +39,21 @@ pub enum BlobCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Garbage collection: drop what no installed app (current or previous version), no
+    /// release of this node, no pin and no fetch in flight needs, from the store and from
+    /// Podman; mirror announcements of what goes are withdrawn. Shows what goes and what stays
+    /// and why.
+    Gc {
+        /// Only say what would go.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep a blob whatever else holds (a pinned blob is live for GC).
+    Pin { hash: String },
+    /// Undo `pin`.
+    Unpin { hash: String },
     /// Serve this home's blob store until Ctrl-C / SIGTERM; prints the endpoint address others
     /// pass to `--from`. When a node runs for this home, it already serves the store: its
     /// address is printed instead.
@@ -80,8 +95,65 @@ pub async fn run(home: &Home, cmd: BlobCmd) -> Result<()> {
             print_get(&v);
             Ok(())
         }
+        BlobCmd::Gc { dry_run, json } => {
+            let r = call(home, BlobGc { dry_run }).await?;
+            if json {
+                return print_json(&r);
+            }
+            print_gc(&r);
+            Ok(())
+        }
+        BlobCmd::Pin { hash } => pin(home, hash, true).await,
+        BlobCmd::Unpin { hash } => pin(home, hash, false).await,
         BlobCmd::Serve => serve(home).await,
     }
+}
+
+async fn pin(home: &Home, hash: String, pinned: bool) -> Result<()> {
+    let r = call(home, BlobPin { hash, pinned }).await?;
+    let what = if r.pinned { "pinned" } else { "not pinned" };
+    let change = if r.changed { "" } else { " (already)" };
+    println!("{} {what}{change}", r.hash);
+    Ok(())
+}
+
+fn print_gc(r: &crate::node::gc::GcReport) {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    let verb = if r.dry_run { "would go" } else { "gone" };
+    for b in &r.removed {
+        println!("{verb}: {} ({})", b.hash, mib(b.size));
+    }
+    for b in &r.kept {
+        let why: Vec<String> = b
+            .why
+            .iter()
+            .map(|w| match w {
+                crate::node::gc::Keep::Installed { app, version } => {
+                    format!("{app} {version} installed")
+                }
+                crate::node::gc::Keep::Rollback { app, version } => {
+                    format!("{app} {version} (rollback target)")
+                }
+                crate::node::gc::Keep::Own => "published by this node".into(),
+                crate::node::gc::Keep::Pinned => "pinned".into(),
+                crate::node::gc::Keep::InFlight => "a fetch in flight".into(),
+            })
+            .collect();
+        println!("kept: {} ({}): {}", b.hash, mib(b.size), why.join(", "));
+    }
+    for i in &r.images_removed {
+        println!("image {verb}: {i}");
+    }
+    for i in &r.images_kept {
+        println!("image kept: {i}");
+    }
+    for m in &r.unmirrored {
+        println!("mirror withdrawn: {m}");
+    }
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    println!("{} {verb} from the store", mib(r.freed_bytes));
 }
 
 /// A short-lived core for this process (no node runs for the home).

@@ -207,6 +207,7 @@ impl Operation for Uninstall {
         let _exclusive = core.app_ops.lock().await;
         let report = r.uninstall(&self.app, self.purge).await?;
         core.catalog.remove_installed(&self.app)?;
+        super::gc::after_change(core).await;
         Ok(report)
     }
 }

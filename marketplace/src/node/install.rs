@@ -264,9 +264,11 @@ pub async fn update(core: &NodeCore, app: &str, confirm: bool) -> Result<UpdateR
             app: app.to_owned(),
             result: "up to date".into(),
         }),
-        Some(release) => Ok(UpdateReply::Installed(Box::new(
-            install_release(core, &release, confirm).await?,
-        ))),
+        Some(release) => {
+            let report = install_release(core, &release, confirm).await?;
+            super::gc::after_change(core).await;
+            Ok(UpdateReply::Installed(Box::new(report)))
+        }
     }
 }
 
@@ -290,12 +292,15 @@ pub async fn auto_update(core: &NodeCore) {
         }
         match pending_update(core, &app.app) {
             Ok(Some(release)) => match install_release(core, &release, false).await {
-                Ok(r) => tracing::info!(
-                    app = %app.app,
-                    version = %r.version,
-                    "auto-update: {:?}",
-                    r.outcome
-                ),
+                Ok(r) => {
+                    tracing::info!(
+                        app = %app.app,
+                        version = %r.version,
+                        "auto-update: {:?}",
+                        r.outcome
+                    );
+                    super::gc::after_change(core).await;
+                }
                 Err(e) => tracing::warn!(app = %app.app, "auto-update not applied: {e:#}"),
             },
             Ok(None) => {}

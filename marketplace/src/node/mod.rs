@@ -11,6 +11,7 @@ pub mod apps;
 pub mod blobs;
 pub mod config;
 pub mod discovery;
+pub mod gc;
 pub mod install;
 pub mod layers;
 pub mod publish;

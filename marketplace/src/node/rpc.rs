@@ -68,6 +68,10 @@ pub enum Request {
     BlobGet(BlobGet),
     BlobHave(BlobHaveRequest),
     BlobMirror(BlobMirror),
+    /// Garbage collection ([`BlobGc`]).
+    BlobGc(BlobGc),
+    /// Pin or unpin a blob ([`BlobPin`]).
+    BlobPin(BlobPin),
     /// This node's swarm address ([`SwarmAddr`]).
     SwarmAddr,
     ImageExport(ImageExport),
@@ -93,6 +97,8 @@ pub async fn handle(core: &NodeCore, req: Request) -> Result<serde_json::Value> 
         Request::BlobGet(op) => wire(core, op).await,
         Request::BlobHave(op) => wire(core, op).await,
         Request::BlobMirror(op) => wire(core, op).await,
+        Request::BlobGc(op) => wire(core, op).await,
+        Request::BlobPin(op) => wire(core, op).await,
         Request::SwarmAddr => wire(core, SwarmAddr).await,
         Request::ImageExport(op) => wire(core, op).await,
     }
@@ -145,6 +151,8 @@ struct_request!(
     BlobGet(BlobGet),
     BlobHave(BlobHaveRequest),
     BlobMirror(BlobMirror),
+    BlobGc(BlobGc),
+    BlobPin(BlobPin),
     ImageExport(ImageExport)
 );
 
@@ -527,6 +535,59 @@ impl Operation for BlobMirror {
     type Reply = MirrorAnnounced;
     async fn run(self, core: &NodeCore) -> Result<MirrorAnnounced> {
         blobs::announce_mirror(core, &self.hash).await
+    }
+}
+
+/// Garbage collection by the one definition of live (`node::gc`): what goes, what stays and
+/// why. Without `dry_run`, it waits for the store's sweep and rebuilds the registry's index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobGc {
+    pub dry_run: bool,
+}
+
+impl Operation for BlobGc {
+    type Reply = super::gc::GcReport;
+    async fn run(self, core: &NodeCore) -> Result<super::gc::GcReport> {
+        let mut report = {
+            let _exclusive = core.app_ops.lock().await;
+            super::gc::run(core, self.dry_run).await?
+        };
+        if !self.dry_run {
+            super::gc::settle(core, &mut report).await?;
+        }
+        Ok(report)
+    }
+}
+
+/// Pin (`pinned`) or unpin a blob: a pinned blob is live whatever else holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobPin {
+    pub hash: String,
+    pub pinned: bool,
+}
+
+/// The reply of [`BlobPin`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobPinReply {
+    pub hash: String,
+    pub pinned: bool,
+    /// Whether this changed anything.
+    pub changed: bool,
+}
+
+impl Operation for BlobPin {
+    type Reply = BlobPinReply;
+    async fn run(self, core: &NodeCore) -> Result<BlobPinReply> {
+        let swarm = core.swarm().await?;
+        let hash = archy_swarm::parse_hash(&self.hash)?.to_hex();
+        let changed = swarm.set_pin(&hash, self.pinned)?;
+        Ok(BlobPinReply {
+            hash,
+            pinned: self.pinned,
+            changed,
+        })
     }
 }
 
