@@ -29,7 +29,7 @@ if [ "${1:-}" = "--down" ]; then
   exit 0
 fi
 
-step "1/8 installing what is missing (packages, Podman set-up)"
+step "1/9 installing what is missing (packages, Podman set-up)"
 bash tests/setup/deps.sh
 if [ "$(id -u)" -eq 0 ]; then
   bash tests/setup/podman.sh >/dev/null
@@ -42,14 +42,14 @@ else
   PODMAN="podman"
 fi
 
-step "2/8 building archy"
+step "2/9 building archy"
 cargo build -q -p archy-marketplace --bin archy
 
-step "3/8 building the sample app image (apps/hello-web, busybox httpd)"
+step "3/9 building the sample app image (apps/hello-web: a busybox base layer + a small app layer)"
 IMAGE="$(PODMAN="$PODMAN" bash apps/hello-web/build.sh 1.0.0)"
 echo "image: $IMAGE"
 
-step "4/8 starting the publisher node (embedded relay + iroh origin)"
+step "4/9 starting the publisher node (embedded relay + iroh origin)"
 stop_node "$CON"; stop_node "$PUB"
 rm -rf "$DEMO"; mkdir -p "$PUB" "$CON"
 cat >"$PUB/config.toml" <<CONF
@@ -64,10 +64,10 @@ for _ in $(seq 300); do [ -f "$PUB/node.json" ] && break; sleep 0.1; done
 RELAY="ws://$(cat "$PUB/relay/addr")"
 sed 's/^/  /' "$DEMO/publisher.log"
 
-step "5/8 publishing hello-web 1.0.0 (image exported into the publisher's iroh store)"
+step "5/9 publishing hello-web 1.0.0 (its OCI layers exported into the publisher's iroh store)"
 "$ARCHY" --home "$PUB" app publish apps/hello-web/manifest.yaml --image "$IMAGE"
 
-step "6/8 starting the consumer node (reads the publisher's relay; trusts the publisher as an anchor)"
+step "6/9 starting the consumer node (reads the publisher's relay; trusts the publisher as an anchor)"
 PUB_NPUB="$("$ARCHY" --home "$PUB" id show --json | sed -n 's/.*"npub": "\(npub[a-z0-9]*\)".*/\1/p')"
 cat >"$CON/config.toml" <<CONF
 [relays]
@@ -86,12 +86,12 @@ echo $! >"$CON/node.pid"
 for _ in $(seq 300); do [ -f "$CON/node.json" ] && break; sleep 0.1; done
 [ -f "$CON/node.json" ] || { cat "$DEMO/consumer.log"; exit 1; }
 
-step "7/8 discovering and scoring"
+step "7/9 discovering and scoring"
 "$ARCHY" --home "$CON" market sync
 "$ARCHY" --home "$CON" market search
 "$ARCHY" --home "$CON" trust show "$PUB_NPUB" | head -8
 
-step "8/8 installing hello-web: fetch over iroh from the origin, verify, load into Podman, run"
+step "8/9 installing hello-web: layers over iroh from the origin, every check, Podman pulls from the node's registry, run"
 "$ARCHY" --home "$CON" apps install hello-web
 URL="http://127.0.0.1:18080/"
 for _ in $(seq 50); do curl -fsS "$URL" >/dev/null 2>&1 && break; sleep 0.2; done
@@ -99,7 +99,24 @@ echo
 echo "The app answers on $URL :"
 curl -fsS "$URL"
 echo
+
+step "9/9 an update moves only what changed: hello-web 1.0.1 differs in its small app layer"
+PODMAN="$PODMAN" bash apps/hello-web/build.sh 1.0.1 >/dev/null
+sed 's/^version: 1.0.0/version: 1.0.1/' apps/hello-web/manifest.yaml >"$DEMO/hello-1.0.1.yaml"
+"$ARCHY" --home "$PUB" app publish "$DEMO/hello-1.0.1.yaml" --image localhost/archy/hello-web:1.0.1 >/dev/null
+for _ in $(seq 50); do
+  "$ARCHY" --home "$CON" market sync >/dev/null
+  "$ARCHY" --home "$CON" market show hello-web --json | grep -q '"latest": "1.0.1"' && break
+  sleep 0.2
+done
+"$ARCHY" --home "$CON" apps update hello-web
+REGISTRY="$("$ARCHY" --home "$CON" node status --json | sed -n 's/.*"registry": "\([^"]*\)".*/\1/p')"
+echo "The consumer serves what it holds as an OCI registry on loopback: $REGISTRY"
+echo "  (e.g. skopeo copy --src-tls-verify=false docker://$REGISTRY/<name>@<digest> dir:/tmp/img)"
+curl -fsS "$URL"
+echo
 echo "Both nodes and the app keep running. Try:"
 echo "  $ARCHY --home $CON apps list"
 echo "  $ARCHY --home $CON market show hello-web"
+echo "  $ARCHY --home $CON blob gc --dry-run    # what the store keeps, and why"
 echo "Stop everything with:  bash apps/demo.sh --down"

@@ -16,7 +16,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 export RUSTC_BOOTSTRAP=1
 seconds="${FUZZ_SECONDS:-20}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(manifest release jws api_request)
+[ ${#targets[@]} -gt 0 ] || targets=(manifest release jws api_request registry_request)
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version '^0.13'
 flags=(-s none -a --codegen-units 16)

@@ -6,12 +6,17 @@
 //!
 //!   cargo run --release -p archy-swarm --example ingest -- [MiB=1024] [runs=3]
 //!
+//! Layered images (PROTOCOL §2.1): the same bytes as the four layer files of an OCI layout
+//! plus a small manifest and config, added as one HashSeq (`Swarm::add_hashseq`) with the
+//! layer files referenced in place (what `app publish --image` does with files it unpacked
+//! itself) and copied, vs single-thread BLAKE3 reading and hashing the same files.
+//!
 //! Each store run uses a fresh node (nothing deduplicated); medians after one warm-up run.
 //! Ratios are the claim (ours / BLAKE3 alone); absolute rates are printed for context only.
 
 use std::time::Instant;
 
-use archy_swarm::{Swarm, SwarmConfig};
+use archy_swarm::{Part, Swarm, SwarmConfig};
 
 #[path = "../../tests/bench_common.rs"]
 mod bench_common;
@@ -110,6 +115,61 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
 
+    // A layout: four layer files (the payload in quarters) in a private directory.
+    let layout = tmp.path().join("layout");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&layout)?;
+        std::fs::set_permissions(&layout, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let quarter = size.div_ceil(4);
+    let mut layer_files = Vec::new();
+    for (i, part) in data.chunks(quarter).enumerate() {
+        let p = layout.join(format!("layer{i}"));
+        std::fs::write(&p, part)?;
+        layer_files.push(p);
+    }
+    drop(data);
+    let meta = (
+        br#"{"schemaVersion":2}"#.to_vec(),
+        br#"{"os":"linux"}"#.to_vec(),
+    );
+    let files_blake3 = rate(size, runs, |_| {
+        let t = Instant::now();
+        for f in &layer_files {
+            let bytes = std::fs::read(f).expect("a layer file");
+            std::hint::black_box(blake3::hash(&bytes));
+        }
+        std::hint::black_box(blake3::hash(&meta.0));
+        std::hint::black_box(blake3::hash(&meta.1));
+        let secs = t.elapsed().as_secs_f64();
+        async move { Ok(secs) }
+    })
+    .await?;
+    let mut layered = Vec::new();
+    for reference in [true, false] {
+        let r = rate(size, runs, |run| {
+            let dir = root.join(format!("seq{reference}{run}"));
+            let mut parts = vec![Part::Bytes(meta.0.clone()), Part::Bytes(meta.1.clone())];
+            parts.extend(layer_files.iter().map(|p| Part::File {
+                path: p.clone(),
+                reference,
+            }));
+            async move {
+                let node = Swarm::open(SwarmConfig::local(&dir, "127.0.0.1:0".parse()?)).await?;
+                let t = Instant::now();
+                let info = node.add_hashseq(parts).await?;
+                let secs = t.elapsed().as_secs_f64();
+                anyhow::ensure!(info.children.len() == 6, "a HashSeq of six parts");
+                node.shutdown().await?;
+                std::fs::remove_dir_all(&dir)?;
+                Ok(secs)
+            }
+        })
+        .await?;
+        layered.push(r);
+    }
+
     println!("ingest {mib} MiB, median of {runs} after a warm-up (MB/s, context only):");
     println!("  blake3 single-thread {single:.0} | blake3 on {cores} cores {parallel:.0} | add_bytes {add_bytes:.0} | add_file {add_file:.0}");
     println!(
@@ -121,6 +181,15 @@ async fn main() -> anyhow::Result<()> {
         "RATIO ingest.add_file/blake3_single {:.2}  add_file/blake3_all_cores {:.2}",
         add_file / single,
         add_file / parallel
+    );
+    println!(
+        "  layered (4 layer files + manifest + config): blake3 single-thread over the files {files_blake3:.0} | add_hashseq referenced {:.0} | copied {:.0}",
+        layered[0], layered[1]
+    );
+    println!(
+        "RATIO ingest.layered_referenced/blake3_files {:.2}  layered_copied/blake3_files {:.2}",
+        layered[0] / files_blake3,
+        layered[1] / files_blake3
     );
     println!("PEAK ingest VmHWM {}", vm_hwm());
     Ok(())

@@ -283,7 +283,7 @@ pub async fn get(
         core.swarm().await?.export(&report.hash, out).await?;
     }
     let announced = if args.mirror {
-        Some(announce_mirror(core, &report.hash).await?)
+        Some(mirror_by_operator(core, &report.hash).await?)
     } else {
         None
     };
@@ -381,6 +381,13 @@ pub async fn announce_mirror(core: &NodeCore, hash: &str) -> Result<MirrorAnnoun
     })
 }
 
+/// A mirror the operator asked for (`archy blob get --mirror`, `archy blob mirror`): pinned,
+/// so GC keeps it (a mirror made because an app is installed goes with the app).
+pub async fn mirror_by_operator(core: &NodeCore, hash: &str) -> Result<MirrorAnnounced> {
+    core.swarm().await?.set_pin(hash, true)?;
+    announce_mirror(core, hash).await
+}
+
 /// After a verified fetch: become a mirror when the node is configured to (`[swarm] mirror`,
 /// on by default). A failure (relays down) is logged, not returned: the fetch itself succeeded.
 pub async fn mirror_if_configured(core: &NodeCore, hash: &str) -> Option<MirrorAnnounced> {
@@ -427,6 +434,10 @@ pub struct ImageFields {
     #[serde(flatten)]
     pub content: ImageBlob,
     pub origin: OriginRef,
+    /// A layered image's OCI manifest digest: what an OCI client pulls from a node's registry
+    /// (`<registry>/<any name>@<it>`). Not written into the manifest (child 0 is that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
 }
 
 /// How the exported image travels.
@@ -545,6 +556,7 @@ pub async fn export_image(
                     endpoint: addr.endpoint,
                     addrs: addr.addrs.iter().map(ToString::to_string).collect(),
                 },
+                manifest_digest: Some(l.manifest_digest),
             });
         }
         ExportFormat::OciArchive => ArchiveFormat::OciArchive,
@@ -580,6 +592,7 @@ pub async fn export_image(
             endpoint: addr.endpoint,
             addrs: addr.addrs.iter().map(ToString::to_string).collect(),
         },
+        manifest_digest: None,
     })
 }
 
@@ -668,6 +681,7 @@ mod tests {
                 endpoint: "33".repeat(32),
                 addrs: vec!["127.0.0.1:5".into()],
             },
+            manifest_digest: None,
         };
         let mut named: Map<String, Value> = serde_json::from_value(json!({
             "image": {"name": "localhost/acme/web:1.0", "id": "old"},
@@ -702,6 +716,7 @@ mod tests {
                 endpoint: "33".repeat(32),
                 addrs: vec![],
             },
+            manifest_digest: None,
         };
         let mut m: Map<String, Value> = serde_json::from_value(json!({
             "schema": "archy.app/v1",

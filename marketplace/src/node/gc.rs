@@ -309,9 +309,9 @@ pub async fn run(core: &NodeCore, dry_run: bool) -> Result<GcReport> {
 pub async fn settle(core: &NodeCore, report: &mut GcReport) -> Result<()> {
     let swarm = core.swarm().await?;
     if !swarm.wait_for_sweep().await {
-        report
-            .warnings
-            .push("the store's sweep did not run in time: what goes is removed at its next run".into());
+        report.warnings.push(
+            "the store's sweep did not run in time: what goes is removed at its next run".into(),
+        );
     }
     if let Some(reg) = core.registry_if_started() {
         reg.reindex(swarm).await?;

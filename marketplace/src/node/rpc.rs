@@ -534,7 +534,7 @@ pub struct BlobMirror {
 impl Operation for BlobMirror {
     type Reply = MirrorAnnounced;
     async fn run(self, core: &NodeCore) -> Result<MirrorAnnounced> {
-        blobs::announce_mirror(core, &self.hash).await
+        blobs::mirror_by_operator(core, &self.hash).await
     }
 }
 
