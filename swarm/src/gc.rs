@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     addr::parse_hash,
-    node::{FETCHED_TAG, OWN_TAG},
+    node::{FETCHED_TAG, OWN_TAG, SEQ_TAG},
     Swarm, SwarmError,
 };
 
@@ -147,7 +147,7 @@ impl Swarm {
             let name = String::from_utf8_lossy(&tag.name.0).into_owned();
             let kind = if name.starts_with(OWN_TAG) {
                 TagKind::Own
-            } else if name.starts_with(FETCHED_TAG) {
+            } else if name.starts_with(FETCHED_TAG) || name.starts_with(SEQ_TAG) {
                 TagKind::Fetched
             } else {
                 TagKind::Other
@@ -172,7 +172,13 @@ impl Swarm {
             .delete(tag.name.as_bytes())
             .await
             .map_err(|e| SwarmError::store("dropping a tag", e))?;
-        if tag.hash_seq && !self.tags().await?.iter().any(|t| t.hash == tag.hash) {
+        if tag.hash_seq
+            && !self
+                .tags()
+                .await?
+                .iter()
+                .any(|t| t.hash == tag.hash && t.hash_seq)
+        {
             self.seqs.remove_root(&h);
         }
         self.commit().await
@@ -196,9 +202,14 @@ impl Swarm {
         if changed {
             let json = serde_json::to_vec_pretty(&pins).expect("a set of strings");
             let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, json)
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|e| SwarmError::io("writing the pin list", &path, e))?;
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&json)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)
+            };
+            write().map_err(|e| SwarmError::io("writing the pin list", &path, e))?;
         }
         Ok(changed)
     }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     addr::parse_hash,
-    node::{FETCHED_TAG, OWN_TAG},
+    node::{OWN_TAG, SEQ_TAG},
     serve::SeqIndex,
     BlobInfo, Swarm, SwarmError,
 };
@@ -166,42 +166,39 @@ impl Swarm {
         Ok(seq.iter().collect())
     }
 
-    /// Keeps a fetched HashSeq whose root and children are all complete: the root is tagged as
-    /// a HashSeq (so its children are kept with it) and the children's own fetch tags go.
+    /// Keeps a fetched HashSeq whose root and children are all complete and whose parts the
+    /// caller checked: the root is tagged as a HashSeq in its own namespace (so its children
+    /// are kept with it, and the registry may serve it). The children's own fetch tags stay;
+    /// the node's GC pass drops them when nothing needs them. Durable when it returns.
     pub async fn keep_fetched_hashseq(&self, root: &str) -> Result<(), SwarmError> {
         let h = parse_hash(root)?;
         let children = self.hashseq_children(root).await?;
         for c in &children {
             self.info(*c).await?;
         }
-        self.keep_fetched(HashAndFormat::hash_seq(h)).await?;
+        self.store
+            .tags()
+            .set(
+                format!("{SEQ_TAG}{}", h.to_hex()),
+                HashAndFormat::hash_seq(h),
+            )
+            .await
+            .map_err(|e| SwarmError::store("tagging a HashSeq", e))?;
         self.seqs.insert(h, children.iter().copied());
-        for c in children.iter().filter(|c| **c != h) {
-            self.store
-                .tags()
-                .delete(format!("{FETCHED_TAG}{}", c.to_hex()))
-                .await
-                .map_err(|e| SwarmError::store("untagging a HashSeq child", e))?;
-        }
-        Ok(())
+        self.commit().await
     }
 
-    /// Every root tagged as a HashSeq, with whether it is ours (published here) or fetched.
+    /// The checked HashSeq roots: those this node made (`own`) and those it fetched and kept
+    /// with [`Swarm::keep_fetched_hashseq`] — not other HashSeqs (a `sendme` collection), whose
+    /// parts nobody checked. Sorted, with whether each is ours.
     pub async fn hashseq_roots(&self) -> Result<Vec<(String, bool)>, SwarmError> {
-        let mut tags = self
-            .store
+        let mut out: Vec<(String, bool)> = self
             .tags()
-            .list()
-            .await
-            .map_err(|e| SwarmError::store("listing tags", e))?;
-        let mut out = Vec::new();
-        while let Some(tag) = tags.next().await {
-            let tag = tag.map_err(|e| SwarmError::store("listing tags", e))?;
-            if tag.format == BlobFormat::HashSeq {
-                let own = tag.name.0.starts_with(OWN_TAG.as_bytes());
-                out.push((tag.hash.to_hex(), own));
-            }
-        }
+            .await?
+            .into_iter()
+            .filter(|t| t.hash_seq && (t.name.starts_with(OWN_TAG) || t.name.starts_with(SEQ_TAG)))
+            .map(|t| (t.hash, t.name.starts_with(OWN_TAG)))
+            .collect();
         out.sort();
         out.dedup();
         Ok(out)

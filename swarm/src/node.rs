@@ -94,6 +94,9 @@ const KEY_FILE: &str = "iroh-secret.key";
 /// Tags keep blobs out of garbage collection and remember why we hold them.
 pub(crate) const OWN_TAG: &str = "archy/own/";
 pub(crate) const FETCHED_TAG: &str = "archy/fetched/";
+/// A fetched HashSeq root whose parts the node checked (a layered image): its own namespace, so
+/// a raw fetch of the same hash never overwrites it (and so drops its children's protection).
+pub(crate) const SEQ_TAG: &str = "archy/seq/";
 
 impl Swarm {
     /// Opens (or creates) the node's identity and store in `config.dir` and starts serving the

@@ -822,6 +822,14 @@ async fn gc_keeps_the_last_two_versions_and_the_origin_keeps_everything() {
         assert_eq!(held.contains(root), want, "{}: {gc}", versions[i]);
     }
     assert_eq!(rootless_images(&app), ["1.4.0", "1.5.0"], "{gc}");
+    // Nothing else of the app is left in Podman either (not even under its registry reference).
+    let all = rootless_podman(&["images", "-a", "--format", "{{.ID}} {{.Repository}}"]);
+    let ids: std::collections::BTreeSet<String> = String::from_utf8_lossy(&all.stdout)
+        .lines()
+        .filter(|l| l.contains(&app))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}\n{gc}");
     let why = gc["kept"].to_string();
     assert!(
         why.contains("rollback") && why.contains("installed"),

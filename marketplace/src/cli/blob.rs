@@ -135,6 +135,7 @@ fn print_gc(r: &crate::node::gc::GcReport) {
                     format!("{app} {version} (rollback target)")
                 }
                 crate::node::gc::Keep::Own => "published by this node".into(),
+                crate::node::gc::Keep::OtherTool => "tagged by another tool".into(),
                 crate::node::gc::Keep::Pinned => "pinned".into(),
                 crate::node::gc::Keep::InFlight => "a fetch in flight".into(),
             })

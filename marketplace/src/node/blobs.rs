@@ -255,6 +255,10 @@ pub async fn get(
     let mut addrs = addrs.into_iter();
     let origin = addrs.next();
     let peers: Vec<PeerAddr> = addrs.collect();
+    if args.mirror {
+        // Pinned before the fetch, so no GC pass can take it between the fetch and the mirror.
+        core.swarm().await?.set_pin(&args.hash, true)?;
+    }
     let report = match (args.size, origin, args.find_mirrors) {
         // What a verified manifest gives (hash, size, origin): the install flow's path.
         (Some(size), Some(origin), true) => {

@@ -40,6 +40,8 @@ pub enum Keep {
     },
     /// Added here: this node is its origin.
     Own,
+    /// Another tool's tag (a `sendme` ticket's), which this pass leaves alone.
+    OtherTool,
     Pinned,
     InFlight,
 }
@@ -82,9 +84,13 @@ pub fn plan(inputs: &Inputs) -> Plan {
     for (root, why) in &inputs.images {
         mark(root, why.clone(), &mut keep);
     }
-    for t in inputs.tags.iter().filter(|t| t.kind != TagKind::Fetched) {
+    for t in &inputs.tags {
         // Own tags, and tags of other tools (sendme interop), are never this pass's to drop.
-        mark(&t.hash, Keep::Own, &mut keep);
+        match t.kind {
+            TagKind::Own => mark(&t.hash, Keep::Own, &mut keep),
+            TagKind::Other => mark(&t.hash, Keep::OtherTool, &mut keep),
+            TagKind::Fetched => {}
+        }
     }
     for p in &inputs.pins {
         mark(p, Keep::Pinned, &mut keep);
@@ -256,18 +262,42 @@ pub async fn run(core: &NodeCore, dry_run: bool) -> Result<GcReport> {
             why: Vec::new(),
         });
     }
-    // Podman: the node's own image names that no installed spec runs.
+    // Podman: images this node brought in (pulled or loaded: `podman-images.json`) that no
+    // installed spec runs. Another node sharing this Podman user owns its own images, so only
+    // ours are candidates. An image's registry reference stays after its names are untagged,
+    // so it then goes by id; one the operator also named keeps existing under that name.
     let names = core.podman.names().await.unwrap_or_default();
-    let own_prefix = "localhost/archy-apps/";
-    for (name, id) in names.iter().filter(|(n, _)| n.starts_with(own_prefix)) {
-        let bare = id.trim_start_matches("sha256:");
-        if live_ids
+    let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, id) in &names {
+        by_id.entry(id.clone()).or_default().push(name.clone());
+    }
+    let bare = |id: &str| id.trim_start_matches("sha256:").to_owned();
+    let live: BTreeSet<String> = live_ids.iter().map(|i| bare(i)).collect();
+    let brought = brought_in(core)?;
+    let mut podman_plan = Vec::new();
+    for id in &brought {
+        let names = by_id
+            .get(&format!("sha256:{}", bare(id)))
+            .cloned()
+            .unwrap_or_default();
+        let own: Vec<String> = names
             .iter()
-            .any(|l| l.trim_start_matches("sha256:") == bare)
-        {
-            report.images_kept.push(name.clone());
+            .filter(|n| is_own_image_name(n))
+            .cloned()
+            .collect();
+        let label = if own.is_empty() {
+            id.clone()
         } else {
-            report.images_removed.push(name.clone());
+            own.join(", ")
+        };
+        if live.contains(&bare(id)) {
+            report.images_kept.push(label);
+        } else {
+            let whole = names
+                .iter()
+                .all(|n| is_own_image_name(n) || is_registry_ref(n));
+            report.images_removed.push(label);
+            podman_plan.push((id.clone(), own, whole));
         }
     }
     report.images_kept.sort();
@@ -287,14 +317,28 @@ pub async fn run(core: &NodeCore, dry_run: bool) -> Result<GcReport> {
             )),
         }
     }
-    let mut removed = Vec::new();
-    for name in std::mem::take(&mut report.images_removed) {
-        match core.podman.remove(&name).await {
-            Ok(()) => removed.push(name),
-            Err(e) => report.warnings.push(format!("image {name} kept: {e}")),
+    let mut still = brought.clone();
+    for (id, own, whole) in podman_plan {
+        for n in &own {
+            if let Err(e) = core.podman.untag(&id, n).await {
+                report.warnings.push(format!("image name {n} kept: {e}"));
+            }
+        }
+        if !whole {
+            // The operator (or another tool) names it too: it stays, as theirs.
+            still.remove(&id);
+            continue;
+        }
+        match core.podman.remove(&id).await {
+            Ok(()) => {
+                still.remove(&id);
+            }
+            Err(e) => report.warnings.push(format!("image {id} kept: {e}")),
         }
     }
-    report.images_removed = removed;
+    // Images gone by other means (the operator removed them) are forgotten too.
+    still.retain(|id| by_id.contains_key(&format!("sha256:{}", bare(id))));
+    save_brought_in(core, &still)?;
     tracing::info!(
         dropped = plan.drop.len(),
         freed = report.freed_bytes,
@@ -317,6 +361,62 @@ pub async fn settle(core: &NodeCore, report: &mut GcReport) -> Result<()> {
         reg.reindex(swarm).await?;
     }
     Ok(())
+}
+
+/// Where the node records the Podman images it brought in (pulled or loaded), by id.
+const BROUGHT_IN: &str = "podman-images.json";
+
+fn brought_in(core: &NodeCore) -> Result<BTreeSet<String>> {
+    let path = core.home.join(BROUGHT_IN);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn save_brought_in(core: &NodeCore, ids: &BTreeSet<String>) -> Result<()> {
+    let path = core.home.join(BROUGHT_IN);
+    let tmp = path.with_extension("json.tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(ids)?)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Records that this node brought image `id` into Podman (a checked pull or load): GC may
+/// remove it once no installed spec runs it. Recorded before the image is used.
+pub fn record_image(core: &NodeCore, id: &str) -> Result<()> {
+    let mut ids = brought_in(core)?;
+    if ids.insert(archy_orchestrator::normalize_id(id)?) {
+        save_brought_in(core, &ids)?;
+    }
+    Ok(())
+}
+
+/// The node's own image names: `localhost/archy-apps/<app>:<version>`.
+fn is_own_image_name(name: &str) -> bool {
+    name.starts_with("localhost/archy-apps/")
+}
+
+/// A reference an image was pulled by from a node's loopback registry
+/// (`127.0.0.1:<port>/archy/<app>…`, or `[::1]:<port>/…`).
+fn is_registry_ref(name: &str) -> bool {
+    let Some((host, path)) = name.split_once('/') else {
+        return false;
+    };
+    let loopback = host.rsplit_once(':').is_some_and(|(ip, port)| {
+        port.parse::<u16>().is_ok()
+            && ip
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    loopback && path.starts_with("archy/")
 }
 
 async fn withdraw(core: &NodeCore, hash: &str) -> Result<()> {
@@ -408,6 +508,17 @@ mod tests {
         for h in ["mine", "sendme", "kept", "flying"] {
             assert!(p.keep.contains_key(h), "{h}");
         }
+    }
+
+    #[test]
+    fn registry_references_are_told_apart() {
+        assert!(is_registry_ref("127.0.0.1:30773/archy/gc-1@sha256:ab"));
+        assert!(is_registry_ref("[::1]:5000/archy/x:tag"));
+        assert!(!is_registry_ref("docker.io/archy/x:1"));
+        assert!(!is_registry_ref("10.0.0.1:5000/archy/x"));
+        assert!(!is_registry_ref("127.0.0.1:5000/other/x"));
+        assert!(is_own_image_name("localhost/archy-apps/web:1.0.0"));
+        assert!(!is_own_image_name("localhost/archy/web:1.0.0"));
     }
 
     #[test]

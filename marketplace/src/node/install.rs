@@ -147,6 +147,7 @@ async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<ImageSource> {
         let path = tmp.path().join("image.tar");
         swarm.export(&archive.blake3, &path).await?;
         let own = own_image_name(&m.id, &m.version);
+        super::gc::record_image(core, &m.image.id)?;
         core.podman.load_checked(&path, &m.image.id, &own).await?;
         anyhow::Ok(())
     }

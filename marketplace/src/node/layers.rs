@@ -156,9 +156,14 @@ pub async fn export_layered(core: &NodeCore, image_ref: &str) -> Result<LayeredI
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o400))?;
             }
-            let (path, reference) = if kept.exists() && private_file(&kept) {
+            // A file kept by an earlier export is only reused if it still is what the
+            // manifest says (size here; every consumer and Podman check the digest).
+            let intact = std::fs::metadata(&kept).is_ok_and(|m| m.len() == d.size);
+            let (path, reference) = if intact && private_file(&kept) {
                 referenced += 1;
                 (kept, true)
+            } else if intact {
+                (kept, false)
             } else {
                 (file.clone(), false)
             };
@@ -364,7 +369,9 @@ pub async fn ensure_layered(
                 .with_context(|| format!("fetching child {child} (layer {i}, {})", l.digest))?;
             report.add(r);
         }
-        let hashed = sha256_of(swarm, children[child], l.size).await?;
+        // The whole blob is hashed (a held blob of another size fails `child-size`).
+        let size = swarm.blob_info(&hex(child)).await?.size;
+        let hashed = sha256_of(swarm, children[child], size).await?;
         plan.check_layer(i, hashed).map_err(refuse)?;
     }
     for i in [0, 1] {
@@ -381,6 +388,7 @@ pub async fn ensure_layered(
     let registry = core.registry().await?;
     registry.add_image(&plan, &children);
     let reference = registry.reference(&m.id, &plan.manifest_digest);
+    super::gc::record_image(core, &m.image.id)?;
     core.podman
         .pull_checked(&reference, &m.image.id, &own_image_name(&m.id, &m.version))
         .await

@@ -6,7 +6,9 @@
 //!
 //! The index maps sha256 digests to blobs of the store. It holds only what passed §2.1: an
 //! image is added after its checks (fetched) or when this node made it (published), and is
-//! rebuilt at start from the HashSeq roots the store keeps (kept only once checked).
+//! rebuilt at start from the checked roots the store keeps ([`Swarm::hashseq_roots`]: own
+//! ones, and fetched ones tagged only once their checks passed; never, say, a `sendme`
+//! collection).
 
 use anyhow::{bail, Context, Result};
 use archy_oci::registry::{self, Method, RegistryError, Route};
@@ -46,12 +48,17 @@ impl Index {
         }
         for (i, d) in plan.blobs() {
             if let Some(h) = children.get(i) {
-                self.0.entry(d.digest.clone()).or_insert(Entry {
-                    hash: *h,
-                    size: d.size,
-                    media_type: d.media_type.clone(),
-                    manifest: false,
-                });
+                // Two checked images naming one digest hold the same bytes (sha256): either
+                // entry serves them.
+                self.0.insert(
+                    d.digest.clone(),
+                    Entry {
+                        hash: *h,
+                        size: d.size,
+                        media_type: d.media_type.clone(),
+                        manifest: false,
+                    },
+                );
             }
         }
     }
@@ -142,8 +149,12 @@ impl Registry {
 /// The plan and children of a layered image held complete in the store.
 pub async fn held_plan(swarm: &Swarm, root: &str) -> Result<(LayerPlan, Vec<Hash>)> {
     let children = swarm.hashseq_children(root).await?;
-    let first = children.first().context("an empty HashSeq")?;
-    let manifest = swarm.read_bytes(&first.to_hex()).await?;
+    let first = children.first().context("an empty HashSeq")?.to_hex();
+    let size = swarm.blob_info(&first).await?.size;
+    if size > archy_oci::image::MAX_META_BYTES {
+        bail!("child 0 is {size} bytes, more than an image manifest may be");
+    }
+    let manifest = swarm.read_bytes(&first).await?;
     let plan = LayerPlan::from_held(&manifest, children.len())?;
     Ok((plan, children))
 }
