@@ -91,7 +91,10 @@ impl Publisher {
             vec!["t".into(), "archy-app".into()],
             vec!["version".into(), s(&["version"])],
             vec!["did".into(), s(&["publisher", "did"])],
-            vec!["x".into(), s(&["image", "archive", "blake3"])],
+            vec![
+                "x".into(),
+                release::image_root(m).unwrap_or_default().to_owned(),
+            ],
         ]
     }
 }
