@@ -37,7 +37,7 @@ registry_row() { # MIB RUNS BIN
   mkdir -p "$w/root" "$home"
   head -c "$((mib << 20))" /dev/urandom >"$w/root/payload"
   tar -C "$w/root" -cf "$w/rootfs.tar" .
-  podman import "$w/rootfs.tar" "$img" >/dev/null
+  podman import "$w/rootfs.tar" "$img" >/dev/null 2>&1
   podman save --uncompressed --format oci-archive "$img" >"$w/image.tar"
   "$bin" --home "$home" node run >"$w/node.log" 2>&1 &
   local pid=$!
