@@ -283,3 +283,16 @@ pub fn build_hello_web(tag: &str) -> String {
     assert!(built.status.success(), "{built:?}");
     format!("localhost/archy/hello-web:{tag}")
 }
+
+/// A real relay (nostr-relay-builder over LMDB) on a loopback port, with its store in a
+/// temporary directory that lives as long as the returned guard.
+pub async fn embedded_relay() -> (archy_relays::EmbeddedRelay, tempfile::TempDir) {
+    let db = tempfile::tempdir().expect("a temporary directory");
+    let relay = archy_relays::EmbeddedRelay::start(archy_relays::EmbeddedRelayConfig {
+        db_dir: Some(db.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await
+    .expect("the embedded relay starts");
+    (relay, db)
+}

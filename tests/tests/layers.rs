@@ -10,10 +10,9 @@
 //!   their check and child, with nothing left in Podman.
 
 use archy_oci::Digest;
-use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig};
 use archy_tests::cli::{
-    archy_async as cli, archy_json_async as cli_json, have_tool, repo, rootless_podman, NodeProc,
-    ROOTLESS_PREFIX,
+    archy_async as cli, archy_json_async as cli_json, embedded_relay, have_tool, repo,
+    rootless_podman, NodeProc, ROOTLESS_PREFIX,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -90,6 +89,16 @@ fn home(dir: &Path, name: &str, relay: &str, extra: &str) -> PathBuf {
     )
     .unwrap();
     h
+}
+
+/// A home whose apps run under the rootless Podman user.
+fn rootless_home(dir: &Path, name: &str, relay: &str) -> PathBuf {
+    home(
+        dir,
+        name,
+        relay,
+        &format!("[apps]\npodman_prefix = {ROOTLESS_PREFIX}\n"),
+    )
 }
 
 async fn start(home: &Path) -> NodeProc {
@@ -189,22 +198,11 @@ async fn an_update_moves_only_the_changed_layer_and_the_registry_serves_oci_clie
     );
 
     phase("images built");
-    let db = tempfile::tempdir().unwrap();
-    let relay = EmbeddedRelay::start(EmbeddedRelayConfig {
-        db_dir: Some(db.path().to_path_buf()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (relay, _db) = embedded_relay().await;
     let url = relay.url().to_string();
     phase("relay up");
     let p = home(dir.path(), "publisher", &url, "");
-    let c = home(
-        dir.path(),
-        "consumer",
-        &url,
-        &format!("[apps]\npodman_prefix = {ROOTLESS_PREFIX}\n"),
-    );
+    let c = rootless_home(dir.path(), "consumer", &url);
     let _pn = start(&p).await;
     phase("publisher up");
     let cn = start(&c).await;
@@ -561,21 +559,10 @@ async fn hostile_layered_releases_are_refused_naming_the_check_and_nothing_reach
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let db = tempfile::tempdir().unwrap();
-    let relay = EmbeddedRelay::start(EmbeddedRelayConfig {
-        db_dir: Some(db.path().to_path_buf()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (relay, _db) = embedded_relay().await;
     let url = relay.url().to_string();
     let p = home(dir.path(), "forger", &url, "");
-    let c = home(
-        dir.path(),
-        "consumer",
-        &url,
-        &format!("[apps]\npodman_prefix = {ROOTLESS_PREFIX}\n"),
-    );
+    let c = rootless_home(dir.path(), "consumer", &url);
     let _pn = start(&p).await;
     let status = cli_json(&p, &["node", "status", "--json"]).await;
     let origin = serde_json::json!({
@@ -774,21 +761,10 @@ async fn gc_keeps_the_last_two_versions_and_the_origin_keeps_everything() {
             build_app(dir.path(), &base, &t, &format!("<h1>gc {v}</h1>"))
         })
         .collect();
-    let db = tempfile::tempdir().unwrap();
-    let relay = EmbeddedRelay::start(EmbeddedRelayConfig {
-        db_dir: Some(db.path().to_path_buf()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (relay, _db) = embedded_relay().await;
     let url = relay.url().to_string();
     let p = home(dir.path(), "publisher", &url, "");
-    let c = home(
-        dir.path(),
-        "consumer",
-        &url,
-        &format!("[apps]\npodman_prefix = {ROOTLESS_PREFIX}\n"),
-    );
+    let c = rootless_home(dir.path(), "consumer", &url);
     let _pn = start(&p).await;
     let mut cn = start(&c).await;
     let app = format!("gc-{tag}");

@@ -7,10 +7,10 @@
 
 use archy_marketplace::home::Home;
 use archy_marketplace::identity::Identity;
-use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig, PoolConfig, RelayPool};
+use archy_relays::{PoolConfig, RelayPool};
 use archy_tests::cli::{
-    archy_async as cli, archy_json_async as cli_json, have_tool, repo, rootless_podman, NodeProc,
-    ROOTLESS_PREFIX,
+    archy_async as cli, archy_json_async as cli_json, embedded_relay, have_tool, repo,
+    rootless_podman, NodeProc, ROOTLESS_PREFIX,
 };
 use nostr_sdk::prelude::{Event, JsonUtil};
 use std::path::PathBuf;
@@ -35,13 +35,7 @@ async fn a_committed_v1_release_still_installs() {
     }
     let event =
         Event::from_json(std::fs::read_to_string(vectors().join("release.json")).unwrap()).unwrap();
-    let db = tempfile::tempdir().unwrap();
-    let relay = EmbeddedRelay::start(EmbeddedRelayConfig {
-        db_dir: Some(db.path().to_path_buf()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (relay, _db) = embedded_relay().await;
     let pool = RelayPool::connect([relay.url().as_str()], PoolConfig::default())
         .await
         .unwrap();
