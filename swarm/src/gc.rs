@@ -135,32 +135,7 @@ impl Swarm {
 
     /// Every tag of the store, sorted by name.
     pub async fn tags(&self) -> Result<Vec<TagEntry>, SwarmError> {
-        let mut tags = self
-            .store
-            .tags()
-            .list()
-            .await
-            .map_err(|e| SwarmError::store("listing tags", e))?;
-        let mut out = Vec::new();
-        while let Some(tag) = tags.next().await {
-            let tag = tag.map_err(|e| SwarmError::store("listing tags", e))?;
-            let name = String::from_utf8_lossy(&tag.name.0).into_owned();
-            let kind = if name.starts_with(OWN_TAG) {
-                TagKind::Own
-            } else if name.starts_with(FETCHED_TAG) || name.starts_with(SEQ_TAG) {
-                TagKind::Fetched
-            } else {
-                TagKind::Other
-            };
-            out.push(TagEntry {
-                name,
-                hash: tag.hash.to_hex(),
-                hash_seq: tag.format == BlobFormat::HashSeq,
-                kind,
-            });
-        }
-        out.sort();
-        Ok(out)
+        list_tags(&self.store).await
     }
 
     /// Drops a tag (the blob goes at the next sweep unless another tag or a protection keeps
@@ -217,6 +192,37 @@ impl Swarm {
     fn pins_path(&self) -> PathBuf {
         self.dir.join("pins.json")
     }
+}
+
+/// Every tag of `store`, sorted by name (also used at open, before there is a [`Swarm`]).
+pub(crate) async fn list_tags(
+    store: &iroh_blobs::store::fs::FsStore,
+) -> Result<Vec<TagEntry>, SwarmError> {
+    let mut tags = store
+        .tags()
+        .list()
+        .await
+        .map_err(|e| SwarmError::store("listing tags", e))?;
+    let mut out = Vec::new();
+    while let Some(tag) = tags.next().await {
+        let tag = tag.map_err(|e| SwarmError::store("listing tags", e))?;
+        let name = String::from_utf8_lossy(&tag.name.0).into_owned();
+        let kind = if name.starts_with(OWN_TAG) {
+            TagKind::Own
+        } else if name.starts_with(FETCHED_TAG) || name.starts_with(SEQ_TAG) {
+            TagKind::Fetched
+        } else {
+            TagKind::Other
+        };
+        out.push(TagEntry {
+            name,
+            hash: tag.hash.to_hex(),
+            hash_seq: tag.format == BlobFormat::HashSeq,
+            kind,
+        });
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn read_pins(path: &std::path::Path) -> Result<BTreeSet<String>, SwarmError> {

@@ -51,18 +51,12 @@ impl HashSeqInfo {
 
 /// Fills the index from every HashSeq-tagged root in the store (at open).
 pub(crate) async fn index_hashseqs(store: &FsStore, seqs: &SeqIndex) -> Result<(), SwarmError> {
-    let mut tags = store
-        .tags()
-        .list()
-        .await
-        .map_err(|e| SwarmError::store("listing tags", e))?;
-    let mut roots = Vec::new();
-    while let Some(tag) = tags.next().await {
-        let tag = tag.map_err(|e| SwarmError::store("listing tags", e))?;
-        if tag.format == BlobFormat::HashSeq {
-            roots.push(tag.hash);
-        }
-    }
+    let roots: Vec<Hash> = crate::gc::list_tags(store)
+        .await?
+        .iter()
+        .filter(|t| t.hash_seq)
+        .filter_map(|t| parse_hash(&t.hash).ok())
+        .collect();
     for root in roots {
         if let Ok(bytes) = store.blobs().get_bytes(root).await {
             if let Ok(seq) = HashSeq::try_from(bytes) {

@@ -65,8 +65,6 @@ pub struct LayeredImage {
     pub id: String,
     pub layers: BlobRef,
     pub manifest_digest: String,
-    /// Layer files kept in place and referenced by the store (the rest were copied).
-    pub referenced: usize,
 }
 
 /// Whether `path` may be referenced in place: a file this process owns in a directory only
@@ -193,7 +191,6 @@ pub async fn export_layered(core: &NodeCore, image_ref: &str) -> Result<LayeredI
                 format: crate::manifest::LAYERS_FORMAT.into(),
             },
             manifest_digest: img.plan.manifest_digest.to_string(),
-            referenced,
         })
     }
     .await

@@ -135,15 +135,6 @@ impl Registry {
         *self.index.write().expect("registry index lock") = fresh;
         Ok(images)
     }
-
-    /// Whether the registry serves `digest`.
-    pub fn serves(&self, digest: &Digest) -> bool {
-        self.index
-            .read()
-            .expect("registry index lock")
-            .0
-            .contains_key(digest)
-    }
 }
 
 /// The plan and children of a layered image held complete in the store.
