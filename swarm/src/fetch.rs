@@ -118,6 +118,13 @@ pub enum FetchEvent {
         role: SourceRole,
     },
     Progress(FetchProgress),
+    /// The source answered busy (PROTOCOL §5.2): not a failure; it is asked again after
+    /// `retry_in_ms`, other sources meanwhile.
+    Busy {
+        source: String,
+        role: SourceRole,
+        retry_in_ms: u64,
+    },
     /// An attempt ended without the blob; `bad` means the source sent unverifiable bytes.
     SourceFailed {
         source: String,
@@ -217,6 +224,10 @@ impl Swarm {
         loop {
             let index = match sel.next_action(Instant::now().into_std()) {
                 Action::Try { index } => index,
+                Action::Wait { until } => {
+                    tokio::time::sleep_until(Instant::from_std(until)).await;
+                    continue;
+                }
                 Action::GiveUp => {
                     fill(&mut report, &sel);
                     warn!(hash = %hex, failures = ?report.failures, "fetch failed: all sources exhausted");
@@ -256,6 +267,20 @@ impl Swarm {
                     report.completed_by = Some(id.clone());
                     info!(hash = %hex, source = %short(&id), ?role, "fetch complete");
                     break;
+                }
+                Err(Failure::Busy) => {
+                    let jitter = rand::random_range(0.5..=1.5);
+                    let wait = sel.on_busy(std::time::Instant::now(), jitter);
+                    info!(hash = %hex, source = %short(&id), ?role, retry_in_ms = wait.as_millis() as u64, "source is busy (every upload slot in use): backing off, other sources meanwhile");
+                    emit(
+                        &progress,
+                        FetchEvent::Busy {
+                            source: id,
+                            role,
+                            retry_in_ms: wait.as_millis() as u64,
+                        },
+                    )
+                    .await;
                 }
                 Err(failure) => {
                     let bad = matches!(failure, Failure::Corrupt(_));
@@ -409,8 +434,12 @@ struct Attempt<'a> {
     started: Instant,
 }
 
-/// Hash mismatches are the source's fault (bad bytes); everything else may be the network.
+/// Hash mismatches are the source's fault (bad bytes); a refusal with code 2 is busy (§5.2);
+/// everything else may be the network.
 fn classify(e: &GetError) -> Failure {
+    if e.iroh_error_code() == Some(iroh_blobs::protocol::ERR_LIMIT) {
+        return Failure::Busy;
+    }
     match e {
         GetError::Decode {
             source:

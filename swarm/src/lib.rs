@@ -20,7 +20,8 @@
 //! - [`gc`]: the store's tags as the node's GC pass sees them (what is kept and why is the
 //!   node's decision), dropping tags, pins, and the in-flight set iroh-blobs' GC never touches.
 //! - [`mirror`]: the persisted set of mirrored blob hashes, for re-announcement.
-//! - [`serve`]: which blobs we answer requests for (own + mirrored by default).
+//! - [`serve`]: which blobs we answer requests for (own + mirrored by default), and the
+//!   upload limits: slots past which a request is refused busy, and a node-wide upload rate.
 //! - [`collection`]: iroh-blobs tickets and collections, for interop with `sendme`.
 
 pub mod addr;
@@ -46,4 +47,4 @@ pub use iroh_blobs::Hash;
 pub use layered::{HashSeqInfo, Part, StoreReader};
 pub use node::{BlobInfo, Network, Swarm, SwarmConfig};
 pub use select::SourceRole;
-pub use serve::ServePolicy;
+pub use serve::{ServePolicy, UploadLimits};

@@ -21,7 +21,7 @@ use tracing::info;
 use crate::{
     addr::parse_hash,
     mirror::MirrorSet,
-    serve::{request_filter, OwnSet, SeqIndex, ServePolicy},
+    serve::{request_filter, OwnSet, SeqIndex, ServePolicy, Slots, UploadLimits},
     PeerAddr, SwarmError,
 };
 
@@ -42,6 +42,8 @@ pub struct SwarmConfig {
     pub network: Network,
     /// Which blobs others may fetch from us.
     pub serve: ServePolicy,
+    /// How much we upload at once (PROTOCOL §5.2); unlimited by default.
+    pub uploads: UploadLimits,
 }
 
 impl SwarmConfig {
@@ -51,6 +53,7 @@ impl SwarmConfig {
             dir: dir.into(),
             network: Network::Local { bind },
             serve: ServePolicy::default(),
+            uploads: UploadLimits::default(),
         }
     }
 
@@ -60,11 +63,17 @@ impl SwarmConfig {
             dir: dir.into(),
             network: Network::Internet,
             serve: ServePolicy::default(),
+            uploads: UploadLimits::default(),
         }
     }
 
     pub fn with_serve(mut self, serve: ServePolicy) -> Self {
         self.serve = serve;
+        self
+    }
+
+    pub fn with_uploads(mut self, uploads: UploadLimits) -> Self {
+        self.uploads = uploads;
         self
     }
 }
@@ -87,6 +96,7 @@ pub struct Swarm {
     pub(crate) mirrors: Arc<MirrorSet>,
     pub(crate) own: Arc<OwnSet>,
     pub(crate) seqs: Arc<SeqIndex>,
+    slots: Arc<Slots>,
     pub(crate) protected: Arc<crate::gc::ProtectSet>,
 }
 
@@ -153,7 +163,15 @@ impl Swarm {
         let mirrors = Arc::new(MirrorSet::load(dir.join("mirrors.json"))?);
         let seqs = Arc::new(SeqIndex::default());
         crate::layered::index_hashseqs(&store, &seqs).await?;
-        let events = request_filter(config.serve, own.clone(), mirrors.clone(), seqs.clone());
+        let slots = Arc::new(Slots::default());
+        let events = request_filter(
+            config.serve,
+            config.uploads,
+            slots.clone(),
+            own.clone(),
+            mirrors.clone(),
+            seqs.clone(),
+        );
         let blobs = BlobsProtocol::new(&store, events);
         let router = Router::builder(endpoint.clone())
             .accept(iroh_blobs::ALPN, blobs)
@@ -167,6 +185,7 @@ impl Swarm {
             mirrors,
             own,
             seqs,
+            slots,
             protected,
         };
         info!(endpoint = %swarm.addr(), "swarm node up");
@@ -193,6 +212,11 @@ impl Swarm {
             p.addrs = addrs;
         }
         p
+    }
+
+    /// Uploads now: (requests being served, requests refused busy since the node started).
+    pub fn uploads(&self) -> (usize, u64) {
+        self.slots.snapshot()
     }
 
     /// The iroh endpoint id as 64 hex characters.

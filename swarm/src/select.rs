@@ -25,6 +25,12 @@
 //! completion, or by [`Action::GiveUp`] with every attempt's failure recorded. The verified
 //! bytes of every attempt are kept, so each attempt (and a later fetch) resumes where the last
 //! one stopped.
+//!
+//! **Busy** (PROTOCOL §5.2, v2): a source that refuses with busy (every upload slot in use) has
+//! not failed. Its attempt is given back, and it is retried after an exponential back-off (1 s
+//! doubling to 60 s, ±50 % jitter: [`busy_backoff`]). Meanwhile the other sources are used;
+//! when nothing else is left the driver is told to [`Action::Wait`] until the earliest busy
+//! source may be asked again, so a fetch whose only source is a busy origin still completes.
 
 use std::{
     collections::VecDeque,
@@ -58,6 +64,9 @@ pub enum Failure {
     Corrupt(String),
     /// Any other transfer error (reset, closed, does not have the blob...).
     Transfer(String),
+    /// The source refused with busy (QUIC code 2). Not a failed attempt: report it with
+    /// [`Selector::on_busy`] (given to [`Selector::on_failure`] it counts as a failure).
+    Busy,
 }
 
 impl Failure {
@@ -77,6 +86,7 @@ impl Failure {
             ),
             Failure::Corrupt(r) => format!("sent bytes that do not verify: {r}"),
             Failure::Transfer(r) => format!("transfer failed: {r}"),
+            Failure::Busy => "busy: every upload slot is in use".into(),
         }
     }
 }
@@ -102,6 +112,8 @@ enum Status {
     /// The last attempt was below the rate floor; retried only as a last resort.
     Slow,
     Bad,
+    /// Answered busy; asked again from this time on.
+    Busy(Instant),
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +125,8 @@ struct Source {
     bytes: u64,
     /// Measured rate (bytes/s) of the attempt that was found too slow.
     slow_rate: u64,
+    /// Busy answers in a row (the back-off grows with them; progress resets it).
+    busy: u32,
 }
 
 /// What the driver must do next.
@@ -120,8 +134,23 @@ struct Source {
 pub enum Action {
     /// Connect to source `index` and request the missing ranges.
     Try { index: usize },
+    /// Only busy sources are left: ask again at this time.
+    Wait { until: Instant },
     /// Every source is exhausted; the fetch fails.
     GiveUp,
+}
+
+/// The first busy back-off, and the longest.
+pub const BUSY_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+pub const BUSY_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// The wait after the `n`-th busy answer in a row (n ≥ 1): 1 s doubling to 60 s, times
+/// `jitter`, clamped to 0.5–1.5 (the caller draws it at random, so fetchers spread out).
+pub fn busy_backoff(n: u32, jitter: f64) -> Duration {
+    let base = BUSY_BACKOFF_FIRST
+        .saturating_mul(1u32 << n.saturating_sub(1).min(6))
+        .min(BUSY_BACKOFF_MAX);
+    base.mul_f64(jitter.clamp(0.5, 1.5))
 }
 
 /// The selector for one fetch.
@@ -173,6 +202,7 @@ impl Selector {
                 attempts: 0,
                 bytes: 0,
                 slow_rate: 0,
+                busy: 0,
             });
         }
         Selector {
@@ -196,11 +226,12 @@ impl Selector {
         self
     }
 
-    /// Picks the next source: the first waiting one in order; when none is waiting, the first
-    /// failed (not bad, not slow) one that still has attempts left; when there is none, the
-    /// fastest source found too slow that still has attempts left, with the rate floor lifted.
-    /// The origin is first in the list, so it is always the one tried first and the first one
-    /// retried.
+    /// Picks the next source: the first waiting one in order; then the first busy one whose
+    /// back-off has passed; when none, the first failed (not bad, not slow) one that still has
+    /// attempts left; when none, the fastest source found too slow that still has attempts
+    /// left, with the rate floor lifted; when none, [`Action::Wait`] for the earliest busy
+    /// source. The origin is first in the list, so it is always the one tried first and the
+    /// first one retried.
     pub fn next_action(&mut self, now: Instant) -> Action {
         let left = |s: &Source| s.attempts < self.max_attempts;
         let by_status = |st: Status| {
@@ -208,8 +239,13 @@ impl Selector {
                 .iter()
                 .position(|s| s.status == st && (st == Status::Waiting || left(s)))
         };
+        let ready_busy = self
+            .sources
+            .iter()
+            .position(|s| matches!(s.status, Status::Busy(t) if t <= now));
         let mut last_resort = false;
         let pick = by_status(Status::Waiting)
+            .or(ready_busy)
             .or_else(|| by_status(Status::Failed))
             .or_else(|| {
                 last_resort = true;
@@ -239,9 +275,36 @@ impl Selector {
                 self.last_progress = None;
                 self.window_start = None;
                 self.floor_lifted = false;
-                Action::GiveUp
+                let earliest = self
+                    .sources
+                    .iter()
+                    .filter_map(|s| match s.status {
+                        Status::Busy(t) => Some(t),
+                        _ => None,
+                    })
+                    .min();
+                match earliest {
+                    Some(until) => Action::Wait { until },
+                    None => Action::GiveUp,
+                }
             }
         }
+    }
+
+    /// The current source answered busy at `now`: its attempt is given back and it is asked
+    /// again after [`busy_backoff`] (with the caller's random `jitter`). Returns the wait.
+    pub fn on_busy(&mut self, now: Instant, jitter: f64) -> Duration {
+        let Some(i) = self.current.take() else {
+            return Duration::ZERO;
+        };
+        self.samples.clear();
+        self.floor_lifted = false;
+        let s = &mut self.sources[i];
+        s.attempts = s.attempts.saturating_sub(1);
+        s.busy = s.busy.saturating_add(1);
+        let wait = busy_backoff(s.busy, jitter);
+        s.status = Status::Busy(now + wait);
+        wait
     }
 
     /// The current attempt is connected and its request sent: the rate window opens now
@@ -256,6 +319,9 @@ impl Selector {
     pub fn on_progress(&mut self, now: Instant, delta: u64) {
         let Some(i) = self.current else { return };
         self.sources[i].bytes += delta;
+        if delta > 0 {
+            self.sources[i].busy = 0;
+        }
         if delta > 0 {
             self.last_progress = Some(now);
             // One sample per 1/RATE_BUCKETS of the window, not one per verified chunk group:
@@ -462,7 +528,7 @@ mod tests {
     fn tried(s: &mut Selector, now: Instant) -> Option<String> {
         match s.next_action(now) {
             Action::Try { index } => Some(s.source_id(index).to_string()),
-            Action::GiveUp => None,
+            Action::Wait { .. } | Action::GiveUp => None,
         }
     }
 
@@ -784,5 +850,72 @@ mod tests {
         );
         assert_eq!(rate_str(512), "512 B/s");
         assert_eq!(rate_str(3 * 1024 * 1024 / 2), "1.5 MiB/s");
+    }
+
+    #[test]
+    fn busy_backoff_doubles_from_one_second_to_sixty_with_jitter() {
+        let secs = |n| busy_backoff(n, 1.0).as_secs();
+        assert_eq!(
+            [secs(1), secs(2), secs(3), secs(6), secs(7), secs(40)],
+            [1, 2, 4, 32, 60, 60]
+        );
+        assert_eq!(
+            busy_backoff(1, 0.0),
+            Duration::from_millis(500),
+            "jitter clamped"
+        );
+        assert_eq!(busy_backoff(2, 9.0), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_busy_origin_is_no_failure_peers_go_meanwhile_and_then_we_wait_for_it() {
+        let t0 = Instant::now();
+        let mut s = sel(Some("o"), &["p"]);
+        assert_eq!(tried(&mut s, t0).as_deref(), Some("o"));
+        assert_eq!(s.on_busy(t0, 1.0), Duration::from_secs(1));
+        // The peer meanwhile; it fails.
+        assert_eq!(tried(&mut s, t0).as_deref(), Some("p"));
+        s.on_failure(Failure::Stalled);
+        // The peer's second chance comes before waiting on the busy origin's back-off...
+        assert_eq!(tried(&mut s, t0).as_deref(), Some("p"));
+        s.on_failure(Failure::Stalled);
+        // ...then only the busy origin is left: wait for it, then ask it again, many times
+        // (busy answers use no attempts), with a growing back-off.
+        assert_eq!(
+            s.next_action(t0),
+            Action::Wait {
+                until: t0 + Duration::from_secs(1)
+            }
+        );
+        let mut now = t0 + Duration::from_secs(1);
+        for n in 2..=8u32 {
+            assert_eq!(tried(&mut s, now).as_deref(), Some("o"), "busy answer {n}");
+            let wait = s.on_busy(now, 1.0);
+            assert_eq!(wait, busy_backoff(n, 1.0));
+            now += wait;
+        }
+        assert_eq!(tried(&mut s, now).as_deref(), Some("o"));
+        s.on_progress(now, 5);
+        s.on_complete();
+        assert!(
+            s.failures().iter().all(|(id, _)| id == "p"),
+            "busy is not a failure"
+        );
+        assert!(s.bad_sources().is_empty());
+    }
+
+    #[test]
+    fn a_busy_source_whose_back_off_passed_goes_before_a_failed_one() {
+        let t0 = Instant::now();
+        let mut s = sel(Some("o"), &["p"]);
+        assert_eq!(tried(&mut s, t0).as_deref(), Some("o"));
+        s.on_busy(t0, 1.0);
+        assert_eq!(tried(&mut s, t0).as_deref(), Some("p"));
+        s.on_failure(Failure::Transfer("reset".into()));
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(tried(&mut s, later).as_deref(), Some("o"));
+        // Progress resets the back-off: a new busy answer waits 1 s again.
+        s.on_progress(later, 1);
+        assert_eq!(s.on_busy(later, 1.0), Duration::from_secs(1));
     }
 }

@@ -10,6 +10,7 @@ use std::{
 use iroh_blobs::{
     provider::events::{
         AbortReason, EventMask, EventSender, ObserveMode, ProviderMessage, RequestMode,
+        RequestUpdate, ThrottleMode,
     },
     Hash,
 };
@@ -76,44 +77,148 @@ impl SeqIndex {
     }
 }
 
-/// Builds the provider's event sender: `None` serves everything; otherwise every get,
-/// get-many and observe request is checked against the own and mirror sets. A collection
-/// request is allowed by its root (its members were shared with it); a child of a HashSeq is
-/// allowed by its own hash when one of its roots is.
+/// Upload limits: how much a node gives away (PROTOCOL §5.2). Shared by the origin and mirrors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadLimits {
+    /// Requests served at once; past it a request is refused busy (QUIC code 2, iroh-blobs'
+    /// `ERR_LIMIT`). At least 1: a free slot is never refused. `None` (the default, as
+    /// iroh-blobs serves): no limit.
+    pub max_uploads: Option<usize>,
+    /// Bytes per second the node sends, all requests together (a home uplink); `None`: no cap.
+    pub rate: Option<u64>,
+}
+
+/// The slots of [`UploadLimits::max_uploads`]: taken when a request is accepted, given back
+/// when its update stream closes (the request ended, however it ended).
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    busy: std::sync::atomic::AtomicUsize,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl Slots {
+    /// Takes a slot unless all `max` are in use.
+    fn try_take(&self, max: Option<usize>) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(max) = max else {
+            self.busy.fetch_add(1, SeqCst);
+            return true;
+        };
+        let max = max.max(1);
+        let ok = self
+            .busy
+            .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1))
+            .is_ok();
+        if !ok {
+            self.refused.fetch_add(1, SeqCst);
+        }
+        ok
+    }
+
+    fn give_back(&self) {
+        self.busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// (requests being served now, requests refused busy so far).
+    pub(crate) fn snapshot(&self) -> (usize, u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.busy.load(SeqCst), self.refused.load(SeqCst))
+    }
+}
+
+/// A token bucket for the node's upload rate: each chunk group sent books its bytes at the
+/// rate, and the sender waits until its booking starts. At most one second of burst.
+#[derive(Debug)]
+struct Pacer {
+    rate: u64,
+    next: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    /// How long to hold a send of `bytes` now (virtual scheduling: the bucket's booked time
+    /// moves on by each send's cost; a send waits for whatever is booked beyond the burst).
+    fn book(&self, bytes: u64) -> std::time::Duration {
+        let now = tokio::time::Instant::now();
+        let burst = std::time::Duration::from_secs(1);
+        let cost = std::time::Duration::from_secs_f64(bytes as f64 / self.rate.max(1) as f64);
+        let mut next = self.next.lock().expect("pacer lock");
+        *next = (*next).max(now) + cost;
+        next.saturating_duration_since(now + burst)
+    }
+}
+
+/// Builds the provider's event sender. Every get, get-many and observe request is checked
+/// against the serve policy (`Everything` allows all): a collection request is allowed by its
+/// root (its members were shared with it); a child of a HashSeq is allowed by its own hash
+/// when one of its roots is. An allowed get then needs a free upload slot, or is refused busy;
+/// with an upload rate, every chunk group waits for its share of it.
 pub(crate) fn request_filter(
     policy: ServePolicy,
+    limits: UploadLimits,
+    slots: Arc<Slots>,
     own: Arc<OwnSet>,
     mirrors: Arc<MirrorSet>,
     seqs: Arc<SeqIndex>,
 ) -> Option<EventSender> {
-    if policy == ServePolicy::Everything {
+    if policy == ServePolicy::Everything && limits == UploadLimits::default() {
         return None;
     }
+    // The slots need the end of each request: its update stream (the `Log` modes).
     let mask = EventMask {
-        get: RequestMode::Intercept,
-        get_many: RequestMode::Intercept,
+        get: RequestMode::InterceptLog,
+        get_many: RequestMode::InterceptLog,
         observe: ObserveMode::Intercept,
+        throttle: if limits.rate.is_some() {
+            ThrottleMode::Intercept
+        } else {
+            ThrottleMode::None
+        },
         ..EventMask::DEFAULT
     };
     let (tx, mut rx) = EventSender::channel(64, mask);
-    let served = move |h: &Hash| own.contains(h) || mirrors.contains(&h.to_hex());
+    let everything = policy == ServePolicy::Everything;
+    let served = move |h: &Hash| everything || own.contains(h) || mirrors.contains(&h.to_hex());
     let allowed = move |h: &Hash| served(h) || seqs.roots_of(h).iter().any(&served);
+    let pacer = limits.rate.map(|rate| {
+        Arc::new(Pacer {
+            rate,
+            next: std::sync::Mutex::new(tokio::time::Instant::now()),
+        })
+    });
     tokio::spawn(async move {
         let verdict = |ok: bool, h: &Hash| {
-            if !ok {
-                debug!(hash = %h, "refusing request for a blob we neither published nor mirror");
-            }
             if ok {
                 Ok(())
             } else {
+                debug!(hash = %h, "refusing request for a blob we neither published nor mirror");
                 Err(AbortReason::Permission)
             }
+        };
+        // A permitted request takes a slot, held until its updates end.
+        let admit = |res: Result<(), AbortReason>,
+                     updates: irpc::channel::mpsc::Receiver<RequestUpdate>| {
+            res?;
+            if !slots.try_take(limits.max_uploads) {
+                debug!(
+                    max_uploads = ?limits.max_uploads,
+                    "every upload slot is in use: answering busy"
+                );
+                return Err(AbortReason::RateLimited);
+            }
+            let slots = slots.clone();
+            tokio::spawn(async move {
+                let mut updates = updates;
+                while let Ok(Some(_)) = updates.recv().await {}
+                slots.give_back();
+            });
+            Ok(())
         };
         while let Some(msg) = rx.recv().await {
             match msg {
                 ProviderMessage::GetRequestReceived(msg) => {
                     let h = msg.request.hash;
-                    msg.tx.send(verdict(allowed(&h), &h)).await.ok();
+                    let res = admit(verdict(allowed(&h), &h), msg.rx);
+                    msg.tx.send(res).await.ok();
                 }
                 ProviderMessage::GetManyRequestReceived(msg) => {
                     let bad = msg.request.hashes.iter().find(|h| !allowed(h)).copied();
@@ -121,11 +226,23 @@ pub(crate) fn request_filter(
                         Some(h) => verdict(false, &h),
                         None => Ok(()),
                     };
+                    let res = admit(res, msg.rx);
                     msg.tx.send(res).await.ok();
                 }
                 ProviderMessage::ObserveRequestReceived(msg) => {
                     let h = msg.request.hash;
                     msg.tx.send(verdict(allowed(&h), &h)).await.ok();
+                }
+                ProviderMessage::Throttle(msg) => {
+                    let hold = pacer.as_ref().map(|p| p.book(msg.size)).unwrap_or_default();
+                    if hold.is_zero() {
+                        msg.tx.send(Ok(())).await.ok();
+                    } else {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(hold).await;
+                            msg.tx.send(Ok(())).await.ok();
+                        });
+                    }
                 }
                 _ => {}
             }

@@ -149,7 +149,7 @@ async fn origin_down_mirror_serves_then_origin_back_wins_again() {
             FetchEvent::Progress(p) => {
                 progress_from_mirror |= p.source == mirror.endpoint_id() && p.have > 0;
             }
-            FetchEvent::SourceFailed { .. } => {}
+            FetchEvent::SourceFailed { .. } | FetchEvent::Busy { .. } => {}
         }
     }
     assert_eq!(
@@ -569,4 +569,78 @@ async fn interrupted_transfer_resumes_instead_of_restarting() {
 
     origin.shutdown().await.unwrap();
     client.shutdown().await.unwrap();
+}
+
+/// PROTOCOL §5.2: an origin with one upload slot, busy with a first fetcher (its upload rate
+/// keeps that fetch going for seconds), answers a second fetcher busy; the second backs off
+/// (no failed attempt) and, with the origin as its only source, still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_origin_alone_still_completes_the_fetch_after_backing_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let content = data("busy-origin", 4 * MIB);
+    let limits = archy_swarm::UploadLimits {
+        max_uploads: Some(1),
+        rate: Some(512 * 1024),
+    };
+    let origin = archy_swarm::Swarm::open(
+        archy_swarm::SwarmConfig::local(tmp.path().join("origin"), "127.0.0.1:0".parse().unwrap())
+            .with_uploads(limits),
+    )
+    .await
+    .unwrap();
+    let blob = origin.add_bytes(content.clone()).await.unwrap();
+    let first = Arc::new(node(&tmp.path().join("first")).await);
+    let second = node(&tmp.path().join("second")).await;
+    let mut req = request(&blob.hash, blob.size);
+    req.origin = Some(origin.addr());
+
+    let (tx, mut rx) = mpsc::channel(64);
+    let first_fetch = tokio::spawn({
+        let (first, req) = (first.clone(), req.clone());
+        async move { first.fetch(req, Some(tx)).await }
+    });
+    // The first fetch holds the only slot once bytes flow.
+    loop {
+        match timeout(SAFETY, rx.recv()).await.unwrap() {
+            Some(FetchEvent::Progress(_)) => break,
+            Some(_) => continue,
+            None => panic!("the first fetch ended before sending progress"),
+        }
+    }
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let (tx2, mut rx2) = mpsc::channel(64);
+    let events = tokio::spawn(async move {
+        let mut busy = 0;
+        while let Some(ev) = rx2.recv().await {
+            if matches!(ev, FetchEvent::Busy { .. }) {
+                busy += 1;
+            }
+        }
+        busy
+    });
+    let report = timeout(SAFETY, second.fetch(req, Some(tx2)))
+        .await
+        .unwrap()
+        .expect("a fetch with only a busy origin completes");
+    let busy = events.await.unwrap();
+    assert!(busy >= 1, "the second fetcher was told busy at least once");
+    assert!(report.failures.is_empty(), "busy is no failure: {report:?}");
+    assert_eq!(report.bytes_from(&origin.endpoint_id()), blob.size);
+    let first_report = timeout(SAFETY, first_fetch)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first_report.bytes_from(&origin.endpoint_id()), blob.size);
+    for (name, node) in [("first", &*first), ("second", &second)] {
+        let out = tmp.path().join(format!("{name}.bin"));
+        node.export(&blob.hash, &out).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), content, "{name} verified");
+    }
+    let (serving, refused) = origin.uploads();
+    assert!(
+        refused >= busy as u64,
+        "the origin counted its busy answers"
+    );
+    assert_eq!(serving, 0, "every slot was given back");
 }

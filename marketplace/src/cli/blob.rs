@@ -209,6 +209,17 @@ async fn get(home: &Home, args: BlobGet, show: bool) -> Result<BlobGetReply> {
                 FetchEvent::SourceFailed { source, reason, .. } => {
                     eprintln!("\n{}: {reason}", short(&source));
                 }
+                FetchEvent::Busy {
+                    source,
+                    retry_in_ms,
+                    ..
+                } => {
+                    eprintln!(
+                        "\n{}: busy, asking again in {:.1} s",
+                        short(&source),
+                        retry_in_ms as f64 / 1000.0
+                    );
+                }
                 FetchEvent::Trying { .. } => {}
             }
         }

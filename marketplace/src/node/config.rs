@@ -65,6 +65,37 @@ pub struct SwarmSection {
     /// Verified bytes/s a source must keep up over the stall window, or it is left for the
     /// next source (tried again last, without the floor). 0 turns the floor off.
     pub min_rate_bytes_per_sec: u64,
+    /// Requests this node serves at once, as an origin or a mirror (PROTOCOL §5.2); past it a
+    /// request is refused busy and its fetcher backs off and uses other sources meanwhile.
+    /// At least 1. The default, [`DEFAULT_MAX_UPLOADS`], keeps every served fetcher above the
+    /// fetchers' minimum rate on a modest uplink.
+    pub max_uploads: usize,
+    /// This node's total upload rate in bytes/s, all requests together (a home uplink's share
+    /// it may use); 0 (the default) is no cap.
+    pub upload_rate_bytes_per_sec: u64,
+}
+
+/// 8 uploads at once: on a 10 Mbit/s uplink (1.25 MB/s) each gets about 150 KiB/s, above
+/// the 64 KiB/s minimum rate fetchers hold a source to ([`archy_swarm::DEFAULT_MIN_RATE`]), so
+/// nobody served is dropped as too slow; a ninth fetcher is told busy and takes its bytes from
+/// mirrors instead of pushing all nine under the floor.
+pub const DEFAULT_MAX_UPLOADS: usize = 8;
+
+impl SwarmSection {
+    /// The upload limits for the swarm, refusing a `max_uploads` of 0 (an origin must always be
+    /// able to finish a fetch, PROTOCOL §5.2).
+    pub fn upload_limits(&self) -> anyhow::Result<archy_swarm::UploadLimits> {
+        if self.max_uploads == 0 {
+            anyhow::bail!(
+                "[swarm] max_uploads = 0: it must be at least 1 (an origin always serves at least \
+                 one request, PROTOCOL §5.2); the default is {DEFAULT_MAX_UPLOADS}"
+            );
+        }
+        Ok(archy_swarm::UploadLimits {
+            max_uploads: Some(self.max_uploads),
+            rate: (self.upload_rate_bytes_per_sec > 0).then_some(self.upload_rate_bytes_per_sec),
+        })
+    }
 }
 
 impl Default for SwarmSection {
@@ -75,6 +106,8 @@ impl Default for SwarmSection {
             mirror: true,
             stall_timeout_secs: 10,
             min_rate_bytes_per_sec: archy_swarm::DEFAULT_MIN_RATE,
+            max_uploads: DEFAULT_MAX_UPLOADS,
+            upload_rate_bytes_per_sec: 0,
         }
     }
 }
@@ -201,6 +234,19 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_limits_refuse_zero_slots_and_map_a_zero_rate_to_no_cap() {
+        let mut s = SwarmSection::default();
+        let l = s.upload_limits().unwrap();
+        assert_eq!(l.max_uploads, Some(DEFAULT_MAX_UPLOADS));
+        assert_eq!(l.rate, None);
+        s.upload_rate_bytes_per_sec = 2_500_000;
+        assert_eq!(s.upload_limits().unwrap().rate, Some(2_500_000));
+        s.max_uploads = 0;
+        let err = s.upload_limits().unwrap_err().to_string();
+        assert!(err.contains("[swarm] max_uploads = 0"), "{err}");
+    }
 
     #[test]
     fn defaults_round_trip_and_unknown_keys_are_errors() {

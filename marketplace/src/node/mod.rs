@@ -162,6 +162,7 @@ impl NodeCore {
                     "internet" => SwarmConfig::internet(dir),
                     other => bail!("[swarm] network = {other:?}: use \"local\" or \"internet\""),
                 };
+                let config = config.with_uploads(self.config.swarm.upload_limits()?);
                 let swarm = Swarm::open(config)
                     .await
                     .context("starting the iroh swarm")?;
