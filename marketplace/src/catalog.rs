@@ -46,6 +46,11 @@ const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
 const INSTALLED: TableDefinition<&str, &[u8]> = TableDefinition::new("installed");
 /// reason code → rejections made since the catalog was created (kept when records are pruned).
 const REJECTION_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("rejection_counts");
+/// "<nostr key>\0<blob hash>\0<endpoint>" → BadSourceRecord (JSON): a source that sent bytes
+/// that did not verify, counted against the key whose announcement (or release) named it
+/// (PROTOCOL §5.4). One row per key, blob and endpoint: fetching that blob again from the same
+/// source does not count twice.
+const BAD_SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("bad_sources");
 /// relay URL → newest `created_at` seen from it (discovery resumes from there).
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 
@@ -83,6 +88,22 @@ pub struct AppRecord {
     pub summary: String,
     /// The Nostr key that signed the latest release (trust is computed on Nostr keys).
     pub publisher_nostr: String,
+}
+
+/// A source that sent bytes that did not verify (PROTOCOL §5.4), and whom it counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadSourceRecord {
+    /// The Nostr key (hex) whose mirror announcement named the source, or the publisher's key
+    /// when the source was the release's origin.
+    pub nostr: String,
+    /// The source's iroh endpoint id.
+    pub endpoint: String,
+    /// The blob whose bytes failed verification.
+    pub hash: String,
+    /// What the verification said.
+    pub reason: String,
+    /// Unix seconds when it was recorded.
+    pub at: u64,
 }
 
 /// A rejected event.
@@ -239,6 +260,7 @@ impl Catalog {
         tx.open_table(CURSORS)?;
         tx.open_table(INSTALLED)?;
         tx.open_table(REJECTION_COUNTS)?;
+        tx.open_table(BAD_SOURCES)?;
         tx.commit()?;
         Ok(Catalog {
             db,
@@ -675,6 +697,35 @@ impl Catalog {
         for row in table.iter()? {
             let (k, v) = row?;
             out.insert(k.value().to_owned(), v.value());
+        }
+        Ok(out)
+    }
+
+    /// Records that `rec.endpoint` sent bytes of `rec.hash` that did not verify, against
+    /// `rec.nostr`. Returns false when that key, blob and endpoint were already on record.
+    pub fn record_bad_source(&self, rec: &BadSourceRecord) -> Result<bool> {
+        let key = format!("{}\0{}\0{}", rec.nostr, rec.hash, rec.endpoint);
+        let tx = self.db.begin_write()?;
+        let new = {
+            let mut t = tx.open_table(BAD_SOURCES)?;
+            let new = t.get(key.as_str())?.is_none();
+            if new {
+                t.insert(key.as_str(), to_json(rec).as_slice())?;
+            }
+            new
+        };
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// Every bad-bytes record (evidence for the trust engine), by key.
+    pub fn bad_sources(&self) -> Result<Vec<BadSourceRecord>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(BAD_SOURCES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(serde_json::from_slice::<BadSourceRecord>(v.value())?);
         }
         Ok(out)
     }

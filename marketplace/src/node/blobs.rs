@@ -34,6 +34,77 @@ pub struct MirrorCandidate {
     pub created_at: u64,
 }
 
+/// Whom a source's bad bytes count against (PROTOCOL §5.4): the publisher's key for the
+/// release's origin, the announcer's key for a mirror. Sources given by hand (`--from`) are
+/// nobody's: their bad bytes are reported, not recorded.
+#[derive(Debug, Clone, Default)]
+pub struct Accountable {
+    /// The publisher's Nostr key (hex), when the request's origin is a release's origin.
+    pub origin_key: Option<String>,
+    /// The announcements the peers came from.
+    pub announcers: Vec<MirrorCandidate>,
+}
+
+/// The evidence records for a fetch's bad sources: one per (key, endpoint), against the
+/// publisher when the source is `origin` (the request's origin endpoint) and against every
+/// key whose announcement named the source's endpoint.
+pub fn blame(
+    bad: &[(String, String)],
+    hash: &str,
+    origin: Option<&str>,
+    who: &Accountable,
+    at: u64,
+) -> Vec<crate::catalog::BadSourceRecord> {
+    let mut out: Vec<crate::catalog::BadSourceRecord> = Vec::new();
+    for (endpoint, reason) in bad {
+        let from_origin = who
+            .origin_key
+            .iter()
+            .filter(|_| origin == Some(endpoint.as_str()));
+        let from_announcements = who
+            .announcers
+            .iter()
+            .filter(|c| &c.peer.endpoint == endpoint)
+            .map(|c| &c.nostr);
+        for key in from_origin.chain(from_announcements) {
+            if out
+                .iter()
+                .any(|r| &r.nostr == key && &r.endpoint == endpoint)
+            {
+                continue;
+            }
+            out.push(crate::catalog::BadSourceRecord {
+                nostr: key.clone(),
+                endpoint: endpoint.clone(),
+                hash: hash.to_owned(),
+                reason: reason.clone(),
+                at,
+            });
+        }
+    }
+    out
+}
+
+/// Records a fetch's bad sources as trust evidence and re-scores (a failure to record is
+/// logged: the fetch's own result stands).
+async fn record_blame(
+    core: &NodeCore,
+    report: &FetchReport,
+    origin: Option<&str>,
+    who: &Accountable,
+) {
+    if report.bad_sources.is_empty() {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let records = blame(&report.bad_sources, &report.hash, origin, who, now);
+    if let Err(e) = super::trust::record_bad_sources(core, &records) {
+        tracing::warn!("bad-bytes evidence not recorded: {e:#}");
+    }
+}
+
 /// The default mirror order until trust scores are wired in: newest announcement first
 /// (a fresh announcement is likelier to name a node that is still up).
 pub fn newest_first(mut candidates: Vec<MirrorCandidate>) -> Vec<MirrorCandidate> {
@@ -97,24 +168,27 @@ fn stall_timeout(core: &NodeCore) -> Duration {
 }
 
 /// Fetches a blob named by a verified manifest (§5): `hash` and `size` from the manifest, the
-/// manifest's `origin` first, then `extra_peers`, then mirrors announced on the relays in the
-/// order `rank_mirrors` gives (pass [`newest_first`] until trust scores are available; a ranker
-/// may also drop candidates below the trust threshold). A failed mirror look-up (relays down)
-/// only loses the mirrors. The report names bad sources (for trust evidence) and the bytes each
-/// source sent.
+/// manifest's `origin` first, then mirrors announced on the relays in the order `rank_mirrors`
+/// gives (a ranker may also drop candidates below the trust threshold). A failed mirror
+/// look-up (relays down) only loses the mirrors. Bad sources are recorded as trust evidence
+/// against the `publisher` (the origin) or their announcers; the report names them and the
+/// bytes each source sent.
 pub async fn fetch_blob(
     core: &NodeCore,
     hash: &str,
     size: u64,
     origin: PeerAddr,
-    extra_peers: Vec<PeerAddr>,
     rank_mirrors: impl FnOnce(Vec<MirrorCandidate>) -> Vec<MirrorCandidate>,
+    publisher: Option<&str>,
     progress: ProgressSender,
 ) -> Result<FetchReport> {
     let mut req = FetchRequest::new(hash, size);
     req.origin = Some(origin);
-    req.peers = extra_peers;
-    fetch_with_mirrors(core, req, true, rank_mirrors, progress).await
+    let who = Accountable {
+        origin_key: publisher.map(str::to_owned),
+        announcers: Vec::new(),
+    };
+    fetch_with_mirrors(core, req, true, rank_mirrors, who, progress).await
 }
 
 /// Room kept free beyond a blob's own bytes: for its verification data (about 1/256 of the
@@ -189,12 +263,14 @@ async fn name_disk_full(
 
 /// The general fetch behind [`fetch_blob`] and `archy blob get`: `req.origin`/`req.peers` as
 /// given, plus (when `lookup_mirrors`) the announced mirrors ranked by `rank_mirrors`.
-/// Duplicates (and the origin among the peers) are dropped, first mention wins.
+/// Duplicates (and the origin among the peers) are dropped, first mention wins. Sources that
+/// send bytes that do not verify are recorded against `who` (and the announcers looked up).
 pub async fn fetch_with_mirrors(
     core: &NodeCore,
     mut req: FetchRequest,
     lookup_mirrors: bool,
     rank_mirrors: impl FnOnce(Vec<MirrorCandidate>) -> Vec<MirrorCandidate>,
+    mut who: Accountable,
     progress: ProgressSender,
 ) -> Result<FetchReport> {
     let swarm = core.swarm().await?;
@@ -211,7 +287,8 @@ pub async fn fetch_with_mirrors(
             Ok(found) => {
                 let ranked = rank_mirrors(found);
                 tracing::info!(hash = %req.hash, mirrors = ranked.len(), "mirror look-up");
-                req.peers.extend(ranked.into_iter().map(|c| c.peer));
+                req.peers.extend(ranked.iter().map(|c| c.peer.clone()));
+                who.announcers.extend(ranked);
             }
             Err(e) => tracing::warn!("mirror look-up failed, fetching without mirrors: {e:#}"),
         }
@@ -220,9 +297,18 @@ pub async fn fetch_with_mirrors(
         req.origin.iter().map(|o| o.endpoint.clone()).collect();
     req.peers.retain(|p| seen.insert(p.endpoint.clone()));
     let (hash, size) = (req.hash.clone(), req.size);
+    let origin = req.origin.as_ref().map(|o| o.endpoint.clone());
     match swarm.fetch(req, progress).await {
-        Ok(report) => Ok(report),
-        Err(e) => Err(name_disk_full(swarm, e, &hash, size).await),
+        Ok(report) => {
+            record_blame(core, &report, origin.as_deref(), &who).await;
+            Ok(report)
+        }
+        Err(e) => {
+            if let SwarmError::Exhausted { report, .. } = &e {
+                record_blame(core, report, origin.as_deref(), &who).await;
+            }
+            Err(name_disk_full(swarm, e, &hash, size).await)
+        }
     }
 }
 
@@ -259,30 +345,23 @@ pub async fn get(
         // Pinned before the fetch, so no GC pass can take it between the fetch and the mirror.
         core.swarm().await?.set_pin(&args.hash, true)?;
     }
-    let report = match (args.size, origin, args.find_mirrors) {
-        // What a verified manifest gives (hash, size, origin): the install flow's path.
-        (Some(size), Some(origin), true) => {
-            fetch_blob(
-                core,
-                &args.hash,
-                size,
-                origin,
-                peers,
-                newest_first,
-                progress,
-            )
-            .await?
-        }
-        (size, origin, find) => {
-            let mut req = match size {
-                Some(size) => FetchRequest::new(&args.hash, size),
-                None => FetchRequest::hash_only(&args.hash),
-            };
-            req.origin = origin;
-            req.peers = peers;
-            fetch_with_mirrors(core, req, find, newest_first, progress).await?
-        }
+    // With a size, an origin and --find-mirrors this is the install flow's path (what a
+    // verified manifest gives), minus a publisher to hold bad bytes against.
+    let mut req = match args.size {
+        Some(size) => FetchRequest::new(&args.hash, size),
+        None => FetchRequest::hash_only(&args.hash),
     };
+    req.origin = origin;
+    req.peers = peers;
+    let report = fetch_with_mirrors(
+        core,
+        req,
+        args.find_mirrors,
+        newest_first,
+        Accountable::default(),
+        progress,
+    )
+    .await?;
     if let Some(out) = &args.out {
         core.swarm().await?.export(&report.hash, out).await?;
     }
@@ -656,6 +735,62 @@ mod tests {
         assert!(text.contains("not enough disk space at"), "{text}");
         assert!(text.contains(&dir.display().to_string()), "{text}");
         assert!(space_needed(1 << 30) > 1 << 30);
+    }
+
+    #[test]
+    fn bad_bytes_count_against_the_announcers_of_the_source_and_the_publisher_for_the_origin() {
+        let cand = |nostr: &str, seed: u8| MirrorCandidate {
+            nostr: nostr.into(),
+            peer: PeerAddr::new(&iroh_id(seed), vec![]).unwrap(),
+            created_at: 1,
+        };
+        let who = Accountable {
+            origin_key: Some("publisher".into()),
+            // Two keys announced the hostile endpoint 7, one an honest endpoint 8.
+            announcers: vec![cand("a", 7), cand("b", 7), cand("c", 8)],
+        };
+        let bad = vec![
+            (iroh_id(7), "leaf hash mismatch".to_string()),
+            (iroh_id(9), "parent hash mismatch".to_string()),
+            (iroh_id(7), "again".to_string()),
+        ];
+        let got = blame(&bad, "h", Some(&iroh_id(9)), &who, 5);
+        let pairs: Vec<(&str, &str)> = got
+            .iter()
+            .map(|r| (r.nostr.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a", "leaf hash mismatch"),
+                ("b", "leaf hash mismatch"),
+                ("publisher", "parent hash mismatch")
+            ]
+        );
+        assert!(got.iter().all(|r| r.hash == "h" && r.at == 5));
+        // A source given by hand is nobody's.
+        assert!(blame(&bad, "h", None, &Accountable::default(), 5).is_empty());
+    }
+
+    #[test]
+    fn the_catalog_keeps_one_bad_bytes_record_per_key_blob_and_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = crate::catalog::Catalog::open(&dir.path().join("c.redb")).unwrap();
+        let rec = crate::catalog::BadSourceRecord {
+            nostr: "aa".repeat(32),
+            endpoint: iroh_id(7),
+            hash: "bb".repeat(32),
+            reason: "leaf hash mismatch".into(),
+            at: 1,
+        };
+        assert!(catalog.record_bad_source(&rec).unwrap());
+        assert!(!catalog.record_bad_source(&rec).unwrap(), "counted once");
+        let other = crate::catalog::BadSourceRecord {
+            hash: "cc".repeat(32),
+            ..rec.clone()
+        };
+        assert!(catalog.record_bad_source(&other).unwrap());
+        assert_eq!(catalog.bad_sources().unwrap().len(), 2);
     }
 
     #[test]

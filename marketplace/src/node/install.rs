@@ -132,8 +132,8 @@ async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<ImageSource> {
             &archive.blake3,
             archive.size,
             origin_addr(m)?,
-            Vec::new(),
             |mirrors| rank_mirrors(mirrors, &scores),
+            Some(&m.publisher.nostr),
             None,
         )
         .await?;

@@ -205,7 +205,7 @@ async fn fetch_part(
     size: Option<u64>,
     max: Option<u64>,
     origin: &PeerAddr,
-    peers: &[PeerAddr],
+    who: &blobs::Accountable,
 ) -> Result<FetchReport> {
     let mut req = match size {
         Some(s) => FetchRequest::new(hash, s),
@@ -213,8 +213,8 @@ async fn fetch_part(
     };
     req.max_size = max;
     req.origin = Some(origin.clone());
-    req.peers = peers.to_vec();
-    blobs::fetch_with_mirrors(core, req, false, |m| m, None).await
+    req.peers = who.announcers.iter().map(|c| c.peer.clone()).collect();
+    blobs::fetch_with_mirrors(core, req, false, |m| m, who.clone(), None).await
 }
 
 /// SHA-256 of a complete blob, read from the store.
@@ -310,17 +310,22 @@ pub async fn ensure_layered(
     let refuse = |e: archy_oci::LayerError| {
         anyhow::anyhow!("refusing the layered image of {} {}: {e}", m.id, m.version)
     };
-    // Peers for every part: mirrors of the root (an announcement names the root, §4.3).
-    let peers: Vec<PeerAddr> = if swarm.has(root).await? {
+    // Peers for every part: mirrors of the root (an announcement names the root, §4.3); bad
+    // bytes count against their announcers, or the publisher for the origin.
+    let announcers = if swarm.has(root).await? {
         Vec::new()
     } else {
         match blobs::find_mirrors(core, root).await {
-            Ok(found) => rank(found).into_iter().map(|c| c.peer).collect(),
+            Ok(found) => rank(found),
             Err(e) => {
                 tracing::warn!("mirror look-up failed, fetching from the origin only: {e:#}");
                 Vec::new()
             }
         }
+    };
+    let peers = blobs::Accountable {
+        origin_key: Some(m.publisher.nostr.clone()),
+        announcers,
     };
     let max_root = 32 * (2 + MAX_LAYERS as u64);
     let r = fetch_part(core, root, None, Some(max_root), &origin, &peers)

@@ -44,6 +44,25 @@ fn recompute(core: &NodeCore, state: &TrustState) -> Result<()> {
     Ok(())
 }
 
+/// Records bad-bytes evidence (PROTOCOL §5.4) in the catalog and re-scores when any of it is
+/// new. Returns how many records were new.
+pub fn record_bad_sources(
+    core: &NodeCore,
+    records: &[crate::catalog::BadSourceRecord],
+) -> Result<usize> {
+    let mut new = 0;
+    for r in records {
+        if core.catalog.record_bad_source(r)? {
+            tracing::warn!(key = %r.nostr, endpoint = %r.endpoint, hash = %r.hash, reason = %r.reason, "bad-bytes evidence recorded against the key that named this source");
+            new += 1;
+        }
+    }
+    if new > 0 {
+        recompute(core, core.trust()?)?;
+    }
+    Ok(new)
+}
+
 /// Short readable names for keys in an explanation: this node, anchors, catalog DIDs.
 fn names(
     core: &NodeCore,
@@ -367,9 +386,24 @@ mod tests {
         ] {
             catalog.ingest(&e, &policy, now).unwrap();
         }
+        let mirror = "ab".repeat(32);
+        catalog
+            .record_bad_source(&crate::catalog::BadSourceRecord {
+                nostr: mirror.clone(),
+                endpoint: "cd".repeat(32),
+                hash: "ef".repeat(32),
+                reason: "leaf hash mismatch".into(),
+                at: now,
+            })
+            .unwrap();
         let obs = observations(&catalog).unwrap();
         let k = Key::from_hex(&id.nostr_hex()).unwrap();
         assert_eq!(obs.evidence[&k].equivocations, 1);
+        let m = Key::from_hex(&mirror).unwrap();
+        assert_eq!(
+            obs.evidence[&m].bad_bytes, 1,
+            "a mirror's bad bytes count against it"
+        );
         assert_eq!(obs.history[&k].accepted_releases, 2);
         assert_eq!(resolve_key(&catalog, &id.did()).unwrap(), vec![k]);
     }

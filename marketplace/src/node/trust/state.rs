@@ -133,7 +133,8 @@ pub(super) fn resolve_entries(catalog: &Catalog, entries: &[String], what: &str)
     out
 }
 
-/// What the catalog knows about publishers: equivocation counts and history per Nostr key.
+/// What the catalog knows about publishers and mirrors: equivocation and bad-bytes counts and
+/// history per Nostr key.
 pub(super) struct Observations {
     pub(super) evidence: BTreeMap<Key, EvidenceCounts>,
     pub(super) history: BTreeMap<Key, History>,
@@ -157,6 +158,12 @@ pub(super) fn observations(catalog: &Catalog) -> Result<Observations> {
             h.first_seen = h.first_seen.min(r.created_at);
             h.accepted_releases = h.accepted_releases.saturating_add(1);
             evidence.entry(k).or_default();
+        }
+    }
+    for b in catalog.bad_sources()? {
+        if let Ok(k) = Key::from_hex(&b.nostr) {
+            let e = evidence.entry(k).or_default();
+            e.bad_bytes = e.bad_bytes.saturating_add(1);
         }
     }
     for r in catalog.rejected()? {
