@@ -633,3 +633,90 @@ async fn the_origin_killed_mid_transfer_leaves_the_rest_to_a_mirror() {
     drop((consumer, mirror));
     relay.shutdown().await;
 }
+
+/// The swarm's hostile provider: the real iroh-blobs protocol with its bytes flipped.
+#[path = "../../swarm/tests/common/mod.rs"]
+mod swarm_common;
+
+/// PROTOCOL §5.4: a mirror announced on the relay that sends bytes that do not verify is
+/// dropped, the fetch completes from an honest mirror and verifies, and the key that announced
+/// the hostile source carries the evidence in `archy trust show`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_mirror_is_dropped_and_its_announcer_carries_the_evidence() {
+    let (relay, _db) = start_relay().await;
+    let url = relay.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let o = home_with_relay(dir.path(), "origin", Some(&url));
+    let a = home_with_relay(dir.path(), "mirror", Some(&url));
+    let b = home_with_relay(dir.path(), "consumer", Some(&url));
+    let data = test_bytes("hostile-mirror", 1024 * 1024 + 9);
+    let size = data.len().to_string();
+    let (mut origin, hash, o_addr) = origin_serving(&o, &data).await;
+    let _node_a = start_node(&a).await;
+    let a_addr = node_addr(&a).await;
+    let got = cli_json(
+        &a,
+        &[
+            "blob", "get", &hash, "--from", &o_addr, "--size", &size, "--mirror", "--json",
+        ],
+    )
+    .await;
+    assert!(got["mirror"]["accepted"].as_u64().unwrap() >= 1, "{got}");
+    origin.stop();
+
+    // A hostile provider holding the same blob, announced after the honest mirror (a newer
+    // announcement is tried first among keys of equal trust), by a key of its own.
+    let (_hostile, hostile_addr) = swarm_common::hostile(&data, 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let hostile_keys = nostr_sdk::Keys::generate();
+    let ann = archy_marketplace::events::MirrorAnnouncement {
+        endpoint: hostile_addr.endpoint.clone(),
+        addrs: hostile_addr.addrs.iter().map(ToString::to_string).collect(),
+    };
+    let event = archy_marketplace::events::build_mirror_event(&hostile_keys, &hash, &ann).unwrap();
+    let pool = archy_relays::RelayPool::connect([url.as_str()], Default::default())
+        .await
+        .unwrap();
+    assert_eq!(pool.publish(&event).await.unwrap().accepted, 1);
+    pool.shutdown().await;
+
+    let out = dir.path().join("b.bin");
+    let got = cli_json(
+        &b,
+        &[
+            "blob",
+            "get",
+            &hash,
+            "--size",
+            &size,
+            "--find-mirrors",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(std::fs::read(&out).unwrap(), data, "verified and complete");
+    let report = &got["report"];
+    let bad = report["bad_sources"].as_array().unwrap();
+    assert_eq!(bad.len(), 1, "{report}");
+    assert_eq!(bad[0][0], hostile_addr.endpoint.as_str(), "{report}");
+    assert_eq!(
+        bytes_from(report, endpoint_of(&a_addr)),
+        data.len() as u64,
+        "the honest mirror sent every verified byte: {report}"
+    );
+    let hostile_hex = hostile_keys.public_key().to_hex();
+    let shown = cli_json(&b, &["trust", "show", &hostile_hex, "--json"]).await;
+    assert_eq!(
+        shown["explanation"]["evidence"]["bad_bytes"], 1,
+        "the announcer carries the evidence: {shown}"
+    );
+    let a_id = cli_json(&a, &["id", "show", "--json"]).await;
+    let a_nostr = a_id["nostr"].as_str().unwrap();
+    let shown = cli_json(&b, &["trust", "show", a_nostr, "--json"]).await;
+    assert_eq!(
+        shown["explanation"]["evidence"]["bad_bytes"], 0,
+        "the honest mirror carries none: {shown}"
+    );
+}
