@@ -94,6 +94,33 @@ async fn origin_serving(home: &Path, data: &[u8]) -> (NodeProc, String, String) 
     (node, hash, node_addr(home).await)
 }
 
+/// An origin node serving `data` and a mirror node (on `mirror`) that fetched it from the
+/// origin and announced itself on the relay: (origin, mirror, hash, origin address, mirror
+/// address).
+async fn origin_and_mirror(
+    origin_home: &Path,
+    mirror: &Path,
+    data: &[u8],
+) -> (NodeProc, NodeProc, String, String, String) {
+    let size = data.len().to_string();
+    let (origin, hash, o_addr) = origin_serving(origin_home, data).await;
+    let node = start_node(mirror).await;
+    let m_addr = node_addr(mirror).await;
+    let got = cli_json(
+        mirror,
+        &[
+            "blob", "get", &hash, "--from", &o_addr, "--size", &size, "--mirror", "--json",
+        ],
+    )
+    .await;
+    assert_eq!(
+        bytes_from(&got["report"], endpoint_of(&o_addr)),
+        data.len() as u64
+    );
+    assert!(got["mirror"]["accepted"].as_u64().unwrap() >= 1, "{got}");
+    (origin, node, hash, o_addr, m_addr)
+}
+
 /// A running `archy blob serve`, stopped with SIGTERM on drop.
 struct BlobServe {
     child: Child,
@@ -415,23 +442,8 @@ async fn a_mirror_found_through_the_relay_serves_while_the_origin_is_down() {
     let c = home_with_relay(dir.path(), "consumer-c", Some(&url));
     let data = test_bytes("mirrored", 1024 * 1024 + 5);
     let size = data.len().to_string();
-    let (mut origin, hash, o_addr) = origin_serving(&o, &data).await;
-
     // A fetches from the origin (through its running node) and becomes a mirror.
-    let node_a = start_node(&a).await;
-    let a_addr = node_addr(&a).await;
-    let got = cli_json(
-        &a,
-        &[
-            "blob", "get", &hash, "--from", &o_addr, "--size", &size, "--mirror", "--json",
-        ],
-    )
-    .await;
-    assert_eq!(
-        bytes_from(&got["report"], endpoint_of(&o_addr)),
-        data.len() as u64
-    );
-    assert!(got["mirror"]["accepted"].as_u64().unwrap() >= 1, "{got}");
+    let (mut origin, node_a, hash, o_addr, a_addr) = origin_and_mirror(&o, &a, &data).await;
     let ls = cli_json(&a, &["blob", "ls", "--json"]).await;
     assert!(
         ls.as_array()
@@ -651,17 +663,7 @@ async fn a_hostile_mirror_is_dropped_and_its_announcer_carries_the_evidence() {
     let b = home_with_relay(dir.path(), "consumer", Some(&url));
     let data = test_bytes("hostile-mirror", 1024 * 1024 + 9);
     let size = data.len().to_string();
-    let (mut origin, hash, o_addr) = origin_serving(&o, &data).await;
-    let _node_a = start_node(&a).await;
-    let a_addr = node_addr(&a).await;
-    let got = cli_json(
-        &a,
-        &[
-            "blob", "get", &hash, "--from", &o_addr, "--size", &size, "--mirror", "--json",
-        ],
-    )
-    .await;
-    assert!(got["mirror"]["accepted"].as_u64().unwrap() >= 1, "{got}");
+    let (mut origin, _node_a, hash, _, a_addr) = origin_and_mirror(&o, &a, &data).await;
     origin.stop();
 
     // A hostile provider holding the same blob, announced after the honest mirror (a newer
