@@ -163,10 +163,12 @@ pub(crate) fn request_filter(
     if policy == ServePolicy::Everything && limits == UploadLimits::default() {
         return None;
     }
-    // The slots need the end of each request: its update stream (the `Log` modes).
+    // The slots need the end of each request: the provider holds the request's update sender
+    // until the request ends, in `Intercept` mode too (unused there), so its receiver closes
+    // then; the `Log` modes would add an event per chunk group that nothing here needs.
     let mask = EventMask {
-        get: RequestMode::InterceptLog,
-        get_many: RequestMode::InterceptLog,
+        get: RequestMode::Intercept,
+        get_many: RequestMode::Intercept,
         observe: ObserveMode::Intercept,
         throttle: if limits.rate.is_some() {
             ThrottleMode::Intercept
