@@ -418,7 +418,16 @@ impl Swarm {
                     sel.on_progress(std::time::Instant::now(), delta);
                 }
                 GetProgressItem::Done(_) => break Ok(()),
-                GetProgressItem::Error(e) => break Err(classify(&e)),
+                GetProgressItem::Error(e) => {
+                    // Our servers answer busy before any byte; busy after bytes would dodge the
+                    // rate floor and the attempt count, so it is a plain failure.
+                    break Err(match classify(&e) {
+                        Failure::Busy if last > 0 => {
+                            Failure::Transfer("refused busy after sending bytes".into())
+                        }
+                        f => f,
+                    });
+                }
             }
         };
         conn.close(0u32.into(), b"done");

@@ -140,6 +140,10 @@ pub enum Action {
     GiveUp,
 }
 
+/// Busy answers in a row (no progress between) after which a source counts as failed: with
+/// the back-off that is about half an hour of asking (1+2+…+32 s, then 60 s each).
+pub const MAX_BUSY_IN_A_ROW: u32 = 36;
+
 /// The first busy back-off, and the longest.
 pub const BUSY_BACKOFF_FIRST: Duration = Duration::from_secs(1);
 pub const BUSY_BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -300,8 +304,16 @@ impl Selector {
         self.samples.clear();
         self.floor_lifted = false;
         let s = &mut self.sources[i];
-        s.attempts = s.attempts.saturating_sub(1);
         s.busy = s.busy.saturating_add(1);
+        if s.busy > MAX_BUSY_IN_A_ROW {
+            // Busy for about half an hour: a failed attempt after all, so a source that is
+            // always busy cannot hold a fetch forever.
+            s.status = Status::Failed;
+            self.failures
+                .push((s.id.clone(), format!("busy {} times in a row", s.busy)));
+            return Duration::ZERO;
+        }
+        s.attempts = s.attempts.saturating_sub(1);
         let wait = busy_backoff(s.busy, jitter);
         s.status = Status::Busy(now + wait);
         wait
@@ -917,5 +929,20 @@ mod tests {
         // Progress resets the back-off: a new busy answer waits 1 s again.
         s.on_progress(later, 1);
         assert_eq!(s.on_busy(later, 1.0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_source_busy_for_ever_fails_after_max_busy_in_a_row() {
+        let t0 = Instant::now();
+        let mut s = Selector::new(Some("o".into()), Vec::<String>::new(), T, 1);
+        let mut now = t0;
+        for _ in 0..MAX_BUSY_IN_A_ROW {
+            assert_eq!(tried(&mut s, now).as_deref(), Some("o"));
+            now += s.on_busy(now, 1.0);
+        }
+        assert_eq!(tried(&mut s, now).as_deref(), Some("o"));
+        assert_eq!(s.on_busy(now, 1.0), Duration::ZERO);
+        assert_eq!(s.next_action(now), Action::GiveUp, "no attempts left");
+        assert!(s.failures()[0].1.contains("busy"), "{:?}", s.failures());
     }
 }
