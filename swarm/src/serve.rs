@@ -127,7 +127,7 @@ impl Slots {
 }
 
 /// A token bucket for the node's upload rate: each chunk group sent books its bytes at the
-/// rate, and the sender waits until its booking starts. At most one second of burst.
+/// rate, and the sender waits for whatever is booked beyond one second of burst.
 #[derive(Debug)]
 struct Pacer {
     rate: u64,
@@ -181,11 +181,9 @@ pub(crate) fn request_filter(
     let everything = policy == ServePolicy::Everything;
     let served = move |h: &Hash| everything || own.contains(h) || mirrors.contains(&h.to_hex());
     let allowed = move |h: &Hash| served(h) || seqs.roots_of(h).iter().any(&served);
-    let pacer = limits.rate.map(|rate| {
-        Arc::new(Pacer {
-            rate,
-            next: std::sync::Mutex::new(tokio::time::Instant::now()),
-        })
+    let pacer = limits.rate.map(|rate| Pacer {
+        rate,
+        next: std::sync::Mutex::new(tokio::time::Instant::now()),
     });
     tokio::spawn(async move {
         let verdict = |ok: bool, h: &Hash| {
