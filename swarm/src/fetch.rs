@@ -1,6 +1,13 @@
-//! Origin-first verified fetch (PROTOCOL §5): the I/O driver around [`crate::select::Selector`].
+//! Verified fetch (PROTOCOL §5): the I/O driver around [`crate::spread`] and
+//! [`crate::select::Selector`].
 //!
-//! Each attempt asks one source for the ranges still missing locally (iroh-blobs keeps verified
+//! A blob of known size and more than one source is first *spread*: its 16 KiB-aligned pieces
+//! are fetched from up to four sources at once, the origin among them, each source taking the
+//! next piece nobody holds (so the faster ones take more). Whatever the spread leaves missing
+//! — every source in it ended, or a piece kept failing — is finished one source at a time,
+//! origin first, by the selector's rules, so the origin alone can always complete a fetch.
+//!
+//! Each sequential attempt asks one source for the ranges still missing locally (iroh-blobs keeps verified
 //! partial data, so an interrupted fetch resumes). iroh-blobs verifies every chunk group against
 //! the BLAKE3 tree before it is written; a hash mismatch drops the source for this fetch and is
 //! reported in [`FetchReport::bad_sources`] so the caller can record it against the peer's key.
@@ -8,22 +15,34 @@
 //! rules are in [`crate::select`]); that is not evidence of malice and is only in
 //! [`FetchReport::failures`].
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
 
-use futures::StreamExt;
+use futures::{stream::FuturesUnordered, StreamExt};
 use iroh_blobs::{
     api::{proto::BlobStatus, remote::GetProgressItem},
     get::{fsm::DecodeError, GetError},
+    protocol::{ChunkRanges, ChunkRangesExt, GetRequest},
     HashAndFormat,
 };
 use serde::{Deserialize, Serialize};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tracing::{debug, info, warn};
 
 use crate::{
     addr::parse_hash,
     error::short,
     select::{Action, Failure, Selector, SourceRole},
+    spread::{self, Next, Pieces},
     PeerAddr, Swarm, SwarmError,
 };
 
@@ -56,8 +75,9 @@ pub struct FetchRequest {
     pub max_size: Option<u64>,
     /// The manifest's origin; tried first on every fetch.
     pub origin: Option<PeerAddr>,
-    /// Mirrors, most trusted first; used only when the origin is unreachable, stalls or is too
-    /// slow.
+    /// Mirrors, most trusted first. The first three share a spread fetch with the origin
+    /// (later ones replace those that drop out); in the sequential phase they are used when the
+    /// origin is unreachable, stalls or is too slow.
     pub peers: Vec<PeerAddr>,
     /// No verified progress for this long counts as a stall (also bounds connecting). Also the
     /// window over which [`FetchRequest::min_rate`] is measured.
@@ -68,6 +88,10 @@ pub struct FetchRequest {
     /// origin still delivers when nobody else can. 0 disables the rule. Default
     /// [`DEFAULT_MIN_RATE`].
     pub min_rate: u64,
+    /// Sources asked at once for different pieces of the blob (§5.3); 1 fetches from one
+    /// source at a time by the sequential rules alone. Default
+    /// [`spread::MAX_SOURCES_AT_ONCE`].
+    pub sources_at_once: usize,
 }
 
 impl FetchRequest {
@@ -88,6 +112,7 @@ impl FetchRequest {
             peers: Vec::new(),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             min_rate: DEFAULT_MIN_RATE,
+            sources_at_once: spread::MAX_SOURCES_AT_ONCE,
         }
     }
 }
@@ -206,21 +231,61 @@ impl Swarm {
         }
         let me = self.endpoint_id();
         // Never dial ourselves: we would "serve" our own partial data.
+        let origin = req
+            .origin
+            .as_ref()
+            .map(|o| o.endpoint.clone())
+            .filter(|id| *id != me);
+        let peers: Vec<String> = req
+            .peers
+            .iter()
+            .map(|p| p.endpoint.clone())
+            .filter(|id| *id != me && Some(id) != origin.as_ref())
+            .collect();
+        let started = Instant::now();
+        let transferred = AtomicU64::new(0);
+
+        // Several sources at once first (§5.3); what that leaves missing, the origin-first
+        // sequential fetch below finishes.
+        let mut spread_tally = SpreadTally::default();
+        let sources: Vec<(String, SourceRole)> = origin
+            .iter()
+            .map(|o| (o.clone(), SourceRole::Origin))
+            .chain(peers.iter().map(|p| (p.clone(), SourceRole::Peer)))
+            .collect();
+        let at_once = sources.len().min(req.sources_at_once);
+        if let Some(size) = req.size.filter(|s| spread::worth_spreading(*s, at_once)) {
+            let ctx = SpreadCtx {
+                hash: h,
+                size,
+                req: &req,
+                sources: &sources,
+                addrs: &addrs,
+                started,
+                have_before: self.local_bytes(&hex).await.unwrap_or(0),
+                transferred: &transferred,
+                progress: &progress,
+            };
+            spread_tally = self.spread(&ctx).await;
+            if matches!(self.status(h).await?, BlobStatus::Complete { .. }) {
+                report.bytes_per_source = spread_tally.bytes.clone();
+                report.bad_sources = spread_tally.bad.clone();
+                report.failures = spread_tally.failures.clone();
+                report.completed_by = spread_tally.last_piece_from.clone();
+                return self.finish(h, &req, report).await;
+            }
+            info!(hash = %hex, missing_from = ?spread_tally.stopped(), "the spread left pieces missing: finishing from one source at a time, origin first");
+        }
+
+        let dropped = |id: &String| spread_tally.bad.iter().any(|(b, _)| b == id);
         let mut sel = Selector::new(
-            req.origin
-                .as_ref()
-                .map(|o| o.endpoint.clone())
-                .filter(|id| *id != me),
-            req.peers
-                .iter()
-                .map(|p| p.endpoint.clone())
-                .filter(|id| *id != me),
+            origin.filter(|o| !dropped(o)),
+            peers.into_iter().filter(|p| !dropped(p)),
             req.stall_timeout,
             MAX_ATTEMPTS,
         )
         .with_min_rate(req.min_rate);
-        let started = Instant::now();
-        let mut transferred = 0u64;
+        let mut transferred = transferred.into_inner();
         loop {
             let index = match sel.next_action(Instant::now().into_std()) {
                 Action::Try { index } => index,
@@ -229,7 +294,7 @@ impl Swarm {
                     continue;
                 }
                 Action::GiveUp => {
-                    fill(&mut report, &sel);
+                    fill(&mut report, &sel, &spread_tally);
                     warn!(hash = %hex, failures = ?report.failures, "fetch failed: all sources exhausted");
                     return Err(SwarmError::Exhausted {
                         hash: hex,
@@ -310,17 +375,307 @@ impl Swarm {
                 }
             }
         }
-        fill(&mut report, &sel);
+        fill(&mut report, &sel, &spread_tally);
+        self.finish(h, &req, report).await
+    }
+
+    /// The blob is complete (or the fetch failed): its size checked and kept.
+    async fn finish(
+        &self,
+        h: iroh_blobs::Hash,
+        req: &FetchRequest,
+        mut report: FetchReport,
+    ) -> Result<FetchReport, SwarmError> {
         match self.status(h).await? {
             BlobStatus::Complete { size } => {
-                check_size(&hex, req.size, size)?;
-                check_max(&hex, req.max_size, size)?;
+                check_size(&report.hash, req.size, size)?;
+                check_max(&report.hash, req.max_size, size)?;
                 report.size = size;
             }
-            _ => return Err(SwarmError::NotFound { hash: hex }),
+            _ => return Err(SwarmError::NotFound { hash: report.hash }),
         }
         self.keep_fetched(HashAndFormat::raw(h)).await?;
         Ok(report)
+    }
+
+    /// Spreads the blob's missing pieces over up to [`FetchRequest::sources_at_once`] sources at
+    /// once (the origin among them when there is one); a source that leaves is replaced by the
+    /// next in the list. Returns when every piece is verified or no source is left.
+    async fn spread(&self, ctx: &SpreadCtx<'_>) -> SpreadTally {
+        let have = match self.store.blobs().observe(ctx.hash).await {
+            Ok(b) => b.ranges,
+            Err(_) => ChunkRanges::empty(),
+        };
+        let at_once = ctx.sources.len().min(ctx.req.sources_at_once);
+        let len = spread::piece_len(ctx.size, at_once);
+        let pieces = Mutex::new(Pieces::new(ctx.size, len, |r| {
+            ChunkRanges::bytes(r).is_subset(&have)
+        }));
+        debug!(hash = %ctx.hash, pieces = pieces.lock().unwrap().len(), piece_len = len, sources = ctx.sources.len(), "spreading the fetch");
+        // Set, to the source whose piece was the last, when every piece is verified: the
+        // spread ends then, without waiting for a worker still connecting or backing off.
+        let (done, mut done_rx) = watch::channel(None);
+        let (released, _) = watch::channel(0u64);
+        let bytes: Vec<AtomicU64> = ctx.sources.iter().map(|_| AtomicU64::new(0)).collect();
+        let failures = Mutex::new(Vec::new());
+        let shared = Shared {
+            pieces: &pieces,
+            done: &done,
+            released: &released,
+            bytes: &bytes,
+            failures: &failures,
+        };
+        let mut tally = SpreadTally::default();
+        let mut next = 0;
+        let mut running = FuturesUnordered::new();
+        while next < at_once {
+            running.push(self.spread_worker(ctx, shared, next));
+            next += 1;
+        }
+        loop {
+            tokio::select! {
+                end = running.next() => {
+                    let Some(end) = end else { break };
+                    tally.add(end);
+                    let missing = pieces.lock().unwrap().missing();
+                    if missing > 0 && next < ctx.sources.len() {
+                        running.push(self.spread_worker(ctx, shared, next));
+                        next += 1;
+                    }
+                }
+                _ = done_rx.wait_for(|d| d.is_some()) => break,
+            }
+        }
+        // Cancels the workers still connecting or backing off (none holds a piece).
+        drop(running);
+        tally.bytes = ctx
+            .sources
+            .iter()
+            .zip(&bytes)
+            .map(|((id, _), b)| (id.clone(), b.load(Ordering::Relaxed)))
+            .filter(|(_, b)| *b > 0)
+            .collect();
+        tally.failures = failures.into_inner().unwrap_or_default();
+        tally.last_piece_from = done.borrow().map(|i| ctx.sources[i].0.clone());
+        tally
+    }
+
+    /// One source's part in the spread: claim a piece, ask for exactly its range, repeat.
+    async fn spread_worker(
+        &self,
+        ctx: &SpreadCtx<'_>,
+        shared: Shared<'_>,
+        index: usize,
+    ) -> WorkerEnd {
+        let pieces = shared.pieces;
+        let (id, role) = (&ctx.sources[index].0, ctx.sources[index].1);
+        let mut end = WorkerEnd {
+            id: id.clone(),
+            ..Default::default()
+        };
+        let mut worker = spread::Worker::default();
+        let mut conn: Option<iroh::endpoint::Connection> = None;
+        loop {
+            // Connected before it claims: a source that cannot be reached holds no piece.
+            let outcome = match self.connect_source(ctx, &mut conn, id, role).await {
+                Err(f) => Err(f),
+                Ok(c) => {
+                    let mut released = shared.released.subscribe();
+                    let claimed = pieces.lock().unwrap().claim(index);
+                    let Some(piece) = claimed else {
+                        if pieces.lock().unwrap().is_complete() {
+                            break;
+                        }
+                        // Every missing piece is held by another source: wait until one is
+                        // given back (that source failed), or the blob is complete.
+                        let mut done = shared.done.subscribe();
+                        tokio::select! {
+                            _ = released.changed() => {}
+                            _ = done.wait_for(|d| d.is_some()) => {}
+                        }
+                        continue;
+                    };
+                    let (range, last) = {
+                        let p = pieces.lock().unwrap();
+                        (p.range(piece), p.is_last(piece))
+                    };
+                    let outcome = self
+                        .fetch_piece(ctx, &c, id, role, range, last, &shared.bytes[index])
+                        .await;
+                    let mut p = pieces.lock().unwrap();
+                    match outcome {
+                        Ok(()) => {
+                            p.done(piece);
+                            if p.is_complete() {
+                                shared.done.send_replace(Some(index));
+                            }
+                        }
+                        Err(_) => {
+                            p.release(piece);
+                            shared.released.send_modify(|n| *n += 1);
+                        }
+                    }
+                    outcome
+                }
+            };
+            if let Err(f) = &outcome {
+                if !matches!(f, Failure::Busy) {
+                    let failure = (id.clone(), f.describe());
+                    shared.failures.lock().unwrap().push(failure);
+                    // A fresh connection for the next request: this one may be what failed.
+                    if let Some(c) = conn.take() {
+                        c.close(0u32.into(), b"retry");
+                    }
+                }
+            }
+            match worker.on_outcome(outcome, rand::random_range(0.5..=1.5)) {
+                Next::Claim => {}
+                Next::Wait(wait) => {
+                    info!(hash = %ctx.hash, source = %short(id), ?role, retry_in_ms = wait.as_millis() as u64, "source is busy: its pieces go to the others meanwhile");
+                    emit(
+                        ctx.progress,
+                        FetchEvent::Busy {
+                            source: id.clone(),
+                            role,
+                            retry_in_ms: wait.as_millis() as u64,
+                        },
+                    )
+                    .await;
+                    let mut done = shared.done.subscribe();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = done.wait_for(|d| d.is_some()) => {}
+                    }
+                }
+                Next::Stop { reason, bad } => {
+                    if bad {
+                        warn!(hash = %ctx.hash, source = %short(id), %reason, "source sent bytes that do not verify; dropped for this fetch");
+                    } else {
+                        debug!(hash = %ctx.hash, source = %short(id), %reason, "source leaves the spread");
+                    }
+                    emit(
+                        ctx.progress,
+                        FetchEvent::SourceFailed {
+                            source: id.clone(),
+                            role,
+                            reason: reason.clone(),
+                            bad,
+                        },
+                    )
+                    .await;
+                    end.stop = Some((reason, bad));
+                    break;
+                }
+            }
+        }
+        if let Some(c) = conn {
+            c.close(0u32.into(), b"done");
+        }
+        end
+    }
+
+    /// The worker's connection to its source, connecting (within the stall timeout) when it
+    /// has none.
+    async fn connect_source(
+        &self,
+        ctx: &SpreadCtx<'_>,
+        conn: &mut Option<iroh::endpoint::Connection>,
+        id: &str,
+        role: SourceRole,
+    ) -> Result<iroh::endpoint::Connection, Failure> {
+        let stall = ctx.req.stall_timeout;
+        if conn.is_none() {
+            emit(
+                ctx.progress,
+                FetchEvent::Trying {
+                    source: id.to_string(),
+                    role,
+                },
+            )
+            .await;
+            let addr = ctx.addrs[id].clone();
+            *conn = Some(
+                match tokio::time::timeout(stall, self.endpoint.connect(addr, iroh_blobs::ALPN))
+                    .await
+                {
+                    Err(_) => {
+                        return Err(Failure::Unreachable(
+                            "no answer within the stall timeout".into(),
+                        ))
+                    }
+                    Ok(Err(e)) => return Err(Failure::Unreachable(e.to_string())),
+                    Ok(Ok(c)) => c,
+                },
+            );
+        }
+        Ok(conn.clone().expect("connected above"))
+    }
+
+    /// Asks one source for one piece's bytes (the last piece runs to the blob's end, so the
+    /// source proves the size). Every chunk group is verified before it is stored.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_piece(
+        &self,
+        ctx: &SpreadCtx<'_>,
+        conn: &iroh::endpoint::Connection,
+        id: &str,
+        role: SourceRole,
+        range: std::ops::Range<u64>,
+        last: bool,
+        bytes: &AtomicU64,
+    ) -> Result<(), Failure> {
+        let stall = ctx.req.stall_timeout;
+        let ranges = if last {
+            ChunkRanges::bytes(range.start..)
+        } else {
+            ChunkRanges::bytes(range)
+        };
+        let request = GetRequest::builder().root(ranges).build(ctx.hash);
+        let stream = self
+            .store
+            .remote()
+            .execute_get(conn.clone(), request)
+            .stream();
+        tokio::pin!(stream);
+        let mut seen = 0u64;
+        loop {
+            let item = match tokio::time::timeout(stall, stream.next()).await {
+                Err(_) => return Err(Failure::Stalled),
+                Ok(None) => return Err(Failure::Transfer("stream ended without a result".into())),
+                Ok(Some(item)) => item,
+            };
+            match item {
+                GetProgressItem::Progress(n) => {
+                    let delta = n.saturating_sub(seen);
+                    seen = n;
+                    bytes.fetch_add(delta, Ordering::Relaxed);
+                    let total = ctx.transferred.fetch_add(delta, Ordering::Relaxed) + delta;
+                    let elapsed = ctx.started.elapsed().as_secs_f64().max(1e-6);
+                    emit(
+                        ctx.progress,
+                        FetchEvent::Progress(FetchProgress {
+                            hash: ctx.hash.to_hex(),
+                            size: Some(ctx.size),
+                            have: (ctx.have_before + total).min(ctx.size),
+                            transferred: total,
+                            rate_bytes_per_sec: total as f64 / elapsed,
+                            source: id.to_string(),
+                            role,
+                        }),
+                    )
+                    .await;
+                }
+                GetProgressItem::Done(_) => return Ok(()),
+                GetProgressItem::Error(e) => {
+                    return Err(match classify(&e) {
+                        Failure::Busy if seen > 0 => {
+                            Failure::Transfer("refused busy after sending bytes".into())
+                        }
+                        f => f,
+                    })
+                }
+            }
+        }
     }
 
     async fn attempt(
@@ -481,10 +836,91 @@ fn check_max(hash: &str, max: Option<u64>, actual: u64) -> Result<(), SwarmError
     }
 }
 
-fn fill(report: &mut FetchReport, sel: &Selector) {
-    report.bytes_per_source = sel.bytes_per_source();
-    report.bad_sources = sel.bad_sources();
-    report.failures = sel.failures().to_vec();
+/// Everything the fetch shares between its spread workers.
+struct SpreadCtx<'a> {
+    hash: iroh_blobs::Hash,
+    size: u64,
+    req: &'a FetchRequest,
+    /// Origin first, then peers in the caller's order.
+    sources: &'a [(String, SourceRole)],
+    addrs: &'a HashMap<String, iroh::EndpointAddr>,
+    started: Instant,
+    /// Verified bytes held locally before this fetch (a resumed one).
+    have_before: u64,
+    transferred: &'a AtomicU64,
+    progress: &'a ProgressSender,
+}
+
+/// What the spread's workers share.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    pieces: &'a Mutex<Pieces>,
+    /// The index of the source whose piece completed the blob, once one has.
+    done: &'a watch::Sender<Option<usize>>,
+    /// Bumped whenever a piece is given back, for workers waiting for one.
+    released: &'a watch::Sender<u64>,
+    /// Verified bytes per source (by index).
+    bytes: &'a [AtomicU64],
+    /// Every failed piece request: (endpoint id, why); busy answers are no failures.
+    failures: &'a Mutex<Vec<(String, String)>>,
+}
+
+/// How one source's part in the spread ended.
+#[derive(Debug, Default)]
+struct WorkerEnd {
+    id: String,
+    /// Why it left before the pieces ran out (and whether for bad bytes).
+    stop: Option<(String, bool)>,
+}
+
+/// The spread's outcome, in the report's terms.
+#[derive(Debug, Default)]
+struct SpreadTally {
+    bytes: Vec<(String, u64)>,
+    bad: Vec<(String, String)>,
+    failures: Vec<(String, String)>,
+    last_piece_from: Option<String>,
+    stopped: Vec<String>,
+}
+
+impl SpreadTally {
+    fn add(&mut self, end: WorkerEnd) {
+        if let Some((reason, bad)) = end.stop {
+            if bad {
+                self.bad.push((end.id.clone(), reason));
+            }
+            self.stopped.push(end.id);
+        }
+    }
+
+    fn stopped(&self) -> Vec<String> {
+        self.stopped.iter().map(|s| short(s).to_string()).collect()
+    }
+}
+
+/// The report of a fetch that went on sequentially after a spread: both phases' bytes
+/// (summed per source), bad sources and failures, the spread's first.
+fn fill(report: &mut FetchReport, sel: &Selector, spread: &SpreadTally) {
+    let mut bytes = spread.bytes.clone();
+    for (id, b) in sel.bytes_per_source() {
+        match bytes.iter_mut().find(|(i, _)| *i == id) {
+            Some(entry) => entry.1 += b,
+            None => bytes.push((id, b)),
+        }
+    }
+    report.bytes_per_source = bytes;
+    report.bad_sources = spread
+        .bad
+        .iter()
+        .cloned()
+        .chain(sel.bad_sources())
+        .collect();
+    report.failures = spread
+        .failures
+        .iter()
+        .cloned()
+        .chain(sel.failures().iter().cloned())
+        .collect();
 }
 
 /// Emits an event for the current attempt. The time a slow consumer holds us counts neither as

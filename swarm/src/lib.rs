@@ -12,8 +12,11 @@
 //!   beside the store for files on their way in or out.
 //! - [`addr`]: [`PeerAddr`] and its compact `<hex>@ip:port,...` form; hash parsing.
 //! - [`select`]: the pure (sans-IO) source-selection state machine of PROTOCOL §5.
-//! - [`fetch`]: the fetch driver: connect, request missing ranges, verify, detect stalls and
-//!   sources below the minimum rate, drop corrupt sources, report progress and per-source bytes.
+//! - [`spread`]: the pure rules for one blob from several sources at once (PROTOCOL §5.3):
+//!   16 KiB-aligned pieces, who holds which, when a source leaves the spread.
+//! - [`fetch`]: the fetch driver: spread the pieces over the origin and peers at once, then
+//!   finish what is missing origin-first; verify, detect stalls and sources below the minimum
+//!   rate, drop corrupt sources, report progress and per-source bytes.
 //! - [`layered`]: HashSeqs of parts (a layered image, PROTOCOL §2.1): add parts as one root,
 //!   read a root's children, keep a fetched root (its children with it), read byte ranges.
 //!   What the parts mean is the caller's business.
@@ -34,6 +37,7 @@ pub mod mirror;
 pub mod node;
 pub mod select;
 pub mod serve;
+pub mod spread;
 
 pub use addr::{parse_hash, PeerAddr};
 pub use collection::Ticket;

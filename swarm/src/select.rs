@@ -70,7 +70,8 @@ pub enum Failure {
 }
 
 impl Failure {
-    fn describe(&self) -> String {
+    /// The failure for people (and for reports).
+    pub fn describe(&self) -> String {
         match self {
             Failure::Unreachable(r) => format!("unreachable: {r}"),
             Failure::Stalled => "stalled: no verified progress within the stall timeout".into(),

@@ -10,9 +10,13 @@ use tokio::{sync::mpsc, time::timeout};
 
 const MIB: usize = 1024 * 1024;
 
+/// One source at a time: these tests hold the sequential rules of §5 (origin first, stalls,
+/// the rate floor, resumes), which also finish whatever a spread fetch leaves missing. The
+/// spread itself is tested in `spread.rs`.
 fn request(hash: &str, size: u64) -> FetchRequest {
     let mut r = FetchRequest::new(hash, size);
     r.stall_timeout = Duration::from_secs(3);
+    r.sources_at_once = 1;
     r
 }
 
