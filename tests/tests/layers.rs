@@ -298,7 +298,9 @@ async fn an_update_moves_only_the_changed_layer_and_the_registry_serves_oci_clie
         moved <= bound,
         "the update moved {moved} bytes; the changed layer is {changed}: {up}"
     );
-    let grew = after - mid;
+    // The store may also shrink meanwhile: the files of a partial blob (its sizes and
+    // bitfield) are deleted after it completes, in a later store transaction.
+    let grew = after.saturating_sub(mid);
     assert!(
         grew <= bound + changed / 64,
         "the store grew {grew} bytes for a {changed}-byte layer"
