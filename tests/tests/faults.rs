@@ -721,7 +721,15 @@ fn sigkill_during_an_update_converges_to_one_version_with_its_data() {
         cn = NodeProc::start(&c).unwrap();
         let after = converged(&cn, &app, port, &[from, to], &note);
         eprintln!("killed at {kill_at:?} ({from} -> {to}): after the restart the app runs {after}");
-        let up = archy_json(&c, &["apps", "update", &app, "--json"]);
+        let up = archy(&c, &["apps", "update", &app, "--json"]);
+        assert!(
+            up.status.success(),
+            "the update after the restart failed: {}\n{}\nnode log:\n{}",
+            String::from_utf8_lossy(&up.stdout),
+            String::from_utf8_lossy(&up.stderr),
+            cn.log()
+        );
+        let up: Value = serde_json::from_slice(&up.stdout).unwrap();
         assert!(
             up["outcome"]["result"] == "running" || up["result"] == "up to date",
             "{up}\n{}",
