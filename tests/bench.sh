@@ -18,9 +18,9 @@ mode="${1:---default}"
 BENCH_LOG="${BENCH_LOG:-target/bench-${mode#--}.log}"
 
 case "$mode" in
-  --smoke)   ingest="16 1";   transfer=("8 1");            releases=("200 200 1 1 100"); trust=("10000 5 20");   apps="1 3";  fanout="8 2";   pull="8 1" ;;
-  --default) ingest="256 3";  transfer=("100 5");          releases=("2000 2000 3 1"); trust=("100000 10 200"); apps="5 7";  fanout="64 5";  pull="64 3" ;;
-  --full)    ingest="1024 3"; transfer=("100 5" "1024 3"); releases=("10000 10000 3 1" "2000 100000 1 1 0"); trust=("100000 10 500" "1000000 10 200"); apps="50 7"; fanout="256 5"; pull="256 3" ;;
+  --smoke)   ingest="16 1";   transfer=("8 1");            releases=("200 200 1 1 100"); trust=("10000 5 20");   apps="1 3";  fanout="8 2";   pull="8 1"; spread="16 8 1" ;;
+  --default) ingest="256 3";  transfer=("100 5");          releases=("2000 2000 3 1"); trust=("100000 10 200"); apps="5 7";  fanout="64 5";  pull="64 3"; spread="256 40 3" ;;
+  --full)    ingest="1024 3"; transfer=("100 5" "1024 3"); releases=("10000 10000 3 1" "2000 100000 1 1 0"); trust=("100000 10 500" "1000000 10 200"); apps="50 7"; fanout="256 5"; pull="256 3"; spread="1024 40 3" ;;
   *) echo "usage: $0 [--smoke|--default|--full]" >&2; exit 2 ;;
 esac
 
@@ -102,6 +102,7 @@ run() {
     echo; echo "==> 6. reconciler skipped: podman or localhost/archy/busybox:latest missing (tests/setup/podman.sh)"
   fi
   run "7. fan-out, mirroring on vs off (MiB fetchers)" $ex/fanout $fanout
+  run "7b. one blob from two capped sources vs one (MiB cap-MiB/s runs)" $ex/spread $spread
   if command -v podman >/dev/null; then
     echo; echo "==> 8. registry pull vs podman load (MiB runs): $pull"; machine
     registry_row $pull "target/$profile/archy"

@@ -1,9 +1,11 @@
 //! Fan-out: how many bytes the origin sends when 5 nodes fetch the same image, with mirroring
 //! on (each node mirrors what it fetched and later fetchers list the earlier ones as peers) vs.
 //! off (no peers). Two scenarios, both in one run:
-//! - origin up: PROTOCOL §5 is origin-first — mirrors are tried only when the origin is
-//!   unreachable or stalls — so egress is expected to be the same; this row checks that the
-//!   mirror set costs nothing when it is not needed;
+//! - origin up: a fetch spreads its pieces over the origin and up to three earlier fetchers
+//!   at once (PROTOCOL §5.3, v2), so with mirroring on the origin sends a share of each later
+//!   fetch instead of all of it. The fetchers run one after another and mirror only complete
+//!   blobs (partial mirrors are not built yet), so this is not yet the concurrent fan-out of
+//!   issue 16;
 //! - origin leaves after the first fetch: mirrors carry the rest (egress = one copy), without
 //!   mirroring the later fetches fail.
 //!
