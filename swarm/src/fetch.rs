@@ -625,11 +625,21 @@ impl Swarm {
         bytes: &AtomicU64,
     ) -> Result<(), Failure> {
         let stall = ctx.req.stall_timeout;
-        let ranges = if last {
+        let piece = if last {
             ChunkRanges::bytes(range.start..)
         } else {
             ChunkRanges::bytes(range)
         };
+        // Only what is still missing: a piece given back by a source that failed mid-way
+        // keeps the chunk groups that source had verified.
+        let have = match self.store.blobs().observe(ctx.hash).await {
+            Ok(b) => b.ranges,
+            Err(_) => ChunkRanges::empty(),
+        };
+        let ranges = piece - &have;
+        if ranges.is_empty() {
+            return Ok(());
+        }
         let request = GetRequest::builder().root(ranges).build(ctx.hash);
         let stream = self
             .store
