@@ -3,7 +3,8 @@
 //!
 //! - [`fetch_blob`]: what the install flow calls with a verified manifest's hash, size and
 //!   origin. It looks mirrors up on the relays, ranks them (the caller's `rank_mirrors`; trust
-//!   scoring plugs in there), and fetches origin-first by the §5 rules.
+//!   scoring plugs in there), and fetches by the §5 rules: pieces from the origin and the
+//!   first mirrors at once, the rest origin-first.
 //! - [`announce_mirror`]: serve a complete blob and publish the §4.3 announcement;
 //!   [`mirror_if_configured`] does it after a verified fetch when `[swarm] mirror` is on.
 //! - [`export_image`]: `podman save` to a scratch file, added to the store; [`ImageFields::fill`]

@@ -63,22 +63,39 @@ fn origin_addr(m: &AppManifest) -> Result<PeerAddr> {
     Ok(PeerAddr::new(&m.origin.endpoint, addrs)?)
 }
 
-/// Mirrors by PROTOCOL §5.3: blocked keys never, the rest most trusted first (newest
-/// announcement first among equals). Bytes are verified whoever sends them, so an unknown
-/// mirror is still used — after every better one.
+/// Mirrors by PROTOCOL §5.3: blocked keys never, the rest by trust tier, best first, at random
+/// within a tier. Bytes are verified whoever sends them, so an unknown mirror is still used —
+/// after every better one (the spread asks at most four sources at once).
 fn rank_mirrors(
     mirrors: Vec<super::blobs::MirrorCandidate>,
     scores: &archy_trust::Scores,
 ) -> Vec<super::blobs::MirrorCandidate> {
-    let mut ranked: Vec<(f64, super::blobs::MirrorCandidate)> = mirrors
+    rank_by_tier(
+        mirrors,
+        |m| {
+            archy_trust::Key::from_hex(&m.nostr)
+                .map(|k| scores.tier(&k))
+                .unwrap_or(archy_trust::Tier::Blocked)
+        },
+        |_| rand::random(),
+    )
+}
+
+/// PROTOCOL §5.3: mirrors by their announcer's trust tier, best first, in random order within
+/// a tier (`draw` gives each a sort key), so fetchers of one release spread over the peers of
+/// a rank instead of all asking the same ones; blocked announcers are left out.
+fn rank_by_tier<M>(
+    mirrors: Vec<M>,
+    tier: impl Fn(&M) -> archy_trust::Tier,
+    mut draw: impl FnMut(&M) -> u64,
+) -> Vec<M> {
+    let mut ranked: Vec<(archy_trust::Tier, u64, M)> = mirrors
         .into_iter()
-        .filter_map(|m| {
-            let key = archy_trust::Key::from_hex(&m.nostr).ok()?;
-            (scores.tier(&key) != archy_trust::Tier::Blocked).then(|| (scores.score(&key), m))
-        })
+        .map(|m| (tier(&m), draw(&m), m))
+        .filter(|(t, _, _)| *t != archy_trust::Tier::Blocked)
         .collect();
-    ranked.sort_by(|(sa, a), (sb, b)| sb.total_cmp(sa).then(b.created_at.cmp(&a.created_at)));
-    ranked.into_iter().map(|(_, m)| m).collect()
+    ranked.sort_by(|(ta, da, _), (tb, db, _)| tb.cmp(ta).then(da.cmp(db)));
+    ranked.into_iter().map(|(_, _, m)| m).collect()
 }
 
 /// Refuses what the operator's trust policy refuses; `confirm` lets a user accept a publisher
@@ -307,5 +324,34 @@ pub async fn auto_update(core: &NodeCore) {
             Ok(None) => {}
             Err(e) => tracing::warn!(app = %app.app, "auto-update check failed: {e:#}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use archy_trust::Tier;
+
+    #[test]
+    fn mirrors_go_by_tier_then_by_the_draw_and_blocked_ones_are_left_out() {
+        let tier = |m: &(&str, Tier)| m.1;
+        let mirrors = vec![
+            ("u1", Tier::Unknown),
+            ("t1", Tier::Trusted),
+            ("b", Tier::Blocked),
+            ("k", Tier::Known),
+            ("t2", Tier::Trusted),
+        ];
+        // The draw orders peers within a tier: t2 before t1 here, the other way round there.
+        let draw = |first: &'static str| move |m: &(&str, Tier)| u64::from(m.0 != first);
+        let names = |v: Vec<(&'static str, Tier)>| v.into_iter().map(|m| m.0).collect::<Vec<_>>();
+        assert_eq!(
+            names(rank_by_tier(mirrors.clone(), tier, draw("t2"))),
+            ["t2", "t1", "k", "u1"]
+        );
+        assert_eq!(
+            names(rank_by_tier(mirrors, tier, draw("t1"))),
+            ["t1", "t2", "k", "u1"]
+        );
     }
 }
