@@ -91,11 +91,14 @@ async fn main() -> anyhow::Result<()> {
     // Each cap lets one second of burst through at once, which favours the shorter fetch:
     // what two perfectly shared caps would give against one, burst included.
     let nominal = size as f64 / cap.rate.unwrap() as f64;
-    let ideal = (nominal - 1.0).max(0.0) / (nominal / 2.0 - 1.0).max(1e-9);
+    let ideal = if nominal > 2.5 {
+        format!("{:.2}", (nominal - 1.0) / (nominal / 2.0 - 1.0))
+    } else {
+        "n/a: the blob is about one burst, a size to check it runs, not to measure".into()
+    };
     println!(
-        "RATIO spread two_sources/one_source throughput {:.2} (goal >= 1.8; two perfectly shared caps with their 1 s burst: {:.2})",
-        one / two,
-        ideal
+        "RATIO spread two_sources/one_source throughput {:.2} (goal >= 1.8; two perfectly shared caps with their 1 s burst: {ideal})",
+        one / two
     );
     println!("PEAK spread VmHWM {}", vm_hwm());
     origin.shutdown().await?;
