@@ -593,20 +593,7 @@ impl Swarm {
                 },
             )
             .await;
-            let addr = ctx.addrs[id].clone();
-            *conn = Some(
-                match tokio::time::timeout(stall, self.endpoint.connect(addr, iroh_blobs::ALPN))
-                    .await
-                {
-                    Err(_) => {
-                        return Err(Failure::Unreachable(
-                            "no answer within the stall timeout".into(),
-                        ))
-                    }
-                    Ok(Err(e)) => return Err(Failure::Unreachable(e.to_string())),
-                    Ok(Ok(c)) => c,
-                },
-            );
+            *conn = Some(self.dial(&ctx.addrs[id], stall).await?);
         }
         Ok(conn.clone().expect("connected above"))
     }
@@ -688,6 +675,23 @@ impl Swarm {
         }
     }
 
+    /// Connects to a source for iroh-blobs, within the stall timeout.
+    async fn dial(
+        &self,
+        addr: &iroh::EndpointAddr,
+        stall: Duration,
+    ) -> Result<iroh::endpoint::Connection, Failure> {
+        match tokio::time::timeout(stall, self.endpoint.connect(addr.clone(), iroh_blobs::ALPN))
+            .await
+        {
+            Err(_) => Err(Failure::Unreachable(
+                "no answer within the stall timeout".into(),
+            )),
+            Ok(Err(e)) => Err(Failure::Unreachable(e.to_string())),
+            Ok(Ok(c)) => Ok(c),
+        }
+    }
+
     async fn attempt(
         &self,
         ctx: &Attempt<'_>,
@@ -697,20 +701,7 @@ impl Swarm {
         progress: &ProgressSender,
     ) -> Result<(), Failure> {
         let h = ctx.hash;
-        let conn = match tokio::time::timeout(
-            ctx.req.stall_timeout,
-            self.endpoint.connect(addr.clone(), iroh_blobs::ALPN),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(Failure::Unreachable(
-                    "no answer within the stall timeout".into(),
-                ))
-            }
-            Ok(Err(e)) => return Err(Failure::Unreachable(e.to_string())),
-            Ok(Ok(c)) => c,
-        };
+        let conn = self.dial(addr, ctx.req.stall_timeout).await?;
         sel.on_connected(std::time::Instant::now());
         let have_before = self
             .store
