@@ -170,9 +170,19 @@ keep_vfs() { # $*: why
 rootless_storage() {
     local info driver graphroot conf home db backup images ctrs pods vols
     home="$(getent passwd "$ARCHY_USER" | cut -d: -f6)"
-    info="$(as_user podman info 2>/dev/null \
-        --format '{{.Store.GraphDriverName}}|{{.Store.GraphRoot}}|{{.Store.ConfigFile}}')" ||
-        die "rootless podman info fails"
+    local fmt='{{.Store.GraphDriverName}}|{{.Store.GraphRoot}}|{{.Store.ConfigFile}}'
+    if ! info="$(as_user podman info --format "$fmt" 2>"$WORK/info.err")"; then
+        # A pause process recorded in the runtime dir that no longer runs (the host restarted, or
+        # was restored from a snapshot, with $RUNTIME_DIR kept): Podman names the remedy itself.
+        # `system migrate` restarts the pause process; images, containers and volumes stay.
+        grep -q 'podman system migrate' "$WORK/info.err" ||
+            die "rootless podman info fails: $(tail -n 2 "$WORK/info.err" | tr '\n' ' ')"
+        log "rootless: podman info failed ($(grep -o 'invalid internal status[^:]*' "$WORK/info.err" |
+            head -n 1)); running podman system migrate, as Podman advises"
+        as_user podman system migrate >/dev/null 2>&1 || true
+        info="$(as_user podman info --format "$fmt" 2>"$WORK/info.err")" ||
+            die "rootless podman info fails after system migrate: $(tail -n 2 "$WORK/info.err" | tr '\n' ' ')"
+    fi
     IFS='|' read -r driver graphroot conf <<<"$info"
     if [ "$driver" != vfs ]; then
         log "rootless: storage driver $driver"
