@@ -129,9 +129,12 @@ pub struct FetchProgress {
     pub transferred: u64,
     /// `transferred` divided by the time since the fetch started.
     pub rate_bytes_per_sec: f64,
-    /// Endpoint id of the source currently sending.
+    /// Endpoint id of the source this event is from (in a spread fetch several send at once).
     pub source: String,
     pub role: SourceRole,
+    /// Payload bytes this event adds, all from `source` (the sum per source is its share; see
+    /// [`crate::progress::Transfer`]).
+    pub delta: u64,
 }
 
 /// Events a fetch reports while it runs.
@@ -658,6 +661,7 @@ impl Swarm {
                             rate_bytes_per_sec: total as f64 / elapsed,
                             source: id.to_string(),
                             role,
+                            delta,
                         }),
                     )
                     .await;
@@ -768,6 +772,7 @@ impl Swarm {
                             rate_bytes_per_sec: *transferred as f64 / elapsed,
                             source: ctx.id.to_string(),
                             role: ctx.role,
+                            delta,
                         }),
                     )
                     .await;

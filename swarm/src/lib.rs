@@ -17,6 +17,8 @@
 //! - [`fetch`]: the fetch driver: spread the pieces over the origin and peers at once, then
 //!   finish what is missing origin-first; verify, detect stalls and sources below the minimum
 //!   rate, drop corrupt sources, report progress and per-source bytes.
+//! - [`progress`]: a fetch's events folded into one [`Transfer`] value (bytes, rate, each
+//!   source's share and state): what the CLI draws and the node's local API lists.
 //! - [`layered`]: HashSeqs of parts (a layered image, PROTOCOL §2.1): add parts as one root,
 //!   read a root's children, keep a fetched root (its children with it), read byte ranges.
 //!   What the parts mean is the caller's business.
@@ -35,6 +37,7 @@ pub mod gc;
 pub mod layered;
 pub mod mirror;
 pub mod node;
+pub mod progress;
 pub mod select;
 pub mod serve;
 pub mod spread;
@@ -50,5 +53,6 @@ pub use gc::{TagEntry, TagKind};
 pub use iroh_blobs::Hash;
 pub use layered::{HashSeqInfo, Part, StoreReader};
 pub use node::{BlobInfo, Network, Swarm, SwarmConfig};
+pub use progress::{SourceState, SourceTally, Transfer};
 pub use select::SourceRole;
 pub use serve::{ServePolicy, UploadLimits};
