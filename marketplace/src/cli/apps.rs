@@ -90,6 +90,9 @@ fn show_outcome(app: &str, outcome: &InstallOutcome, report: Option<&InstallRepo
                          iroh, every chunk verified, every sha256 checked",
                         l.held, l.children, l.held_bytes, l.transferred
                     );
+                    for (source, bytes) in &l.bytes_per_source {
+                        println!("    {bytes} bytes from {source}");
+                    }
                 }
             }
             if r.mirrored {
@@ -156,14 +159,14 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
                 }
                 return show_outcome("", &outcome, None);
             }
-            let report = call(home, req).await?;
+            let report = super::progress::call_showing(home, req, !json).await?;
             if json {
                 return print_json(&report);
             }
             show_outcome(&report.app, &report.outcome, Some(&report))
         }
         AppsCmd::Update { req, json } => {
-            let reply = call(home, req).await?;
+            let reply = super::progress::call_showing(home, req, !json).await?;
             if json {
                 return print_json(&reply);
             }

@@ -1,22 +1,17 @@
 //! `archy blob add|ls|get|serve`: the node's BLAKE3 blob store over iroh.
 //!
-//! `get` shows progress: in-process from the fetch's own events; through a running node by
-//! polling how many verified bytes the node holds (the local API answers once per request).
+//! `get` shows progress: the node's fetches in flight, per source (`super::progress`).
 
 use super::{call, print_json};
 use crate::home::Home;
 use crate::node::api;
-use crate::node::blobs::{self, BlobGetReply};
-use crate::node::config::NodeConfig;
-use crate::node::rpc::{BlobAdd, BlobGc, BlobGet, BlobHaveRequest, BlobLs, BlobPin, SwarmAddr};
+use crate::node::blobs::BlobGetReply;
+use crate::node::rpc::{BlobAdd, BlobGc, BlobGet, BlobLs, BlobPin, SwarmAddr};
 use crate::node::run::Components;
-use crate::node::NodeCore;
 use anyhow::Result;
-use archy_swarm::FetchEvent;
 use clap::Subcommand;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
 pub enum BlobCmd {
@@ -157,103 +152,12 @@ fn print_gc(r: &crate::node::gc::GcReport) {
     println!("{} {verb} from the store", mib(r.freed_bytes));
 }
 
-/// A short-lived core for this process (no node runs for the home).
-fn local_core(home: &Home) -> Result<NodeCore> {
-    let config = NodeConfig::load(home)?;
-    let relays = config.relays.urls.clone();
-    NodeCore::open(home.clone(), config, relays)
-}
-
 async fn get(home: &Home, args: BlobGet, show: bool) -> Result<BlobGetReply> {
-    let owner = api::claim(home).await?;
-    if let api::Owner::Node(client) = &owner {
-        let have = BlobHaveRequest {
-            hash: args.hash.clone(),
-        };
-        let size = args.size;
-        let fetch = client.call(args);
-        tokio::pin!(fetch);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        let started = tokio::time::Instant::now();
-        let result = loop {
-            tokio::select! {
-                r = &mut fetch => break r,
-                _ = tick.tick(), if show => {
-                    if let Ok(h) = client.call(have.clone()).await {
-                        let rate = h.have as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                        draw(h.have, size, rate, "the node");
-                    }
-                }
-            }
-        };
-        if show {
-            eprintln!();
-        }
-        return result;
-    }
-    let core = local_core(home)?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<FetchEvent>(64);
-    // Drained even when nothing is shown: a full channel would slow the transfer.
-    let printer = tokio::spawn(async move {
-        let mut drew = false;
-        while let Some(ev) = rx.recv().await {
-            if !show {
-                continue;
-            }
-            match ev {
-                FetchEvent::Progress(p) => {
-                    let who = format!("{} ({:?})", short(&p.source), p.role).to_lowercase();
-                    draw(p.have, p.size, p.rate_bytes_per_sec, &who);
-                    drew = true;
-                }
-                FetchEvent::SourceFailed { source, reason, .. } => {
-                    eprintln!("\n{}: {reason}", short(&source));
-                }
-                FetchEvent::Busy {
-                    source,
-                    retry_in_ms,
-                    ..
-                } => {
-                    eprintln!(
-                        "\n{}: busy, asking again in {:.1} s",
-                        short(&source),
-                        retry_in_ms as f64 / 1000.0
-                    );
-                }
-                FetchEvent::Trying { .. } => {}
-            }
-        }
-        if drew {
-            eprintln!();
-        }
-    });
-    let result = blobs::get(&core, args, Some(tx)).await;
-    core.close().await;
-    let _ = printer.await;
-    result
+    super::progress::call_showing(home, args, show).await
 }
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(10)]
-}
-
-/// One progress line on stderr, redrawn in place.
-fn draw(have: u64, size: Option<u64>, rate: f64, source: &str) {
-    let mib = |b: f64| b / (1024.0 * 1024.0);
-    let total = match size {
-        Some(s) if s > 0 => format!(
-            " / {:.1} MiB ({:.0}%)",
-            mib(s as f64),
-            100.0 * have as f64 / s as f64
-        ),
-        _ => String::new(),
-    };
-    eprint!(
-        "\r{:.1} MiB{total}  {:.1} MiB/s  from {source}   ",
-        mib(have as f64),
-        mib(rate)
-    );
-    let _ = std::io::stderr().flush();
 }
 
 fn print_get(v: &BlobGetReply) {

@@ -7,6 +7,7 @@ mod blob;
 mod id;
 mod market;
 mod node;
+mod progress;
 mod trust;
 
 use crate::home::Home;
@@ -116,17 +117,7 @@ pub(crate) async fn call<O: crate::node::rpc::Operation>(
     home: &Home,
     op: O,
 ) -> anyhow::Result<O::Reply> {
-    let _lock = match crate::node::api::claim(home).await? {
-        crate::node::api::Owner::Node(client) => return client.call(op).await,
-        crate::node::api::Owner::Free(lock) => lock,
-    };
-    let config = crate::node::config::NodeConfig::load(home)?;
-    let relays = config.relays.urls.clone();
-    let core = crate::node::NodeCore::open(home.clone(), config, relays)?;
-    let out = op.run(&core).await;
-    // Flush the blob store before the process exits (a request may have written to it).
-    core.close().await;
-    out
+    progress::call_showing(home, op, false).await
 }
 
 /// Prints a value as pretty JSON on stdout.

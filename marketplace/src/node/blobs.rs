@@ -18,7 +18,9 @@ use super::NodeCore;
 use crate::events::{build_mirror_event, mirror_filter, parse_mirror_event, MirrorAnnouncement};
 use anyhow::{bail, Context, Result};
 use archy_orchestrator::{ArchiveFormat, Images};
-use archy_swarm::{BlobInfo, FetchReport, FetchRequest, PeerAddr, ProgressSender, SwarmError};
+use archy_swarm::{
+    BlobInfo, FetchEvent, FetchReport, FetchRequest, PeerAddr, SwarmError, Transfer,
+};
 use nostr_sdk::prelude::Event;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -181,7 +183,6 @@ pub async fn fetch_blob(
     origin: PeerAddr,
     rank_mirrors: impl FnOnce(Vec<MirrorCandidate>) -> Vec<MirrorCandidate>,
     publisher: Option<&str>,
-    progress: ProgressSender,
 ) -> Result<FetchReport> {
     let mut req = FetchRequest::new(hash, size);
     req.origin = Some(origin);
@@ -189,7 +190,7 @@ pub async fn fetch_blob(
         origin_key: publisher.map(str::to_owned),
         announcers: Vec::new(),
     };
-    fetch_with_mirrors(core, req, true, rank_mirrors, who, progress).await
+    fetch_with_mirrors(core, req, true, rank_mirrors, who).await
 }
 
 /// Room kept free beyond a blob's own bytes: for its verification data (about 1/256 of the
@@ -272,7 +273,6 @@ pub async fn fetch_with_mirrors(
     lookup_mirrors: bool,
     rank_mirrors: impl FnOnce(Vec<MirrorCandidate>) -> Vec<MirrorCandidate>,
     mut who: Accountable,
-    progress: ProgressSender,
 ) -> Result<FetchReport> {
     let swarm = core.swarm().await?;
     req.stall_timeout = stall_timeout(core);
@@ -299,7 +299,18 @@ pub async fn fetch_with_mirrors(
     req.peers.retain(|p| seen.insert(p.endpoint.clone()));
     let (hash, size) = (req.hash.clone(), req.size);
     let origin = req.origin.as_ref().map(|o| o.endpoint.clone());
-    match swarm.fetch(req, progress).await {
+    // Every event is folded into the node's list of fetches in flight (what the CLI and the
+    // local API show).
+    let live = core.transfers.start(&hash, size);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<FetchEvent>(64);
+    let fold = async {
+        while let Some(ev) = rx.recv().await {
+            live.apply(&ev);
+        }
+    };
+    let (result, ()) = tokio::join!(swarm.fetch(req, Some(tx)), fold);
+    drop(live);
+    match result {
         Ok(report) => {
             record_blame(core, &report, origin.as_deref(), &who).await;
             Ok(report)
@@ -327,11 +338,7 @@ pub struct BlobGetReply {
 
 /// `archy blob get`: fetch (origin = first `--from`), optionally export to a file and become a
 /// mirror.
-pub async fn get(
-    core: &NodeCore,
-    args: super::rpc::BlobGet,
-    progress: ProgressSender,
-) -> Result<BlobGetReply> {
+pub async fn get(core: &NodeCore, args: super::rpc::BlobGet) -> Result<BlobGetReply> {
     let mut addrs = Vec::new();
     for f in &args.from {
         addrs.push(f.parse::<PeerAddr>()?);
@@ -360,7 +367,6 @@ pub async fn get(
         args.find_mirrors,
         newest_first,
         Accountable::default(),
-        progress,
     )
     .await?;
     if let Some(out) = &args.out {
@@ -406,6 +412,66 @@ pub async fn list(core: &NodeCore) -> Result<Vec<BlobEntry>> {
             size: b.size,
         })
         .collect())
+}
+
+/// The fetches in flight on this node, each as its [`Transfer`] so far: what the CLI draws while
+/// an install or `blob get` runs, and what the local API lists (`transfers`).
+#[derive(Debug, Default)]
+pub struct Transfers {
+    next: std::sync::atomic::AtomicU64,
+    live: std::sync::Mutex<std::collections::BTreeMap<u64, Transfer>>,
+}
+
+impl Transfers {
+    /// The fetches in flight, oldest first.
+    pub fn list(&self) -> Vec<Transfer> {
+        self.live
+            .lock()
+            .expect("transfers lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Lists a new fetch until the returned guard is dropped (however the fetch ends).
+    fn start(&self, hash: &str, size: Option<u64>) -> LiveTransfer<'_> {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.live
+            .lock()
+            .expect("transfers lock")
+            .insert(id, Transfer::new(hash, size));
+        LiveTransfer { list: self, id }
+    }
+}
+
+/// One listed fetch; dropping it takes the fetch off the list.
+struct LiveTransfer<'a> {
+    list: &'a Transfers,
+    id: u64,
+}
+
+impl LiveTransfer<'_> {
+    fn apply(&self, ev: &FetchEvent) {
+        if let Some(t) = self
+            .list
+            .live
+            .lock()
+            .expect("transfers lock")
+            .get_mut(&self.id)
+        {
+            t.apply(ev);
+        }
+    }
+}
+
+impl Drop for LiveTransfer<'_> {
+    fn drop(&mut self) {
+        self.list
+            .live
+            .lock()
+            .expect("transfers lock")
+            .remove(&self.id);
+    }
 }
 
 /// Verified bytes of a blob held locally.

@@ -151,7 +151,6 @@ async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<ImageSource> {
             origin_addr(m)?,
             |mirrors| rank_mirrors(mirrors, &scores),
             Some(&m.publisher.nostr),
-            None,
         )
         .await?;
         ImageSource::Fetched(report)

@@ -214,7 +214,7 @@ async fn fetch_part(
     req.max_size = max;
     req.origin = Some(origin.clone());
     req.peers = who.announcers.iter().map(|c| c.peer.clone()).collect();
-    blobs::fetch_with_mirrors(core, req, false, |m| m, who.clone(), None).await
+    blobs::fetch_with_mirrors(core, req, false, |m| m, who.clone()).await
 }
 
 /// SHA-256 of a complete blob, read from the store.

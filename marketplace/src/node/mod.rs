@@ -57,6 +57,8 @@ pub struct NodeCore {
     /// start/stop, uninstall), so they run one at a time: an auto-update that started before an
     /// uninstall must not put the app back after it.
     pub(crate) app_ops: tokio::sync::Mutex<()>,
+    /// Every fetch in flight, as its progress so far (the local API's `transfers`).
+    pub(crate) transfers: blobs::Transfers,
 }
 
 /// Opens the catalog, waiting a little if another `archy` process holds it (a one-shot command
@@ -107,6 +109,7 @@ impl NodeCore {
             reconciler: OnceCell::new(),
             trust: OnceCell::new(),
             app_ops: tokio::sync::Mutex::new(()),
+            transfers: blobs::Transfers::default(),
         })
     }
 

@@ -74,6 +74,8 @@ pub enum Request {
     BlobPin(BlobPin),
     /// This node's swarm address ([`SwarmAddr`]).
     SwarmAddr,
+    /// The fetches in flight, with their progress ([`Transfers`]).
+    Transfers,
     ImageExport(ImageExport),
 }
 
@@ -100,6 +102,7 @@ pub async fn handle(core: &NodeCore, req: Request) -> Result<serde_json::Value> 
         Request::BlobGc(op) => wire(core, op).await,
         Request::BlobPin(op) => wire(core, op).await,
         Request::SwarmAddr => wire(core, SwarmAddr).await,
+        Request::Transfers => wire(core, Transfers).await,
         Request::ImageExport(op) => wire(core, op).await,
     }
 }
@@ -137,7 +140,8 @@ unit_request!(
     MarketRejected,
     TrustRefresh,
     BlobLs,
-    SwarmAddr
+    SwarmAddr,
+    Transfers
 );
 struct_request!(
     MarketSync(MarketSync),
@@ -506,7 +510,7 @@ pub struct BlobGet {
 impl Operation for BlobGet {
     type Reply = BlobGetReply;
     async fn run(self, core: &NodeCore) -> Result<BlobGetReply> {
-        blobs::get(core, self, None).await
+        blobs::get(core, self).await
     }
 }
 
@@ -608,6 +612,18 @@ impl Operation for SwarmAddr {
         Ok(SwarmAddrReply {
             addr: core.swarm().await?.addr().to_string(),
         })
+    }
+}
+
+/// The fetches this node runs now (installs, updates, `blob get`), each with its bytes, rate
+/// and what every source has sent: one typed progress stream, read by polling.
+#[derive(Debug, Clone, Copy)]
+pub struct Transfers;
+
+impl Operation for Transfers {
+    type Reply = Vec<archy_swarm::Transfer>;
+    async fn run(self, core: &NodeCore) -> Result<Vec<archy_swarm::Transfer>> {
+        Ok(core.transfers.list())
     }
 }
 
