@@ -28,7 +28,7 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use iroh_blobs::{
     api::{proto::BlobStatus, remote::GetProgressItem},
     get::{fsm::DecodeError, GetError},
-    protocol::{ChunkRanges, ChunkRangesExt, GetRequest},
+    protocol::{ChunkRanges, ChunkRangesExt, GetRequest, ObserveRequest},
     HashAndFormat,
 };
 use serde::{Deserialize, Serialize};
@@ -62,6 +62,12 @@ pub const DEFAULT_MIN_RATE: u64 = 64 * 1024;
 /// Each source gets at most this many attempts per fetch (a second chance covers a restart).
 const MAX_ATTEMPTS: u32 = 2;
 
+/// Sources that may join a fetch after it started ([`FetchRequest::more_peers`]).
+pub const MAX_LATE_SOURCES: usize = 16;
+
+/// How often a partial mirror with none of the missing pieces is asked again what it holds.
+const REOBSERVE: Duration = Duration::from_secs(1);
+
 /// What to fetch and from whom. `hash` and `size` come from a verified manifest, never a peer.
 #[derive(Debug, Clone)]
 pub struct FetchRequest {
@@ -92,6 +98,11 @@ pub struct FetchRequest {
     /// source at a time by the sequential rules alone. Default
     /// [`spread::MAX_SOURCES_AT_ONCE`].
     pub sources_at_once: usize,
+    /// Mirrors found while the fetch runs (the caller watches the relays, PROTOCOL §5.3): the
+    /// latest list each time. Sources new to this fetch join the spread while it has room or
+    /// as others leave, and the sequential phase after it; at most [`MAX_LATE_SOURCES`]. With
+    /// it, a blob is spread even when the origin is the only source at the start.
+    pub more_peers: Option<watch::Receiver<Vec<PeerAddr>>>,
 }
 
 impl FetchRequest {
@@ -113,6 +124,7 @@ impl FetchRequest {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             min_rate: DEFAULT_MIN_RATE,
             sources_at_once: spread::MAX_SOURCES_AT_ONCE,
+            more_peers: None,
         }
     }
 }
@@ -232,6 +244,7 @@ impl Swarm {
         for p in req.origin.iter().chain(req.peers.iter()) {
             addrs.insert(p.endpoint.clone(), p.to_endpoint_addr()?);
         }
+        let addrs = Mutex::new(addrs);
         let me = self.endpoint_id();
         // Never dial ourselves: we would "serve" our own partial data.
         let origin = req
@@ -251,13 +264,25 @@ impl Swarm {
         // Several sources at once first (§5.3); what that leaves missing, the origin-first
         // sequential fetch below finishes.
         let mut spread_tally = SpreadTally::default();
-        let sources: Vec<(String, SourceRole)> = origin
-            .iter()
-            .map(|o| (o.clone(), SourceRole::Origin))
-            .chain(peers.iter().map(|p| (p.clone(), SourceRole::Peer)))
-            .collect();
-        let at_once = sources.len().min(req.sources_at_once);
-        if let Some(size) = req.size.filter(|s| spread::worth_spreading(*s, at_once)) {
+        let sources: Mutex<Vec<(String, SourceRole)>> = Mutex::new(
+            origin
+                .iter()
+                .map(|o| (o.clone(), SourceRole::Origin))
+                .chain(peers.iter().map(|p| (p.clone(), SourceRole::Peer)))
+                .collect(),
+        );
+        // Sources that may still join count as a second one: the spread is what lets them in.
+        let known = sources.lock().unwrap().len();
+        let could = if req.more_peers.is_some() {
+            known.max(2)
+        } else {
+            known
+        };
+        let at_once = could.min(req.sources_at_once);
+        if let Some(size) = req
+            .size
+            .filter(|s| known > 0 && spread::worth_spreading(*s, at_once))
+        {
             let ctx = SpreadCtx {
                 hash: h,
                 size,
@@ -281,6 +306,15 @@ impl Swarm {
         }
 
         let dropped = |id: &String| spread_tally.bad.iter().any(|(b, _)| b == id);
+        // Peers that joined during the spread are in the list too.
+        let peers: Vec<String> = sources
+            .into_inner()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, role)| *role == SourceRole::Peer)
+            .map(|(id, _)| id)
+            .collect();
+        let addrs = addrs.into_inner().unwrap_or_default();
         let mut sel = Selector::new(
             origin.filter(|o| !dropped(o)),
             peers.into_iter().filter(|p| !dropped(p)),
@@ -403,23 +437,27 @@ impl Swarm {
 
     /// Spreads the blob's missing pieces over up to [`FetchRequest::sources_at_once`] sources at
     /// once (the origin among them when there is one); a source that leaves is replaced by the
-    /// next in the list. Returns when every piece is verified or no source is left.
+    /// next in the list, and sources found meanwhile ([`FetchRequest::more_peers`]) join the
+    /// list. Returns when every piece is verified or no source is left working.
     async fn spread(&self, ctx: &SpreadCtx<'_>) -> SpreadTally {
         let have = match self.store.blobs().observe(ctx.hash).await {
             Ok(b) => b.ranges,
             Err(_) => ChunkRanges::empty(),
         };
-        let at_once = ctx.sources.len().min(ctx.req.sources_at_once);
-        let len = spread::piece_len(ctx.size, at_once);
+        let known = ctx.sources.lock().unwrap().len();
+        let at_once = ctx.req.sources_at_once.max(1);
+        let len = spread::piece_len(ctx.size, known.min(at_once).max(2));
         let pieces = Mutex::new(Pieces::new(ctx.size, len, |r| {
             ChunkRanges::bytes(r).is_subset(&have)
         }));
-        debug!(hash = %ctx.hash, pieces = pieces.lock().unwrap().len(), piece_len = len, sources = ctx.sources.len(), "spreading the fetch");
+        debug!(hash = %ctx.hash, pieces = pieces.lock().unwrap().len(), piece_len = len, sources = known, "spreading the fetch");
         // Set, to the source whose piece was the last, when every piece is verified: the
         // spread ends then, without waiting for a worker still connecting or backing off.
         let (done, mut done_rx) = watch::channel(None);
         let (released, _) = watch::channel(0u64);
-        let bytes: Vec<AtomicU64> = ctx.sources.iter().map(|_| AtomicU64::new(0)).collect();
+        let bytes: Vec<AtomicU64> = (0..known + MAX_LATE_SOURCES)
+            .map(|_| AtomicU64::new(0))
+            .collect();
         let failures = Mutex::new(Vec::new());
         let shared = Shared {
             pieces: &pieces,
@@ -431,36 +469,73 @@ impl Swarm {
         let mut tally = SpreadTally::default();
         let mut next = 0;
         let mut running = FuturesUnordered::new();
-        while next < at_once {
-            running.push(self.spread_worker(ctx, shared, next));
-            next += 1;
-        }
+        let mut more = ctx.req.more_peers.clone();
+        let mut late = 0;
         loop {
+            // Workers for the next sources in the list while there is room and work.
+            let listed = ctx.sources.lock().unwrap().len();
+            while running.len() < at_once && next < listed && !pieces.lock().unwrap().is_complete()
+            {
+                running.push(self.spread_worker(ctx, shared, next));
+                next += 1;
+            }
+            if running.is_empty() {
+                break;
+            }
             tokio::select! {
                 end = running.next() => {
-                    let Some(end) = end else { break };
-                    tally.add(end);
-                    let missing = pieces.lock().unwrap().missing();
-                    if missing > 0 && next < ctx.sources.len() {
-                        running.push(self.spread_worker(ctx, shared, next));
-                        next += 1;
+                    if let Some(end) = end {
+                        tally.add(end);
                     }
+                }
+                changed = async { more.as_mut().expect("guarded").changed().await }, if more.is_some() => {
+                    let Ok(()) = changed else {
+                        more = None;
+                        continue;
+                    };
+                    let found = more.as_mut().expect("guarded").borrow_and_update().clone();
+                    late += self.join_late(ctx, found, MAX_LATE_SOURCES - late);
                 }
                 _ = done_rx.wait_for(|d| d.is_some()) => break,
             }
         }
         // Cancels the workers still connecting or backing off (none holds a piece).
         drop(running);
-        tally.bytes = ctx
-            .sources
+        let sources = ctx.sources.lock().unwrap().clone();
+        tally.bytes = sources
             .iter()
             .zip(&bytes)
             .map(|((id, _), b)| (id.clone(), b.load(Ordering::Relaxed)))
             .filter(|(_, b)| *b > 0)
             .collect();
         tally.failures = failures.into_inner().unwrap_or_default();
-        tally.last_piece_from = done.borrow().map(|i| ctx.sources[i].0.clone());
+        tally.last_piece_from = done.borrow().map(|i| sources[i].0.clone());
         tally
+    }
+
+    /// Adds the peers in `found` that are new to this fetch (not us, not already listed) to the
+    /// spread's sources, at most `room`. Returns how many joined.
+    fn join_late(&self, ctx: &SpreadCtx<'_>, found: Vec<PeerAddr>, room: usize) -> usize {
+        let me = self.endpoint_id();
+        let mut sources = ctx.sources.lock().unwrap();
+        let mut addrs = ctx.addrs.lock().unwrap();
+        let mut joined = 0;
+        for p in found {
+            if joined == room {
+                break;
+            }
+            if p.endpoint == me || sources.iter().any(|(id, _)| *id == p.endpoint) {
+                continue;
+            }
+            let Ok(addr) = p.to_endpoint_addr() else {
+                continue;
+            };
+            info!(hash = %ctx.hash, source = %short(&p.endpoint), "a mirror announced during the fetch joins it");
+            addrs.insert(p.endpoint.clone(), addr);
+            sources.push((p.endpoint, SourceRole::Peer));
+            joined += 1;
+        }
+        joined
     }
 
     /// One source's part in the spread: claim a piece, ask for exactly its range, repeat.
@@ -471,33 +546,65 @@ impl Swarm {
         index: usize,
     ) -> WorkerEnd {
         let pieces = shared.pieces;
-        let (id, role) = (&ctx.sources[index].0, ctx.sources[index].1);
+        let (id, role) = ctx.sources.lock().unwrap()[index].clone();
+        let id = &id;
         let mut end = WorkerEnd {
             id: id.clone(),
             ..Default::default()
         };
         let mut worker = spread::Worker::default();
         let mut conn: Option<iroh::endpoint::Connection> = None;
+        // What a peer has verified (an observe request, §5.3): a partial mirror is asked only
+        // for pieces inside it. The origin has the whole blob; so has a peer once it says so.
+        let mut offer = if role == SourceRole::Origin {
+            Offer::Whole
+        } else {
+            Offer::Unknown
+        };
+        let mut idle_since: Option<Instant> = None;
         loop {
             // Connected before it claims: a source that cannot be reached holds no piece.
             let outcome = match self.connect_source(ctx, &mut conn, id, role).await {
                 Err(f) => Err(f),
+                // Asked what it holds first; the next turn claims from that.
+                Ok(c) if offer == Offer::Unknown => {
+                    self.observe_source(&c, ctx).await.map(|o| offer = o)
+                }
                 Ok(c) => {
                     let mut released = shared.released.subscribe();
-                    let claimed = pieces.lock().unwrap().claim(index);
+                    let claimed = pieces.lock().unwrap().claim_within(index, |r| offer.has(r));
                     let Some(piece) = claimed else {
                         if pieces.lock().unwrap().is_complete() {
                             break;
                         }
-                        // Every missing piece is held by another source: wait until one is
-                        // given back (that source failed), or the blob is complete.
                         let mut done = shared.done.subscribe();
+                        if offer == Offer::Whole
+                            || pieces.lock().unwrap().any_missing_within(|r| offer.has(r))
+                        {
+                            // Every missing piece it has is held by another source: wait
+                            // until one is given back (that source failed), or the end.
+                            tokio::select! {
+                                _ = released.changed() => {}
+                                _ = done.wait_for(|d| d.is_some()) => {}
+                            }
+                            continue;
+                        }
+                        // A partial mirror with none of the missing pieces: ask again what it
+                        // holds in a moment; after a stall timeout of that, leave the room to
+                        // others (not a failure).
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= ctx.req.stall_timeout {
+                            debug!(hash = %ctx.hash, source = %short(id), "partial mirror has none of the missing pieces; it leaves the spread");
+                            break;
+                        }
                         tokio::select! {
-                            _ = released.changed() => {}
+                            _ = tokio::time::sleep(REOBSERVE) => {}
                             _ = done.wait_for(|d| d.is_some()) => {}
                         }
+                        offer = Offer::Unknown;
                         continue;
                     };
+                    idle_since = None;
                     let (range, last) = {
                         let p = pieces.lock().unwrap();
                         (p.range(piece), p.is_last(piece))
@@ -577,6 +684,35 @@ impl Swarm {
         end
     }
 
+    /// What a peer holds of the blob: its answer to an observe request (the first bitfield;
+    /// the stream is dropped). A peer that does not serve the blob at all refuses it.
+    async fn observe_source(
+        &self,
+        conn: &iroh::endpoint::Connection,
+        ctx: &SpreadCtx<'_>,
+    ) -> Result<Offer, Failure> {
+        let stream = self
+            .store
+            .remote()
+            .observe(conn.clone(), ObserveRequest::new(ctx.hash));
+        tokio::pin!(stream);
+        match tokio::time::timeout(ctx.req.stall_timeout, stream.next()).await {
+            Err(_) => Err(Failure::Stalled),
+            Ok(None) => Err(Failure::Transfer(
+                "observe stream ended without an answer".into(),
+            )),
+            Ok(Some(Err(e))) => Err(Failure::Transfer(format!("observe request: {e}"))),
+            Ok(Some(Ok(bitfield))) => {
+                let whole = ChunkRanges::bytes(0..ctx.size);
+                Ok(if whole.is_subset(&bitfield.ranges) {
+                    Offer::Whole
+                } else {
+                    Offer::Partial(bitfield.ranges)
+                })
+            }
+        }
+    }
+
     /// The worker's connection to its source, connecting (within the stall timeout) when it
     /// has none.
     async fn connect_source(
@@ -596,7 +732,8 @@ impl Swarm {
                 },
             )
             .await;
-            *conn = Some(self.dial(&ctx.addrs[id], stall).await?);
+            let addr = ctx.addrs.lock().unwrap()[id].clone();
+            *conn = Some(self.dial(&addr, stall).await?);
         }
         Ok(conn.clone().expect("connected above"))
     }
@@ -848,8 +985,9 @@ struct SpreadCtx<'a> {
     size: u64,
     req: &'a FetchRequest,
     /// Origin first, then peers in the caller's order.
-    sources: &'a [(String, SourceRole)],
-    addrs: &'a HashMap<String, iroh::EndpointAddr>,
+    /// Grows as mirrors are found during the fetch ([`FetchRequest::more_peers`]).
+    sources: &'a Mutex<Vec<(String, SourceRole)>>,
+    addrs: &'a Mutex<HashMap<String, iroh::EndpointAddr>>,
     started: Instant,
     /// Verified bytes held locally before this fetch (a resumed one).
     have_before: u64,
@@ -869,6 +1007,27 @@ struct Shared<'a> {
     bytes: &'a [AtomicU64],
     /// Every failed piece request: (endpoint id, why); busy answers are no failures.
     failures: &'a Mutex<Vec<(String, String)>>,
+}
+
+/// What a source in the spread can be asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Offer {
+    /// Not known yet: a peer is asked with an observe request before it is given a piece.
+    Unknown,
+    /// The whole blob (the origin; a complete mirror).
+    Whole,
+    /// The chunks a partial mirror has verified.
+    Partial(ChunkRanges),
+}
+
+impl Offer {
+    fn has(&self, range: std::ops::Range<u64>) -> bool {
+        match self {
+            Offer::Unknown => false,
+            Offer::Whole => true,
+            Offer::Partial(held) => ChunkRanges::bytes(range).is_subset(held),
+        }
+    }
 }
 
 /// How one source's part in the spread ended.

@@ -8,6 +8,7 @@ use std::{
 };
 
 use crate::{addr::parse_hash, Swarm, SwarmError};
+use iroh_blobs::Hash;
 
 #[derive(Debug)]
 pub(crate) struct MirrorSet {
@@ -80,7 +81,10 @@ impl Swarm {
         let h = parse_hash(hash)?;
         self.info(h).await?;
         let hex = h.to_hex();
-        self.mirrors.update(|s| s.insert(hex))
+        let added = self.mirrors.update(|s| s.insert(hex))?;
+        // Served as a whole mirror from here on (no gap in between).
+        self.partial.remove(&h);
+        Ok(added)
     }
 
     /// Stops mirroring a blob (the data stays in the store). Returns false if it was not mirrored.
@@ -92,6 +96,40 @@ impl Swarm {
     /// The mirrored blob hashes, sorted.
     pub fn mirrors(&self) -> Vec<String> {
         self.mirrors.snapshot().into_iter().collect()
+    }
+
+    /// Serves a blob this node is still fetching (a partial mirror, PROTOCOL §4.3 v2): its
+    /// verified chunk groups from now on, and, for a layered image's HashSeq root, its
+    /// `children` by their own hashes. Not persisted: after a restart only complete mirrors are
+    /// served. Ends with [`Swarm::stop_partial`] (the fetch failed) or [`Swarm::mirror_add`].
+    pub fn serve_partial(&self, hash: &str, children: &[Hash]) -> Result<(), SwarmError> {
+        let h = parse_hash(hash)?;
+        if !children.is_empty() {
+            self.seqs.insert(h, children.iter().copied());
+        }
+        self.partial.insert(h);
+        Ok(())
+    }
+
+    /// Stops serving a partial blob (its data stays). Returns false if it was not served so.
+    pub fn stop_partial(&self, hash: &str) -> bool {
+        parse_hash(hash).is_ok_and(|h| self.partial.remove(&h))
+    }
+
+    /// The parts this node serves under a layered image's root (the checked HashSeq roots it
+    /// holds, and partial ones), for the `x` tags of its announcement; empty for other blobs.
+    pub fn served_children(&self, root: &str) -> Vec<String> {
+        let Ok(h) = parse_hash(root) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = self
+            .seqs
+            .children_of(&h)
+            .iter()
+            .map(|c| c.to_hex())
+            .collect();
+        out.sort();
+        out
     }
 
     pub fn is_mirrored(&self, hash: &str) -> bool {

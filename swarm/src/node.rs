@@ -95,6 +95,8 @@ pub struct Swarm {
     local: bool,
     pub(crate) mirrors: Arc<MirrorSet>,
     pub(crate) own: Arc<OwnSet>,
+    /// Blobs served while still being fetched (partial mirrors), until the fetch ends.
+    pub(crate) partial: Arc<OwnSet>,
     pub(crate) seqs: Arc<SeqIndex>,
     slots: Arc<Slots>,
     pub(crate) protected: Arc<crate::gc::ProtectSet>,
@@ -164,11 +166,13 @@ impl Swarm {
         let seqs = Arc::new(SeqIndex::default());
         crate::layered::index_hashseqs(&store, &seqs).await?;
         let slots = Arc::new(Slots::default());
+        let partial = Arc::new(OwnSet::default());
         let events = request_filter(
             config.serve,
             config.uploads,
             slots.clone(),
             own.clone(),
+            partial.clone(),
             mirrors.clone(),
             seqs.clone(),
         );
@@ -184,6 +188,7 @@ impl Swarm {
             local,
             mirrors,
             own,
+            partial,
             seqs,
             slots,
             protected,

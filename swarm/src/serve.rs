@@ -28,13 +28,18 @@ pub enum ServePolicy {
     Everything,
 }
 
-/// Hashes this node published (added locally); shared with the request filter.
+/// A set of hashes shared with the request filter: those this node published (added
+/// locally), and those it serves while still fetching them (partial mirrors).
 #[derive(Debug, Default)]
 pub(crate) struct OwnSet(RwLock<HashSet<Hash>>);
 
 impl OwnSet {
     pub(crate) fn insert(&self, h: Hash) {
         self.0.write().expect("own set lock").insert(h);
+    }
+
+    pub(crate) fn remove(&self, h: &Hash) -> bool {
+        self.0.write().expect("own set lock").remove(h)
     }
 
     pub(crate) fn contains(&self, h: &Hash) -> bool {
@@ -65,6 +70,15 @@ impl SeqIndex {
             roots.retain(|r| r != root);
             !roots.is_empty()
         });
+    }
+
+    /// The children indexed under `root`, in no particular order.
+    pub(crate) fn children_of(&self, root: &Hash) -> Vec<Hash> {
+        let map = self.0.read().expect("seq index lock");
+        map.iter()
+            .filter(|(_, roots)| roots.contains(root))
+            .map(|(c, _)| *c)
+            .collect()
     }
 
     pub(crate) fn roots_of(&self, child: &Hash) -> Vec<Hash> {
@@ -148,7 +162,9 @@ impl Pacer {
 }
 
 /// Builds the provider's event sender. Every get, get-many and observe request is checked
-/// against the serve policy (`Everything` allows all): a collection request is allowed by its
+/// against the serve policy (`Everything` allows all; a partial mirror is served as a mirror,
+/// and iroh-blobs sends only verified chunk groups, resetting with code 3 at the first one it
+/// lacks): a collection request is allowed by its
 /// root (its members were shared with it); a child of a HashSeq is allowed by its own hash
 /// when one of its roots is. An allowed get then needs a free upload slot, or is refused busy;
 /// with an upload rate, every chunk group waits for its share of it.
@@ -157,6 +173,7 @@ pub(crate) fn request_filter(
     limits: UploadLimits,
     slots: Arc<Slots>,
     own: Arc<OwnSet>,
+    partial: Arc<OwnSet>,
     mirrors: Arc<MirrorSet>,
     seqs: Arc<SeqIndex>,
 ) -> Option<EventSender> {
@@ -179,7 +196,9 @@ pub(crate) fn request_filter(
     };
     let (tx, mut rx) = EventSender::channel(64, mask);
     let everything = policy == ServePolicy::Everything;
-    let served = move |h: &Hash| everything || own.contains(h) || mirrors.contains(&h.to_hex());
+    let served = move |h: &Hash| {
+        everything || own.contains(h) || partial.contains(h) || mirrors.contains(&h.to_hex())
+    };
     let allowed = move |h: &Hash| served(h) || seqs.roots_of(h).iter().any(&served);
     let pacer = limits.rate.map(|rate| Pacer {
         rate,

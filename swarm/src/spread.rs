@@ -97,9 +97,25 @@ impl Pieces {
 
     /// The next piece nobody holds, now held by `source`.
     pub fn claim(&mut self, source: usize) -> Option<usize> {
-        let i = self.state.iter().position(|s| *s == State::Missing)?;
+        self.claim_within(source, |_| true)
+    }
+
+    /// The next piece nobody holds that the source has (`offers(range)`: a partial mirror
+    /// serves only the chunk groups it has verified, PROTOCOL §5.3), now held by `source`.
+    pub fn claim_within(
+        &mut self,
+        source: usize,
+        offers: impl Fn(Range<u64>) -> bool,
+    ) -> Option<usize> {
+        let i = (0..self.state.len())
+            .find(|&i| self.state[i] == State::Missing && offers(self.range(i)))?;
         self.state[i] = State::Claimed(source);
         Some(i)
+    }
+
+    /// Whether a piece nobody holds is one the source has (what a partial mirror waits for).
+    pub fn any_missing_within(&self, offers: impl Fn(Range<u64>) -> bool) -> bool {
+        (0..self.state.len()).any(|i| self.state[i] == State::Missing && offers(self.range(i)))
     }
 
     pub fn done(&mut self, i: usize) {
@@ -236,6 +252,29 @@ mod tests {
             "releasing a finished piece does not undo it"
         );
         assert_eq!(p.claim(0), None);
+    }
+
+    #[test]
+    fn a_partial_source_claims_only_the_pieces_it_has() {
+        let mut p = Pieces::new(4 * MIN_PIECE, MIN_PIECE, |_| false);
+        // The partial mirror has verified the second half only.
+        let offers = |r: Range<u64>| r.start >= 2 * MIN_PIECE;
+        assert_eq!(p.claim_within(1, offers), Some(2));
+        assert_eq!(
+            p.claim(0),
+            Some(0),
+            "the origin takes the first missing piece"
+        );
+        assert_eq!(p.claim_within(1, offers), Some(3));
+        assert_eq!(
+            p.claim_within(1, offers),
+            None,
+            "piece 1 is missing but the mirror does not have it"
+        );
+        assert!(!p.any_missing_within(offers));
+        assert!(p.any_missing_within(|_| true));
+        p.release(3);
+        assert!(p.any_missing_within(offers), "a piece it has came back");
     }
 
     #[test]

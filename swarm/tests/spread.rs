@@ -195,3 +195,137 @@ async fn a_busy_origin_leaves_its_pieces_to_the_mirror_meanwhile() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// §5.3 (v2) partial mirrors: a node that has verified only the first part of a blob serves
+/// that part; a fetcher learns which part with an observe request and asks it for pieces inside
+/// it only (so it never fails a request for want of data), the origin sending the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_mirror_serves_what_it_has_verified_and_nothing_else_is_asked_of_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let content = data("spread-partial", 8 * MIB + 999);
+    let origin = capped(
+        &tmp.path().join("origin"),
+        UploadLimits {
+            max_uploads: Some(8),
+            rate: Some(2 * MIB as u64),
+        },
+    )
+    .await;
+    let mirror = Arc::new(node(&tmp.path().join("mirror")).await);
+    let client = node(&tmp.path().join("client")).await;
+    let blob = origin.add_bytes(content.clone()).await.unwrap();
+
+    // The mirror fetches from the origin alone (front to back) and is stopped half-way.
+    let mut first = request(&blob.hash, blob.size);
+    first.origin = Some(origin.addr());
+    let fetching = tokio::spawn({
+        let (mirror, first) = (mirror.clone(), first.clone());
+        async move { mirror.fetch(first, None).await }
+    });
+    timeout(SAFETY, async {
+        while mirror.local_bytes(&blob.hash).await.unwrap() < 3 * MIB as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    fetching.abort();
+    let _ = fetching.await;
+    let held = mirror.local_bytes(&blob.hash).await.unwrap();
+    assert!(held < blob.size && !mirror.has(&blob.hash).await.unwrap());
+    // From now on it serves what it has verified: a partial mirror.
+    mirror.serve_partial(&blob.hash, &[]).unwrap();
+
+    let mut req = request(&blob.hash, blob.size);
+    req.origin = Some(origin.addr());
+    req.peers = vec![mirror.addr()];
+    let report = timeout(SAFETY, client.fetch(req, None))
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!(
+        "partial mirror holding {held} of {} bytes: {report:?}",
+        blob.size
+    );
+    let from_mirror = report.bytes_from(&mirror.endpoint_id());
+    assert!(
+        from_mirror > 0,
+        "the partial mirror sent pieces: {report:?}"
+    );
+    assert!(
+        from_mirror <= held,
+        "it sent only what it had verified: {report:?}"
+    );
+    assert!(
+        report.failures.is_empty() && report.bad_sources.is_empty(),
+        "it was never asked for a piece it lacks: {report:?}"
+    );
+    assert!(
+        report.bytes_from(&origin.endpoint_id()) >= blob.size - held,
+        "the origin sent the rest: {report:?}"
+    );
+    assert!(exported(&client, &blob.hash, tmp.path()).await == content);
+    assert_eq!(
+        mirror.local_bytes(&blob.hash).await.unwrap(),
+        held,
+        "the mirror stayed partial throughout"
+    );
+    for n in [&origin, &*mirror, &client] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// §5.3 (v2): fetchers watch for new announcements while they fetch. A fetch that starts with
+/// the origin alone (a slow uplink) takes pieces from a mirror that turns up while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_found_during_the_fetch_joins_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let content = data("spread-late", 8 * MIB + 5);
+    let origin = capped(
+        &tmp.path().join("origin"),
+        UploadLimits {
+            max_uploads: Some(8),
+            rate: Some(MIB as u64),
+        },
+    )
+    .await;
+    let mirror = node(&tmp.path().join("mirror")).await;
+    let client = node(&tmp.path().join("client")).await;
+    let blob = origin.add_bytes(content.clone()).await.unwrap();
+    mirror.add_bytes(content.clone()).await.unwrap();
+
+    let (found, watch) = tokio::sync::watch::channel(Vec::new());
+    let mut req = request(&blob.hash, blob.size);
+    req.origin = Some(origin.addr());
+    req.more_peers = Some(watch);
+    let (tx, mut rx) = mpsc::channel(64 * 1024);
+    let fetch = client.fetch(req, Some(tx));
+    let announce = async {
+        // The mirror "announces" once the fetch is under way.
+        while let Some(ev) = rx.recv().await {
+            if matches!(ev, FetchEvent::Progress(_)) {
+                break;
+            }
+        }
+        found.send_replace(vec![mirror.addr()]);
+        while rx.recv().await.is_some() {}
+    };
+    let (report, ()) = timeout(SAFETY, async { tokio::join!(fetch, announce) })
+        .await
+        .unwrap();
+    let report = report.unwrap();
+    eprintln!("a mirror joining during the fetch: {report:?}");
+    assert!(
+        report.bytes_from(&origin.endpoint_id()) > 0,
+        "the origin started it: {report:?}"
+    );
+    assert!(
+        report.bytes_from(&mirror.endpoint_id()) > 0,
+        "the mirror found meanwhile sent pieces: {report:?}"
+    );
+    assert!(report.failures.is_empty() && report.bad_sources.is_empty());
+    assert!(exported(&client, &blob.hash, tmp.path()).await == content);
+    for n in [&origin, &mirror, &client] {
+        n.shutdown().await.unwrap();
+    }
+}

@@ -538,8 +538,14 @@ async fn a_mirror_found_through_the_relay_serves_while_the_origin_is_down() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(found.len(), 1, "A did not re-announce on the new relay");
-    let ann = archy_marketplace::events::parse_mirror_event(&found[0], &hash).unwrap();
+    let ann = archy_marketplace::events::parse_mirror_event(&found[0], &hash)
+        .unwrap()
+        .announcement;
     assert_eq!(ann.endpoint, endpoint_of(&a_addr));
+    assert!(
+        !ann.partial,
+        "a complete mirror is re-announced as complete"
+    );
     pool.shutdown().await;
     drop(origin);
     drop(node_a);
@@ -675,8 +681,16 @@ async fn a_hostile_mirror_is_dropped_and_its_announcer_carries_the_evidence() {
     let ann = archy_marketplace::events::MirrorAnnouncement {
         endpoint: hostile_addr.endpoint.clone(),
         addrs: hostile_addr.addrs.iter().map(ToString::to_string).collect(),
+        partial: false,
     };
-    let event = archy_marketplace::events::build_mirror_event(&hostile_keys, &hash, &ann).unwrap();
+    let event = archy_marketplace::events::build_mirror_event(
+        &hostile_keys,
+        &hash,
+        &[],
+        &ann,
+        nostr_sdk::Timestamp::now().as_secs(),
+    )
+    .unwrap();
     let pool = archy_relays::RelayPool::connect([url.as_str()], Default::default())
         .await
         .unwrap();
@@ -722,4 +736,131 @@ async fn a_hostile_mirror_is_dropped_and_its_announcer_carries_the_evidence() {
         shown["explanation"]["evidence"]["bad_bytes"], 0,
         "the honest mirror carries none: {shown}"
     );
+}
+
+/// Verified bytes of `hash` on the node of `home`, through its local API (0 until it answers).
+fn have_bytes(home: &Path, hash: &str) -> u64 {
+    let req = format!(r#"{{"method":"blob_have","params":{{"hash":"{hash}"}}}}"#);
+    let (code, body) = api_post(home, true, &req);
+    if code != 200 {
+        return 0;
+    }
+    serde_json::from_str::<Value>(&body).unwrap()["ok"]["have"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// PROTOCOL §4.3/§5.3 (v2) between real nodes and a real relay: two consumers fetch the same
+/// blob from an origin on a capped uplink. The first announces itself as a partial mirror when
+/// it starts; the second, started once the first holds part of the blob, finds that
+/// announcement and takes the first one's verified pieces from it, so the origin sends less
+/// than two copies; both blobs verify, and once complete the first re-announces without
+/// `partial`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_consumers_at_once_share_the_blob_through_a_partial_mirror() {
+    let (relay, _db) = start_relay().await;
+    let url = relay.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let o = home_with_relay(dir.path(), "origin", Some(&url));
+    // A home uplink: the origin sends 4 MiB/s in all.
+    let mut cfg = std::fs::read_to_string(o.join("config.toml")).unwrap();
+    cfg.push_str("upload_rate_bytes_per_sec = 4194304\n");
+    std::fs::write(o.join("config.toml"), cfg).unwrap();
+    let a = home_with_relay(dir.path(), "consumer-a", Some(&url));
+    let b = home_with_relay(dir.path(), "consumer-b", Some(&url));
+    let data = test_bytes("partial-mirrors", 24 << 20);
+    let size = data.len().to_string();
+    let (_origin, hash, o_addr) = origin_serving(&o, &data).await;
+    let _node_a = start_node(&a).await;
+    let _node_b = start_node(&b).await;
+    let (a_addr, b_addr) = (node_addr(&a).await, node_addr(&b).await);
+    let get = |home: PathBuf, out: PathBuf| {
+        let (hash, o_addr, size) = (hash.clone(), o_addr.clone(), size.clone());
+        tokio::spawn(async move {
+            cli_json(
+                &home,
+                &[
+                    "blob",
+                    "get",
+                    &hash,
+                    "--from",
+                    &o_addr,
+                    "--size",
+                    &size,
+                    "--find-mirrors",
+                    "--mirror",
+                    "--out",
+                    out.to_str().unwrap(),
+                    "--json",
+                ],
+            )
+            .await
+        })
+    };
+    let (out_a, out_b) = (dir.path().join("a.bin"), dir.path().join("b.bin"));
+    let fetch_a = get(a.clone(), out_a.clone());
+    // B starts once A holds a few MiB (A is then announced as a partial mirror).
+    let a_held = tokio::task::spawn_blocking({
+        let (a, hash) = (a.clone(), hash.clone());
+        move || {
+            // A safety net, not a timing bound.
+            for _ in 0..60_000 {
+                let have = have_bytes(&a, &hash);
+                if have >= 4 << 20 {
+                    return have;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            0
+        }
+    })
+    .await
+    .unwrap();
+    assert!(a_held > 0, "A never received its first MiBs");
+    let fetch_b = get(b.clone(), out_b.clone());
+    let (got_a, got_b) = (fetch_a.await.unwrap(), fetch_b.await.unwrap());
+    eprintln!("A: {}\nB: {}", got_a["report"], got_b["report"]);
+    assert_eq!(std::fs::read(&out_a).unwrap(), data, "A's blob verifies");
+    assert_eq!(std::fs::read(&out_b).unwrap(), data, "B's blob verifies");
+    let b_from_a = bytes_from(&got_b["report"], endpoint_of(&a_addr));
+    let a_from_b = bytes_from(&got_a["report"], endpoint_of(&b_addr));
+    assert!(
+        b_from_a > 0,
+        "B took pieces from A, a partial mirror when B started: {}",
+        got_b["report"]
+    );
+    let from_origin = bytes_from(&got_a["report"], endpoint_of(&o_addr))
+        + bytes_from(&got_b["report"], endpoint_of(&o_addr));
+    eprintln!(
+        "origin sent {from_origin} bytes for two copies of {} ({:.2} copies); B from A {b_from_a}, A from B {a_from_b}",
+        data.len(),
+        from_origin as f64 / data.len() as f64
+    );
+    assert!(
+        from_origin < 2 * data.len() as u64,
+        "the origin sent less than two copies"
+    );
+    for r in [&got_a, &got_b] {
+        assert!(
+            r["report"]["bad_sources"].as_array().unwrap().is_empty(),
+            "{r}"
+        );
+    }
+    // Complete now: A's announcement on the relay is the complete one.
+    let pool = archy_relays::RelayPool::connect([url.as_str()], Default::default())
+        .await
+        .unwrap();
+    let found = pool
+        .fetch(archy_marketplace::events::mirror_filter(&hash), None)
+        .await
+        .unwrap();
+    let a_endpoint = endpoint_of(&a_addr);
+    let offers: Vec<_> = found
+        .iter()
+        .filter_map(|e| archy_marketplace::events::parse_mirror_event(e, &hash).ok())
+        .filter(|o| o.announcement.endpoint == a_endpoint)
+        .collect();
+    assert_eq!(offers.len(), 1, "one announcement of A's (replaceable)");
+    assert!(!offers[0].announcement.partial, "re-announced as complete");
+    pool.shutdown().await;
 }

@@ -6,7 +6,7 @@ use crate::jcs::canonical_bytes;
 use crate::jws;
 use crate::keys::PublisherKeys;
 use crate::release::KIND_APP_DATA;
-use nostr::{Alphabet, Event, EventBuilder, Filter, Keys, Kind, SingleLetterTag, Tag};
+use nostr::{Alphabet, Event, EventBuilder, Filter, Keys, Kind, SingleLetterTag, Tag, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use thiserror::Error;
@@ -33,6 +33,8 @@ pub enum MirrorError {
     Content(serde_json::Error),
     #[error("mirror endpoint is not a 64-hex EndpointId")]
     Endpoint,
+    #[error("the mirror announcement was withdrawn")]
+    Withdrawn,
 }
 
 /// `d` tag of the publisher profile.
@@ -80,11 +82,31 @@ pub fn build_profile_event(
 pub struct MirrorAnnouncement {
     pub endpoint: String,
     pub addrs: Vec<String>,
+    /// (v2) The mirror is still fetching: it serves the chunk groups it has verified (a
+    /// fetcher asks which with an observe request) and re-announces without it when complete.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+}
+
+/// The most `x` tags an announcement carries: the root and up to 62 children (§4.3 v2).
+pub const MAX_MIRROR_X: usize = 63;
+
+/// A checked mirror announcement: where, and what it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorOffer {
+    pub announcement: MirrorAnnouncement,
+    /// The blob the announcement is about (its `d` tag): a layered image's HashSeq root.
+    pub root: String,
+    /// Every blob it is found under (its `x` tags): the root and, for a layered image, each
+    /// child.
+    pub blobs: Vec<String>,
 }
 
 /// Builds the withdrawal of this node's mirror announcement of `blake3` (PROTOCOL §4.3 v2):
-/// the same address (`d`), content `{"withdrawn": true}`, so it replaces the announcement.
-pub fn build_mirror_withdrawal(keys: &Keys, blake3: &str) -> Result<Event, BuildError> {
+/// the same address (`d`), content `{"withdrawn": true}`, so it replaces the announcement
+/// (`at`, unix seconds, must be later than the announcement's: a relay keeps one event per
+/// address and refuses one that is not newer).
+pub fn build_mirror_withdrawal(keys: &Keys, blake3: &str, at: u64) -> Result<Event, BuildError> {
     Ok(EventBuilder::new(
         Kind::Custom(KIND_APP_DATA),
         serde_json::json!({"withdrawn": true}).to_string(),
@@ -94,55 +116,107 @@ pub fn build_mirror_withdrawal(keys: &Keys, blake3: &str) -> Result<Event, Build
         Tag::parse(["t", MIRROR_TOPIC])?,
         Tag::parse(["x", blake3])?,
     ])
+    .custom_created_at(Timestamp::from_secs(at))
     .sign_with_keys(keys)?)
 }
 
 /// Builds a mirror announcement for `blake3`, signed by the mirroring node's Nostr key.
+/// `children` are a layered image's parts when `blake3` is its HashSeq root (§4.3 v2: an `x`
+/// tag for each, so a shared layer is found under either image); repeats are written once and
+/// at most [`MAX_MIRROR_X`] `x` tags in all. `at` (unix seconds) must be later than this
+/// node's previous event for the blob (the partial announcement a complete one replaces).
 pub fn build_mirror_event(
     keys: &Keys,
     blake3: &str,
+    children: &[String],
     announcement: &MirrorAnnouncement,
+    at: u64,
 ) -> Result<Event, BuildError> {
+    let mut xs: Vec<&str> = vec![blake3];
+    for c in children {
+        if xs.len() == MAX_MIRROR_X {
+            break;
+        }
+        if !xs.contains(&c.as_str()) {
+            xs.push(c);
+        }
+    }
+    let mut tags = vec![
+        Tag::parse(["d", &format!("archy:mirror:{blake3}")])?,
+        Tag::parse(["t", MIRROR_TOPIC])?,
+    ];
+    for x in xs {
+        tags.push(Tag::parse(["x", x])?);
+    }
     Ok(EventBuilder::new(
         Kind::Custom(KIND_APP_DATA),
         serde_json::to_string(announcement)?,
     )
-    .tags([
-        Tag::parse(["d", &format!("archy:mirror:{blake3}")])?,
-        Tag::parse(["t", MIRROR_TOPIC])?,
-        Tag::parse(["x", blake3])?,
-    ])
+    .tags(tags)
+    .custom_created_at(Timestamp::from_secs(at))
     .sign_with_keys(keys)?)
 }
 
 /// The look-up filter of §4.3: `{"kinds":[30078],"#t":["archy-mirror"],"#x":[blake3]}`.
 pub fn mirror_filter(blake3: &str) -> Filter {
+    mirror_filter_any([blake3])
+}
+
+/// One look-up for several blobs (a layered image's root and parts): announcements whose `x`
+/// tags name any of them.
+pub fn mirror_filter_any<'a>(blobs: impl IntoIterator<Item = &'a str>) -> Filter {
     Filter::new()
         .kind(Kind::Custom(KIND_APP_DATA))
         .custom_tag(SingleLetterTag::lowercase(Alphabet::T), MIRROR_TOPIC)
-        .custom_tag(SingleLetterTag::lowercase(Alphabet::X), blake3)
+        .custom_tags(SingleLetterTag::lowercase(Alphabet::X), blobs)
 }
 
-/// Checks and reads a mirror announcement for `blake3`: a valid event whose `d`, `t` and `x`
-/// tags say so and whose content has the right shape. The announcer's key is the event pubkey.
-pub fn parse_mirror_event(event: &Event, blake3: &str) -> Result<MirrorAnnouncement, MirrorError> {
+/// Checks and reads a mirror announcement for `blake3`: a valid event tagged `t` archy-mirror
+/// with an `x` tag for `blake3` and a `d` tag `archy:mirror:<root>` (the blob itself, or the
+/// HashSeq root it is a part of, §4.3 v2), whose content has the right shape. The announcer's
+/// key is the event pubkey. A withdrawal (`{"withdrawn": true}`) is not an offer.
+pub fn parse_mirror_event(event: &Event, blake3: &str) -> Result<MirrorOffer, MirrorError> {
     event.verify().map_err(MirrorError::Invalid)?;
-    let has = |name: &str, value: &str| {
-        event.tags.iter().any(|t| {
-            let s = t.as_slice();
-            s.len() >= 2 && s[0] == name && s[1] == value
-        })
+    let values = |name: &str| -> Vec<String> {
+        event
+            .tags
+            .iter()
+            .filter_map(|t| {
+                let s = t.as_slice();
+                (s.len() >= 2 && s[0] == name).then(|| s[1].clone())
+            })
+            .collect()
     };
-    if !(has("d", &format!("archy:mirror:{blake3}")) && has("t", MIRROR_TOPIC) && has("x", blake3))
+    let blobs = values("x");
+    let root = values("d")
+        .into_iter()
+        .find_map(|d| d.strip_prefix("archy:mirror:").map(str::to_owned));
+    let root = match root {
+        Some(r)
+            if values("t").iter().any(|t| t == MIRROR_TOPIC)
+                && blobs.iter().any(|x| x == blake3)
+                && archy_rules::is_hex64(&r)
+                && blobs.contains(&r) =>
+        {
+            r
+        }
+        _ => return Err(MirrorError::NotFor(blake3.to_owned())),
+    };
+    if serde_json::from_str::<serde_json::Value>(&event.content)
+        .is_ok_and(|v| v.get("withdrawn") == Some(&serde_json::Value::Bool(true)))
     {
-        return Err(MirrorError::NotFor(blake3.to_owned()));
+        return Err(MirrorError::Withdrawn);
     }
-    let a: MirrorAnnouncement =
+    let announcement: MirrorAnnouncement =
         serde_json::from_str(&event.content).map_err(MirrorError::Content)?;
-    if !archy_rules::is_hex64(&a.endpoint) {
+    if !archy_rules::is_hex64(&announcement.endpoint) {
         return Err(MirrorError::Endpoint);
     }
-    Ok(a)
+    Ok(MirrorOffer {
+        announcement,
+        root,
+        blobs,
+    })
 }
 
 /// The discovery filter of releases: `{"kinds":[30078],"#t":["archy-app"]}`.
@@ -163,9 +237,56 @@ mod tests {
         let a = MirrorAnnouncement {
             endpoint: "ab".repeat(32),
             addrs: vec!["127.0.0.1:1".into()],
+            partial: false,
         };
-        let e = build_mirror_event(&keys, &"cd".repeat(32), &a).unwrap();
-        assert_eq!(parse_mirror_event(&e, &"cd".repeat(32)).unwrap(), a);
+        let e = build_mirror_event(&keys, &"cd".repeat(32), &[], &a, 1).unwrap();
+        assert!(
+            !e.content.contains("partial"),
+            "a complete mirror's content is the v1 shape"
+        );
+        let offer = parse_mirror_event(&e, &"cd".repeat(32)).unwrap();
+        assert_eq!(offer.announcement, a);
+        assert_eq!(offer.root, "cd".repeat(32));
         assert!(parse_mirror_event(&e, &"ef".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn a_layered_announcement_is_found_under_each_part_and_says_partial() {
+        let keys = Keys::generate();
+        let (root, layer) = ("11".repeat(32), "22".repeat(32));
+        let a = MirrorAnnouncement {
+            endpoint: "ab".repeat(32),
+            addrs: vec![],
+            partial: true,
+        };
+        // A repeated child (a layer that appears twice) is tagged once.
+        let e = build_mirror_event(&keys, &root, &[layer.clone(), layer.clone()], &a, 1).unwrap();
+        let xs: Vec<_> = e
+            .tags
+            .iter()
+            .filter(|t| t.as_slice()[0] == "x")
+            .map(|t| t.as_slice()[1].clone())
+            .collect();
+        assert_eq!(xs, [root.clone(), layer.clone()]);
+        let by_layer = parse_mirror_event(&e, &layer).unwrap();
+        assert_eq!(by_layer.root, root, "the d tag names the root");
+        assert!(by_layer.announcement.partial);
+        assert!(e.content.contains(r#""partial":true"#));
+        let many: Vec<String> = (0..100).map(|i| format!("{i:064x}")).collect();
+        let e = build_mirror_event(&keys, &root, &many, &a, 1).unwrap();
+        assert_eq!(
+            e.tags.iter().filter(|t| t.as_slice()[0] == "x").count(),
+            MAX_MIRROR_X
+        );
+    }
+
+    #[test]
+    fn a_withdrawal_is_no_offer() {
+        let keys = Keys::generate();
+        let e = build_mirror_withdrawal(&keys, &"cd".repeat(32), 1).unwrap();
+        assert!(matches!(
+            parse_mirror_event(&e, &"cd".repeat(32)),
+            Err(MirrorError::Withdrawn)
+        ));
     }
 }

@@ -35,6 +35,9 @@ pub struct MirrorCandidate {
     pub peer: PeerAddr,
     /// The announcement's `created_at` (unix seconds).
     pub created_at: u64,
+    /// Announced while still fetching (§4.3 v2): it serves what it has verified so far.
+    #[serde(default)]
+    pub partial: bool,
 }
 
 /// Whom a source's bad bytes count against (PROTOCOL §5.4): the publisher's key for the
@@ -125,7 +128,7 @@ pub fn mirror_candidates(events: &[Event], hash: &str, own_nostr: &str) -> Vec<M
             continue;
         }
         let ann = match parse_mirror_event(event, hash) {
-            Ok(a) => a,
+            Ok(offer) => offer.announcement,
             Err(e) => {
                 tracing::debug!(event = %event.id, "ignoring mirror announcement: {e:#}");
                 continue;
@@ -139,6 +142,7 @@ pub fn mirror_candidates(events: &[Event], hash: &str, own_nostr: &str) -> Vec<M
             nostr: nostr.clone(),
             peer,
             created_at: event.created_at.as_secs(),
+            partial: ann.partial,
         };
         match by_author.get(&nostr) {
             Some(old) if old.created_at >= cand.created_at => {}
@@ -172,16 +176,17 @@ fn stall_timeout(core: &NodeCore) -> Duration {
 
 /// Fetches a blob named by a verified manifest (§5): `hash` and `size` from the manifest, the
 /// manifest's `origin` first, then mirrors announced on the relays in the order `rank_mirrors`
-/// gives (a ranker may also drop candidates below the trust threshold). A failed mirror
-/// look-up (relays down) only loses the mirrors. Bad sources are recorded as trust evidence
-/// against the `publisher` (the origin) or their announcers; the report names them and the
-/// bytes each source sent.
+/// gives (a ranker may also drop candidates below the trust threshold), and those announced
+/// while it runs. A failed mirror look-up (relays down) only loses the mirrors. Bad sources
+/// are recorded as trust evidence against the `publisher` (the origin) or their announcers;
+/// the report names them and the bytes each source sent. With `[swarm] mirror` on, the node
+/// serves the blob as a partial mirror while it fetches, and as a mirror once it is complete.
 pub async fn fetch_blob(
     core: &NodeCore,
     hash: &str,
     size: u64,
     origin: PeerAddr,
-    rank_mirrors: impl FnOnce(Vec<MirrorCandidate>) -> Vec<MirrorCandidate>,
+    rank_mirrors: impl Fn(Vec<MirrorCandidate>) -> Vec<MirrorCandidate>,
     publisher: Option<&str>,
 ) -> Result<FetchReport> {
     let mut req = FetchRequest::new(hash, size);
@@ -190,8 +195,22 @@ pub async fn fetch_blob(
         origin_key: publisher.map(str::to_owned),
         announcers: Vec::new(),
     };
-    fetch_with_mirrors(core, req, true, rank_mirrors, who).await
+    start_partial(core, hash, &[]).await;
+    match fetch_with_mirrors(core, req, true, rank_mirrors, who).await {
+        Ok(report) => {
+            mirror_if_configured(core, hash).await;
+            Ok(report)
+        }
+        Err(e) => {
+            end_partial(core, hash).await;
+            Err(e)
+        }
+    }
 }
+
+/// How often the relays are asked for new mirrors while a fetch runs (partial mirrors announce
+/// themselves when they start, so a fetch that began with the origin alone finds them).
+const WATCH_MIRRORS_EVERY: Duration = Duration::from_secs(2);
 
 /// Room kept free beyond a blob's own bytes: for its verification data (about 1/256 of the
 /// blob; 1/64 is counted) plus this reserve for the store's metadata. iroh-blobs' store can stop
@@ -264,14 +283,15 @@ async fn name_disk_full(
 }
 
 /// The general fetch behind [`fetch_blob`] and `archy blob get`: `req.origin`/`req.peers` as
-/// given, plus (when `lookup_mirrors`) the announced mirrors ranked by `rank_mirrors`.
+/// given, plus (when `lookup_mirrors`) the announced mirrors ranked by `rank_mirrors`, looked
+/// up at the start and every [`WATCH_MIRRORS_EVERY`] while the fetch runs (new ones join it).
 /// Duplicates (and the origin among the peers) are dropped, first mention wins. Sources that
 /// send bytes that do not verify are recorded against `who` (and the announcers looked up).
 pub async fn fetch_with_mirrors(
     core: &NodeCore,
     mut req: FetchRequest,
     lookup_mirrors: bool,
-    rank_mirrors: impl FnOnce(Vec<MirrorCandidate>) -> Vec<MirrorCandidate>,
+    rank_mirrors: impl Fn(Vec<MirrorCandidate>) -> Vec<MirrorCandidate>,
     mut who: Accountable,
 ) -> Result<FetchReport> {
     let swarm = core.swarm().await?;
@@ -308,8 +328,45 @@ pub async fn fetch_with_mirrors(
             live.apply(&ev);
         }
     };
-    let (result, ()) = tokio::join!(swarm.fetch(req, Some(tx)), fold);
+    // Mirrors announced while the fetch runs (partial ones, started after us) join it.
+    let watching = lookup_mirrors && !swarm.has(&hash).await?;
+    let (more_tx, more_rx) = tokio::sync::watch::channel(Vec::new());
+    if watching {
+        req.more_peers = Some(more_rx);
+    }
+    let late = std::sync::Mutex::new(Vec::<MirrorCandidate>::new());
+    let watch = async {
+        if !watching {
+            return std::future::pending::<()>().await;
+        }
+        loop {
+            tokio::time::sleep(WATCH_MIRRORS_EVERY).await;
+            match find_mirrors(core, &hash).await {
+                Ok(found) => {
+                    let ranked = rank_mirrors(found);
+                    more_tx.send_replace(ranked.iter().map(|c| c.peer.clone()).collect());
+                    let mut late = late.lock().expect("late mirrors lock");
+                    for c in ranked {
+                        if !late.contains(&c) {
+                            late.push(c);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!("mirror look-up during the fetch failed: {e:#}"),
+            }
+        }
+    };
+    let fetch = async {
+        tokio::select! {
+            r = swarm.fetch(req, Some(tx)) => r,
+            () = watch => unreachable!("the mirror watch never ends"),
+        }
+    };
+    let (result, ()) = tokio::join!(fetch, fold);
     drop(live);
+    // Bad bytes from a mirror that joined late count against its announcer too.
+    who.announcers
+        .extend(late.into_inner().expect("late mirrors lock"));
     match result {
         Ok(report) => {
             record_blame(core, &report, origin.as_deref(), &who).await;
@@ -350,8 +407,10 @@ pub async fn get(core: &NodeCore, args: super::rpc::BlobGet) -> Result<BlobGetRe
     let origin = addrs.next();
     let peers: Vec<PeerAddr> = addrs.collect();
     if args.mirror {
-        // Pinned before the fetch, so no GC pass can take it between the fetch and the mirror.
+        // Pinned before the fetch, so no GC pass can take it between the fetch and the mirror;
+        // served (and announced) as a partial mirror while it is fetched.
         core.swarm().await?.set_pin(&args.hash, true)?;
+        serve_partial(core, &args.hash, &[]).await;
     }
     // With a size, an origin and --find-mirrors this is the install flow's path (what a
     // verified manifest gives), minus a publisher to hold bad bytes against.
@@ -361,14 +420,21 @@ pub async fn get(core: &NodeCore, args: super::rpc::BlobGet) -> Result<BlobGetRe
     };
     req.origin = origin;
     req.peers = peers;
-    let report = fetch_with_mirrors(
+    let report = match fetch_with_mirrors(
         core,
         req,
         args.find_mirrors,
         newest_first,
         Accountable::default(),
     )
-    .await?;
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            end_partial(core, &args.hash).await;
+            return Err(e);
+        }
+    };
     if let Some(out) = &args.out {
         core.swarm().await?.export(&report.hash, out).await?;
     }
@@ -502,7 +568,8 @@ pub struct MirrorAnnounced {
 }
 
 /// Serves a complete local blob to others and publishes the §4.3 announcement (replaceable:
-/// a newer one from this node replaces the older on the relays).
+/// a newer one from this node replaces the older on the relays, a partial one too). A layered
+/// image's root is announced with an `x` tag for each of its parts.
 pub async fn announce_mirror(core: &NodeCore, hash: &str) -> Result<MirrorAnnounced> {
     let swarm = core.swarm().await?;
     let hash = archy_swarm::parse_hash(hash)?.to_hex();
@@ -510,25 +577,80 @@ pub async fn announce_mirror(core: &NodeCore, hash: &str) -> Result<MirrorAnnoun
         .mirror_add(&hash)
         .await
         .with_context(|| format!("mirroring {hash}"))?;
-    let addr = swarm.addr();
+    publish_announcement(core, &hash, &swarm.served_children(&hash), false).await
+}
+
+/// Publishes this node's §4.3 announcement of `hash` (`partial` while it is still fetching).
+async fn publish_announcement(
+    core: &NodeCore,
+    hash: &str,
+    children: &[String],
+    partial: bool,
+) -> Result<MirrorAnnounced> {
+    let addr = core.swarm().await?.addr();
     let ann = MirrorAnnouncement {
         endpoint: addr.endpoint.clone(),
         addrs: addr.addrs.iter().map(ToString::to_string).collect(),
+        partial,
     };
-    let event = build_mirror_event(core.identity.nostr_keys(), &hash, &ann)?;
+    let at = core.event_time(hash);
+    let event = build_mirror_event(core.identity.nostr_keys(), hash, children, &ann, at)?;
     let report = core
         .pool()
         .await?
         .publish(&event)
         .await
         .with_context(|| format!("publishing the mirror announcement of {hash}"))?;
-    tracing::info!(%hash, event = %event.id, "mirror announced");
+    tracing::info!(%hash, event = %event.id, partial, parts = children.len(), "mirror announced");
     Ok(MirrorAnnounced {
-        hash,
+        hash: hash.to_owned(),
         event_id: event.id.to_hex(),
         endpoint: addr,
         accepted: report.accepted,
     })
+}
+
+/// When the node mirrors what it fetches (`[swarm] mirror`): serves `hash` while it is still
+/// being fetched, what it has verified (`children`: a layered image's parts, served under their
+/// own hashes too), and announces it `"partial": true` (§4.3 v2) so that nodes fetching the
+/// same release at the same time share the load. Best effort: a failure is logged.
+pub async fn start_partial(core: &NodeCore, hash: &str, children: &[archy_swarm::Hash]) {
+    if core.config.swarm.mirror {
+        serve_partial(core, hash, children).await;
+    }
+}
+
+/// [`start_partial`] whatever the configuration (the operator asked to mirror the blob).
+async fn serve_partial(core: &NodeCore, hash: &str, children: &[archy_swarm::Hash]) {
+    let started = async {
+        let swarm = core.swarm().await?;
+        if swarm.is_mirrored(hash) || swarm.has(hash).await? {
+            return Ok(None);
+        }
+        swarm.serve_partial(hash, children)?;
+        let children: Vec<String> = children.iter().map(|c| c.to_hex()).collect();
+        publish_announcement(core, hash, &children, true)
+            .await
+            .map(Some)
+    };
+    match started.await {
+        Ok(_) => {}
+        Err(e) => tracing::warn!("not announced as a partial mirror of {hash}: {e:#}"),
+    }
+}
+
+/// A fetch that failed: stop serving its partial blob and withdraw the partial announcement
+/// (best effort; the verified part stays for the next attempt).
+pub async fn end_partial(core: &NodeCore, hash: &str) {
+    let Ok(swarm) = core.swarm().await else {
+        return;
+    };
+    if !swarm.stop_partial(hash) {
+        return;
+    }
+    if let Err(e) = super::gc::withdraw(core, hash).await {
+        tracing::warn!("partial mirror announcement of {hash} not withdrawn: {e:#}");
+    }
 }
 
 /// A mirror the operator asked for (`archy blob get --mirror`, `archy blob mirror`): pinned,
@@ -756,10 +878,13 @@ mod tests {
         build_mirror_event(
             keys,
             hash,
+            &[],
             &MirrorAnnouncement {
                 endpoint,
                 addrs: vec![format!("127.0.0.1:{port}"), "not an addr".into()],
+                partial: false,
             },
+            1_700_000_000,
         )
         .unwrap()
     }
@@ -810,6 +935,7 @@ mod tests {
             nostr: nostr.into(),
             peer: PeerAddr::new(&iroh_id(seed), vec![]).unwrap(),
             created_at: 1,
+            partial: false,
         };
         let who = Accountable {
             origin_key: Some("publisher".into()),
@@ -867,6 +993,7 @@ mod tests {
             nostr: n.into(),
             peer: peer.clone(),
             created_at: t,
+            partial: false,
         };
         let got = newest_first(vec![c("a", 1), c("b", 3), c("c", 2)]);
         let order: Vec<&str> = got.iter().map(|c| c.nostr.as_str()).collect();

@@ -419,8 +419,9 @@ fn is_registry_ref(name: &str) -> bool {
     loopback && path.starts_with("archy/")
 }
 
-async fn withdraw(core: &NodeCore, hash: &str) -> Result<()> {
-    let event = crate::events::build_mirror_withdrawal(core.identity.nostr_keys(), hash)?;
+pub(super) async fn withdraw(core: &NodeCore, hash: &str) -> Result<()> {
+    let at = core.event_time(hash);
+    let event = crate::events::build_mirror_withdrawal(core.identity.nostr_keys(), hash, at)?;
     core.pool().await?.publish(&event).await?;
     Ok(())
 }

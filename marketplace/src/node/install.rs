@@ -199,12 +199,17 @@ async fn install_release(
             publisher_nostr: m.publisher.nostr.clone(),
         })?;
     }
-    let mirrored = if running {
-        super::blobs::mirror_if_configured(core, &m.image.blob().blake3)
+    // The fetch already made it a mirror when it completed (unless the image was held, or the
+    // announcement failed then).
+    let image_blob = &m.image.blob().blake3;
+    let mirrored = if !running {
+        false
+    } else if core.swarm().await?.is_mirrored(image_blob) {
+        true
+    } else {
+        super::blobs::mirror_if_configured(core, image_blob)
             .await
             .is_some()
-    } else {
-        false
     };
     let urls: Vec<String> = m
         .ports

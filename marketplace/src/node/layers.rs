@@ -197,8 +197,16 @@ pub async fn export_layered(core: &NodeCore, image_ref: &str) -> Result<LayeredI
     .with_context(|| format!("exporting image {image_ref} as layers"))
 }
 
+/// How a layered image's parts find their sources: the root's mirrors (given), and, when
+/// `rank` is set, the mirrors announced under the part's own hash (§4.3 v2: a layer shared
+/// with another image is found under either), at the start and while the part is fetched.
+type Rank<'a> = Option<&'a RankFn<'a>>;
+
+/// A mirror ranker (the install path's: by trust tier).
+type RankFn<'a> = dyn Fn(Vec<MirrorCandidate>) -> Vec<MirrorCandidate> + Send + Sync + 'a;
+
 /// Fetches one part: `size` exact when the manifest gives it, else bounded by `max`; from the
-/// origin first, then the peers found for the root.
+/// origin first, then the peers found for the root (and for the part, with `rank`).
 async fn fetch_part(
     core: &NodeCore,
     hash: &str,
@@ -206,6 +214,7 @@ async fn fetch_part(
     max: Option<u64>,
     origin: &PeerAddr,
     who: &blobs::Accountable,
+    rank: Rank<'_>,
 ) -> Result<FetchReport> {
     let mut req = match size {
         Some(s) => FetchRequest::new(hash, s),
@@ -214,7 +223,10 @@ async fn fetch_part(
     req.max_size = max;
     req.origin = Some(origin.clone());
     req.peers = who.announcers.iter().map(|c| c.peer.clone()).collect();
-    blobs::fetch_with_mirrors(core, req, false, |m| m, who.clone()).await
+    match rank {
+        Some(rank) => blobs::fetch_with_mirrors(core, req, true, rank, who.clone()).await,
+        None => blobs::fetch_with_mirrors(core, req, false, |m| m, who.clone()).await,
+    }
 }
 
 /// SHA-256 of a complete blob, read from the store.
@@ -294,12 +306,31 @@ async fn preflight(core: &NodeCore, swarm: &Swarm, missing: u64, image: u64) -> 
 
 /// Consumer side: makes the release's layered image present in Podman (tagged with the node's
 /// own name, run by `image.id`), fetching only the parts not held, every §2.1 check first.
+/// With `[swarm] mirror` on, the image is served as a partial mirror from the moment its parts
+/// are known (its root fetched) and as a mirror once it is complete; a failure withdraws that.
 pub async fn ensure_layered(
     core: &NodeCore,
     m: &AppManifest,
     layers: &BlobRef,
     origin: PeerAddr,
-    rank: impl FnOnce(Vec<MirrorCandidate>) -> Vec<MirrorCandidate>,
+    rank: impl Fn(Vec<MirrorCandidate>) -> Vec<MirrorCandidate> + Send + Sync,
+) -> Result<LayeredReport> {
+    let result = fetch_layered(core, m, layers, origin, &rank).await;
+    match &result {
+        Ok(_) => {
+            blobs::mirror_if_configured(core, &layers.blake3).await;
+        }
+        Err(_) => blobs::end_partial(core, &layers.blake3).await,
+    }
+    result
+}
+
+async fn fetch_layered(
+    core: &NodeCore,
+    m: &AppManifest,
+    layers: &BlobRef,
+    origin: PeerAddr,
+    rank: &RankFn<'_>,
 ) -> Result<LayeredReport> {
     let swarm = core.swarm().await?;
     let root = layers.blake3.as_str();
@@ -328,18 +359,27 @@ pub async fn ensure_layered(
         announcers,
     };
     let max_root = 32 * (2 + MAX_LAYERS as u64);
-    let r = fetch_part(core, root, None, Some(max_root), &origin, &peers)
+    let r = fetch_part(core, root, None, Some(max_root), &origin, &peers, None)
         .await
         .context("fetching the image's HashSeq root")?;
     let children_count = LayerPlan::check_root_size(r.size).map_err(refuse)?;
     report.add(r);
     let children = swarm.hashseq_children(root).await?;
     report.children = children.len();
+    blobs::start_partial(core, root, &children).await;
     debug_assert_eq!(children.len(), children_count);
     let hex = |i: usize| children[i].to_hex();
-    let r = fetch_part(core, &hex(0), None, Some(MAX_META_BYTES), &origin, &peers)
-        .await
-        .context("fetching child 0 (the image manifest)")?;
+    let r = fetch_part(
+        core,
+        &hex(0),
+        None,
+        Some(MAX_META_BYTES),
+        &origin,
+        &peers,
+        None,
+    )
+    .await
+    .context("fetching child 0 (the image manifest)")?;
     report.add(r);
     let manifest = swarm.read_bytes(&hex(0)).await?;
     let plan = LayerPlan::from_manifest(&manifest, children.len(), &m.image.id, layers.size)
@@ -353,9 +393,17 @@ pub async fn ensure_layered(
     }
     let image_bytes: u64 = plan.layers.iter().map(|l| l.size).sum();
     preflight(core, swarm, missing, image_bytes).await?;
-    let r = fetch_part(core, &hex(1), Some(plan.config.size), None, &origin, &peers)
-        .await
-        .context("fetching child 1 (the image config)")?;
+    let r = fetch_part(
+        core,
+        &hex(1),
+        Some(plan.config.size),
+        None,
+        &origin,
+        &peers,
+        None,
+    )
+    .await
+    .context("fetching child 1 (the image config)")?;
     report.add(r);
     let config = swarm.read_bytes(&hex(1)).await?;
     plan.check_config(&config, &Platform::host())
@@ -366,9 +414,17 @@ pub async fn ensure_layered(
             report.held += 1;
             report.held_bytes += l.size;
         } else {
-            let r = fetch_part(core, &hex(child), Some(l.size), None, &origin, &peers)
-                .await
-                .with_context(|| format!("fetching child {child} (layer {i}, {})", l.digest))?;
+            let r = fetch_part(
+                core,
+                &hex(child),
+                Some(l.size),
+                None,
+                &origin,
+                &peers,
+                Some(rank),
+            )
+            .await
+            .with_context(|| format!("fetching child {child} (layer {i}, {})", l.digest))?;
             report.add(r);
         }
         // The whole blob is hashed (a held blob of another size fails `child-size`).

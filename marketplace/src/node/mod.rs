@@ -59,6 +59,8 @@ pub struct NodeCore {
     pub(crate) app_ops: tokio::sync::Mutex<()>,
     /// Every fetch in flight, as its progress so far (the local API's `transfers`).
     pub(crate) transfers: blobs::Transfers,
+    /// The `created_at` of this node's last mirror event per blob (see [`NodeCore::event_time`]).
+    mirror_events: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// Opens the catalog, waiting a little if another `archy` process holds it (a one-shot command
@@ -89,6 +91,20 @@ fn already_open(e: &anyhow::Error) -> bool {
 }
 
 impl NodeCore {
+    /// The `created_at` for this node's next mirror event about `blob` (§4.3): now, or one
+    /// second after the last one when that is not earlier. The events of one blob share an
+    /// address (`d`), and a relay keeps only the newest, refusing one that is not newer: a
+    /// complete announcement right after the partial one (a fetch under a second) must win.
+    pub(crate) fn event_time(&self, blob: &str) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut last = self.mirror_events.lock().expect("mirror events lock");
+        let at = last.get(blob).map_or(now, |t| now.max(t + 1));
+        last.insert(blob.to_owned(), at);
+        at
+    }
+
     /// Opens the home: configuration, identity (created on first use), catalog.
     /// `relay_urls` are the relays this core talks to (the embedded relay's URL first, if any).
     pub fn open(home: Home, config: NodeConfig, relay_urls: Vec<String>) -> Result<NodeCore> {
@@ -110,6 +126,7 @@ impl NodeCore {
             trust: OnceCell::new(),
             app_ops: tokio::sync::Mutex::new(()),
             transfers: blobs::Transfers::default(),
+            mirror_events: Default::default(),
         })
     }
 

@@ -50,8 +50,10 @@ pub fn data(seed: &str, len: usize) -> Vec<u8> {
 }
 
 /// A peer that runs the real iroh-blobs provider over a store holding the right data, but
-/// XORs every byte it sends after `flip_after` bytes of a response. The receiver's verified
-/// streaming must reject it at the first corrupted chunk group.
+/// XORs every byte it sends after `flip_after` bytes of a response (at the earliest after
+/// [`HONEST_PREFIX`] bytes: its answer to an observe request, a few bytes, is honest — it lies
+/// about the data, not about what it holds). The receiver's verified streaming must reject it
+/// at the first corrupted chunk group.
 #[derive(Debug, Clone)]
 pub struct Hostile {
     store: Store,
@@ -119,6 +121,11 @@ impl SendStream for FlipWriter {
     }
 }
 
+/// Bytes of every response a [`Hostile`] peer sends unaltered: more than an observe answer
+/// (a length, a size and a few range boundaries), less than a get response's first parent
+/// hashes (its 8-byte size, then 64 bytes per parent pair), so a get fails at once.
+pub const HONEST_PREFIX: u64 = 40;
+
 /// Starts a hostile provider holding `content` on loopback; returns its router and address.
 pub async fn hostile(content: &[u8], flip_after: u64) -> (Router, PeerAddr) {
     let mem = MemStore::new();
@@ -136,7 +143,10 @@ pub async fn hostile(content: &[u8], flip_after: u64) -> (Router, PeerAddr) {
     let addrs: Vec<SocketAddr> = ep.bound_sockets();
     let peer = PeerAddr::new(&ep.id().to_string(), addrs).unwrap();
     let store: Store = mem.into();
-    let handler = Arc::new(Hostile { store, flip_after });
+    let handler = Arc::new(Hostile {
+        store,
+        flip_after: flip_after.max(HONEST_PREFIX),
+    });
     let router = Router::builder(ep)
         .accept(iroh_blobs::ALPN, handler)
         .spawn();

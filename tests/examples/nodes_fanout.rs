@@ -1,0 +1,298 @@
+//! Fan-out across real nodes (issue 16, item 5): N `archy node run` processes on loopback, each
+//! with its own home, iroh endpoint and blob store, fetch the same blob from one origin at the
+//! same moment, through one real relay (the embedded relay, over WebSocket) for the mirror
+//! announcements.
+//!
+//! Set-up, stated: every node (origin and consumers) has the same upload cap (`CAP` MB/s,
+//! standing in for a home uplink) and `[swarm] max_uploads = MAX`; each consumer runs `archy blob
+//! get --from <origin> --size <size> --find-mirrors --mirror`, so it is announced as a partial
+//! mirror when it starts and as a mirror when it is complete, and watches the relay for the
+//! others. Mirrors are ranked newest announcement first (what `blob get` does; the install
+//! path ranks by trust tier, and with every node anchoring the publisher and following the
+//! others all consumers would be in one tier, where the order is random).
+//!
+//! It reports origin egress (the bytes every consumer's report says came from the origin), the
+//! bytes each node got from each source, the total time, and the time of one node alone under
+//! the same cap (measured first, on its own relay so the fan-out does not see it) as a ratio.
+//! With `--kill-origin-at C`, the origin is killed (SIGKILL) once the consumers' progress shows
+//! C copies received from it, and the rest must come from the peers.
+//!
+//!   cargo run --release -p archy-tests --example nodes_fanout -- MIB N [CAP_MB_S] [MAX] [--kill-origin-at C]
+//!
+//! `ARCHY_BIN` names the archy binary (default: built from this workspace).
+
+use anyhow::{bail, Context, Result};
+use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig};
+use archy_tests::cli::{api_post, archy, archy_json, NodeProc};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn home(dir: &Path, name: &str, relay: &str, cap: u64, max: usize) -> Result<PathBuf> {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home)?;
+    std::fs::write(
+        home.join("config.toml"),
+        format!(
+            "[relays]\nembedded = false\nurls = [{relay:?}]\nquorum = 1\nsync_interval_secs = 3600\n\
+             [swarm]\nupload_rate_bytes_per_sec = {cap}\nmax_uploads = {max}\n"
+        ),
+    )?;
+    Ok(home)
+}
+
+fn addr(home: &Path) -> Result<String> {
+    let out = archy(home, &["blob", "serve"]);
+    if !out.status.success() {
+        bail!("blob serve: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+fn endpoint(addr: &str) -> &str {
+    addr.split('@').next().unwrap_or(addr)
+}
+
+fn bytes_from(report: &Value, endpoint: &str) -> u64 {
+    report["bytes_per_source"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|s| s[0] == endpoint)
+                .filter_map(|s| s[1].as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Bytes the node on `home` has received from `origin` in its fetches in flight (its local
+/// API's `transfers`).
+fn live_from(home: &Path, origin: &str) -> u64 {
+    let (code, body) = api_post(home, true, r#"{"method":"transfers"}"#);
+    if code != 200 {
+        return 0;
+    }
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    v["ok"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .flat_map(|t| t["sources"].as_array().cloned().unwrap_or_default())
+                .filter(|s| s["endpoint"] == origin)
+                .filter_map(|s| s["bytes"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn get(home: &Path, hash: &str, origin: &str, size: u64) -> Value {
+    archy_json(
+        home,
+        &[
+            "blob",
+            "get",
+            hash,
+            "--from",
+            origin,
+            "--size",
+            &size.to_string(),
+            "--find-mirrors",
+            "--mirror",
+            "--json",
+        ],
+    )
+}
+
+async fn relay(dir: &Path) -> Result<EmbeddedRelay> {
+    EmbeddedRelay::start(EmbeddedRelayConfig {
+        db_dir: Some(dir.to_path_buf()),
+        ..Default::default()
+    })
+    .await
+    .context("starting a relay")
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let kill_at = args
+        .iter()
+        .position(|a| a == "--kill-origin-at")
+        .map(|i| args[i + 1].parse::<f64>())
+        .transpose()?;
+    let nums: Vec<&String> = args.iter().take_while(|a| !a.starts_with("--")).collect();
+    let num = |i: usize, d: u64| nums.get(i).map_or(Ok(d), |v| v.parse::<u64>());
+    let (mib, n, cap_mb, max) = (num(0, 64)?, num(1, 4)? as usize, num(2, 20)?, num(3, 8)?);
+    let cap = cap_mb * 1_000_000;
+    let size = mib << 20;
+    let dir = tempfile::Builder::new().prefix("archy-fanout-").tempdir()?;
+    let main_relay = relay(&dir.path().join("relay")).await?;
+    let alone_relay = relay(&dir.path().join("relay-alone")).await?;
+    let url = main_relay.url().to_string();
+    println!(
+        "fan-out across real nodes: {n} consumers x {mib} MiB, every node's upload capped at \
+         {cap_mb} MB/s with max_uploads = {max}; mirrors announced on one relay, ranked newest first"
+    );
+
+    let o = home(dir.path(), "origin", &url, cap, max as usize)?;
+    let mut origin = NodeProc::start(&o)?;
+    let data = o.join("blob.bin");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&data)?;
+        let mut xof = blake3::Hasher::new().update(b"fan-out").finalize_xof();
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..mib {
+            xof.fill(&mut buf);
+            f.write_all(&buf)?;
+        }
+    }
+    let added = archy_json(&o, &["blob", "add", data.to_str().unwrap(), "--json"]);
+    let hash = added["hash"].as_str().context("blob add hash")?.to_owned();
+    let o_addr = addr(&o)?;
+    let o_id = endpoint(&o_addr).to_owned();
+
+    // One node alone under the same cap, on a relay of its own.
+    let alone_home = home(
+        dir.path(),
+        "alone",
+        &alone_relay.url().to_string(),
+        cap,
+        max as usize,
+    )?;
+    let alone_node = NodeProc::start(&alone_home)?;
+    let t = Instant::now();
+    let alone = get(&alone_home, &hash, &o_addr, size);
+    let alone_secs = t.elapsed().as_secs_f64();
+    drop(alone_node);
+    println!(
+        "one node alone: {alone_secs:.2} s, {} bytes from the origin",
+        bytes_from(&alone["report"], &o_id)
+    );
+
+    let mut homes = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let h = home(dir.path(), &format!("node-{i:02}"), &url, cap, max as usize)?;
+        nodes.push(NodeProc::start(&h)?);
+        homes.push(h);
+    }
+    let ids: Vec<String> = homes
+        .iter()
+        .map(|h| addr(h).map(|a| endpoint(&a).to_owned()))
+        .collect::<Result<_>>()?;
+    let done = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(std::sync::Mutex::new(None::<f64>));
+    let start = Instant::now();
+    let monitor = kill_at.map(|copies| {
+        let (homes, done, killed, o_id) =
+            (homes.clone(), done.clone(), killed.clone(), o_id.clone());
+        let threshold = (copies * size as f64) as u64;
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let sent: u64 = homes.iter().map(|h| live_from(h, &o_id)).sum();
+                if sent >= threshold {
+                    *killed.lock().unwrap() = Some(sent as f64 / size as f64);
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        })
+    });
+    let fetches: Vec<_> = homes
+        .iter()
+        .map(|h| {
+            let (h, hash, o_addr) = (h.clone(), hash.clone(), o_addr.clone());
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let out = archy(
+                    &h,
+                    &[
+                        "blob",
+                        "get",
+                        &hash,
+                        "--from",
+                        &o_addr,
+                        "--size",
+                        &size.to_string(),
+                        "--find-mirrors",
+                        "--mirror",
+                        "--json",
+                    ],
+                );
+                (t.elapsed().as_secs_f64(), out)
+            })
+        })
+        .collect();
+    if let Some(m) = monitor {
+        // Kill from here (the monitor only says when), while the fetches run.
+        let hit = std::thread::spawn(move || m.join().unwrap_or(false));
+        while !hit.is_finished() {
+            if fetches.iter().all(|f| f.is_finished()) {
+                done.store(true, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if hit.join().unwrap_or(false) {
+            origin.kill();
+            println!(
+                "origin killed after {:.2} s, at {:.2} copies sent",
+                start.elapsed().as_secs_f64(),
+                killed.lock().unwrap().unwrap_or(0.0)
+            );
+        }
+    }
+    let mut origin_egress = 0u64;
+    let mut ok = 0;
+    for (i, f) in fetches.into_iter().enumerate() {
+        let (secs, out) = f.join().expect("fetch thread");
+        if !out.status.success() {
+            println!(
+                "node-{i:02}: FAILED after {secs:.2} s: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        let r = &v["report"];
+        ok += 1;
+        origin_egress += bytes_from(r, &o_id);
+        let by: Vec<String> = r["bytes_per_source"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                let id = s[0].as_str().unwrap_or("");
+                let who = if id == o_id {
+                    "origin".to_owned()
+                } else {
+                    ids.iter().position(|x| x == id).map_or_else(
+                        || id[..8.min(id.len())].to_owned(),
+                        |j| format!("node-{j:02}"),
+                    )
+                };
+                format!(
+                    "{who} {:.1} MiB",
+                    s[1].as_u64().unwrap_or(0) as f64 / 1048576.0
+                )
+            })
+            .collect();
+        println!("node-{i:02}: {secs:.2} s, verified; {}", by.join(", "));
+    }
+    done.store(true, Ordering::Relaxed);
+    let total = start.elapsed().as_secs_f64();
+    println!(
+        "{ok}/{n} complete and verified; origin egress {:.1} MiB = {:.2} copies; total {total:.2} s \
+         = {:.2}x one node alone ({alone_secs:.2} s)",
+        origin_egress as f64 / 1048576.0,
+        origin_egress as f64 / size as f64,
+        total / alone_secs
+    );
+    drop(nodes);
+    drop(origin);
+    Ok(())
+}
