@@ -87,8 +87,11 @@ fn live_from(home: &Path, origin: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn get(home: &Path, hash: &str, origin: &str, size: u64) -> Value {
-    archy_json(
+/// `archy blob get` as every consumer runs it (a partial mirror while it fetches, watching the
+/// relay for the others).
+fn get(home: &Path, hash: &str, origin: &str, size: u64) -> std::process::Output {
+    let size = size.to_string();
+    archy(
         home,
         &[
             "blob",
@@ -97,7 +100,7 @@ fn get(home: &Path, hash: &str, origin: &str, size: u64) -> Value {
             "--from",
             origin,
             "--size",
-            &size.to_string(),
+            &size,
             "--find-mirrors",
             "--mirror",
             "--json",
@@ -165,6 +168,10 @@ async fn main() -> Result<()> {
     let alone_node = NodeProc::start(&alone_home)?;
     let t = Instant::now();
     let alone = get(&alone_home, &hash, &o_addr, size);
+    if !alone.status.success() {
+        bail!("one node alone: {}", String::from_utf8_lossy(&alone.stderr));
+    }
+    let alone: Value = serde_json::from_slice(&alone.stdout)?;
     let alone_secs = t.elapsed().as_secs_f64();
     drop(alone_node);
     println!(
@@ -208,21 +215,7 @@ async fn main() -> Result<()> {
             let (h, hash, o_addr) = (h.clone(), hash.clone(), o_addr.clone());
             std::thread::spawn(move || {
                 let t = Instant::now();
-                let out = archy(
-                    &h,
-                    &[
-                        "blob",
-                        "get",
-                        &hash,
-                        "--from",
-                        &o_addr,
-                        "--size",
-                        &size.to_string(),
-                        "--find-mirrors",
-                        "--mirror",
-                        "--json",
-                    ],
-                );
+                let out = get(&h, &hash, &o_addr, size);
                 (t.elapsed().as_secs_f64(), out)
             })
         })

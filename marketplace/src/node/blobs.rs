@@ -297,13 +297,14 @@ pub async fn fetch_with_mirrors(
     let swarm = core.swarm().await?;
     req.stall_timeout = stall_timeout(core);
     req.min_rate = core.config.swarm.min_rate_bytes_per_sec;
-    if let Some(size) = req.size {
-        if !swarm.has(&req.hash).await? {
-            let have = swarm.local_bytes(&req.hash).await?;
-            check_disk_space(swarm.dir(), &req.hash, size.saturating_sub(have))?;
-        }
+    // Asked of the store once: a complete blob needs no space, no mirrors and no watch.
+    let missing = !swarm.has(&req.hash).await?;
+    if let Some(size) = req.size.filter(|_| missing) {
+        let have = swarm.local_bytes(&req.hash).await?;
+        check_disk_space(swarm.dir(), &req.hash, size.saturating_sub(have))?;
     }
-    if lookup_mirrors && !swarm.has(&req.hash).await? {
+    let watching = lookup_mirrors && missing;
+    if watching {
         match find_mirrors(core, &req.hash).await {
             Ok(found) => {
                 let ranked = rank_mirrors(found);
@@ -329,7 +330,6 @@ pub async fn fetch_with_mirrors(
         }
     };
     // Mirrors announced while the fetch runs (partial ones, started after us) join it.
-    let watching = lookup_mirrors && !swarm.has(&hash).await?;
     let (more_tx, more_rx) = tokio::sync::watch::channel(Vec::new());
     if watching {
         req.more_peers = Some(more_rx);
@@ -625,17 +625,15 @@ async fn serve_partial(core: &NodeCore, hash: &str, children: &[archy_swarm::Has
     let started = async {
         let swarm = core.swarm().await?;
         if swarm.is_mirrored(hash) || swarm.has(hash).await? {
-            return Ok(None);
+            return Ok(());
         }
         swarm.serve_partial(hash, children)?;
         let children: Vec<String> = children.iter().map(|c| c.to_hex()).collect();
-        publish_announcement(core, hash, &children, true)
-            .await
-            .map(Some)
+        publish_announcement(core, hash, &children, true).await?;
+        anyhow::Ok(())
     };
-    match started.await {
-        Ok(_) => {}
-        Err(e) => tracing::warn!("not announced as a partial mirror of {hash}: {e:#}"),
+    if let Err(e) = started.await {
+        tracing::warn!("not announced as a partial mirror of {hash}: {e:#}");
     }
 }
 
