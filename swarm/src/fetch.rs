@@ -2,8 +2,12 @@
 //! [`crate::select::Selector`].
 //!
 //! A blob of known size and more than one source is first *spread*: its 16 KiB-aligned pieces
-//! are fetched from up to four sources at once, the origin among them, each source taking the
-//! next piece nobody holds (so the faster ones take more). Whatever the spread leaves missing
+//! are fetched from up to four sources at once, the origin among them, each source taking a
+//! piece nobody is fetching (so the faster ones take more), its rarest; while other fetchers
+//! of the blob are in the spread (partial mirrors) or the origin is much slower than the peers,
+//! the origin only what no peer in the spread holds (what peers hold is read from an observe
+//! request kept open for the whole fetch, so a partial mirror's growth counts at once).
+//! Whatever the spread leaves missing
 //! — every source in it ended, or a piece kept failing — is finished one source at a time,
 //! origin first, by the selector's rules, so the origin alone can always complete a fetch.
 //!
@@ -24,9 +28,12 @@ use std::{
     time::Duration,
 };
 
-use futures::{stream::FuturesUnordered, StreamExt};
+use futures::{stream::FuturesUnordered, FutureExt, StreamExt};
 use iroh_blobs::{
-    api::{proto::BlobStatus, remote::GetProgressItem},
+    api::{
+        proto::{Bitfield, BlobStatus},
+        remote::GetProgressItem,
+    },
     get::{fsm::DecodeError, GetError},
     protocol::{ChunkRanges, ChunkRangesExt, GetRequest, ObserveRequest},
     HashAndFormat,
@@ -454,16 +461,20 @@ impl Swarm {
         // Set, to the source whose piece was the last, when every piece is verified: the
         // spread ends then, without waiting for a worker still connecting or backing off.
         let (done, mut done_rx) = watch::channel(None);
-        let (released, _) = watch::channel(0u64);
+        let (changed, _) = watch::channel(0u64);
         let bytes: Vec<AtomicU64> = (0..known + MAX_LATE_SOURCES)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let rates: Vec<AtomicU64> = (0..known + MAX_LATE_SOURCES)
             .map(|_| AtomicU64::new(0))
             .collect();
         let failures = Mutex::new(Vec::new());
         let shared = Shared {
             pieces: &pieces,
             done: &done,
-            released: &released,
+            changed: &changed,
             bytes: &bytes,
+            rates: &rates,
             failures: &failures,
         };
         let mut tally = SpreadTally::default();
@@ -554,54 +565,74 @@ impl Swarm {
         };
         let mut worker = spread::Worker::default();
         let mut conn: Option<iroh::endpoint::Connection> = None;
-        // What a peer has verified (an observe request, §5.3): a partial mirror is asked only
-        // for pieces inside it. The origin has the whole blob; so has a peer once it says so.
-        let mut offer = if role == SourceRole::Origin {
-            Offer::Whole
-        } else {
-            Offer::Unknown
-        };
+        // What a peer has verified (an observe request, §5.3), kept up to date from the same
+        // request's updates while the worker fetches and waits. The origin holds every piece.
+        let mut holdings: Option<Holdings> = None;
         let mut idle_since: Option<Instant> = None;
         loop {
             // Connected before it claims: a source that cannot be reached holds no piece.
             let outcome = match self.connect_source(ctx, &mut conn, id, role).await {
                 Err(f) => Err(f),
                 // Asked what it holds first; the next turn claims from that.
-                Ok(c) if offer == Offer::Unknown => {
-                    self.observe_source(&c, ctx).await.map(|o| offer = o)
+                Ok(c) if role == SourceRole::Peer && holdings.is_none() => {
+                    self.observe_source(&c, ctx).await.map(|h| {
+                        shared.offer(index, &h);
+                        holdings = Some(h);
+                    })
                 }
                 Ok(c) => {
-                    let mut released = shared.released.subscribe();
-                    let claimed = pieces.lock().unwrap().claim_within(index, |r| offer.has(r));
+                    if let Some(h) = holdings.as_mut() {
+                        if h.catch_up() {
+                            shared.offer(index, h);
+                        }
+                    }
+                    let mut changed = shared.changed.subscribe();
+                    let source = match role {
+                        SourceRole::Origin => spread::Source::Origin {
+                            index,
+                            slow: shared.origin_is_slow(index),
+                        },
+                        SourceRole::Peer => spread::Source::Peer(index),
+                    };
+                    let claimed = pieces
+                        .lock()
+                        .unwrap()
+                        .claim(source, |n| rand::random_range(0..n));
                     let Some(piece) = claimed else {
                         if pieces.lock().unwrap().is_complete() {
                             break;
                         }
                         let mut done = shared.done.subscribe();
-                        if offer == Offer::Whole
-                            || pieces.lock().unwrap().any_missing_within(|r| offer.has(r))
-                        {
-                            // Every missing piece it has is held by another source: wait
-                            // until one is given back (that source failed), or the end.
-                            tokio::select! {
-                                _ = released.changed() => {}
-                                _ = done.wait_for(|d| d.is_some()) => {}
+                        // A partial mirror with none of the missing pieces that nobody else
+                        // is fetching: after a stall timeout of that without getting any
+                        // further itself, it leaves the room to others (not a failure); one
+                        // that still gets pieces stays (it is a fetcher like us, and may soon
+                        // hold what we miss). The origin and a complete mirror wait, and look
+                        // again in a moment (a yielding origin's rates change).
+                        let partial = holdings.as_ref().is_some_and(|h| !h.whole(ctx.size));
+                        let idle_left = if partial {
+                            let since = *idle_since.get_or_insert_with(Instant::now);
+                            match ctx.req.stall_timeout.checked_sub(since.elapsed()) {
+                                Some(left) if !left.is_zero() => left,
+                                _ => {
+                                    debug!(hash = %ctx.hash, source = %short(id), "partial mirror has none of the missing pieces; it leaves the spread");
+                                    break;
+                                }
                             }
-                            continue;
-                        }
-                        // A partial mirror with none of the missing pieces: ask again what it
-                        // holds in a moment; after a stall timeout of that, leave the room to
-                        // others (not a failure).
-                        let since = *idle_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= ctx.req.stall_timeout {
-                            debug!(hash = %ctx.hash, source = %short(id), "partial mirror has none of the missing pieces; it leaves the spread");
-                            break;
-                        }
+                        } else {
+                            REOBSERVE
+                        };
+                        // Until a piece is given back or a peer withdrawn (that source
+                        // failed), this source holds more, or the end.
                         tokio::select! {
-                            _ = tokio::time::sleep(REOBSERVE) => {}
+                            _ = changed.changed() => {}
                             _ = done.wait_for(|d| d.is_some()) => {}
+                            grew = Holdings::next(&mut holdings) => if grew {
+                                shared.offer(index, holdings.as_ref().expect("grew"));
+                                idle_since = None;
+                            },
+                            _ = tokio::time::sleep(idle_left) => {}
                         }
-                        offer = Offer::Unknown;
                         continue;
                     };
                     idle_since = None;
@@ -609,9 +640,19 @@ impl Swarm {
                         let p = pieces.lock().unwrap();
                         (p.range(piece), p.is_last(piece))
                     };
-                    let outcome = self
-                        .fetch_piece(ctx, &c, id, role, range, last, &shared.bytes[index])
-                        .await;
+                    let (started, before) =
+                        (Instant::now(), shared.bytes[index].load(Ordering::Relaxed));
+                    let fetch =
+                        self.fetch_piece(ctx, &c, id, role, range, last, &shared.bytes[index]);
+                    tokio::pin!(fetch);
+                    let outcome = loop {
+                        tokio::select! {
+                            outcome = &mut fetch => break outcome,
+                            grew = Holdings::next(&mut holdings) => if grew {
+                                shared.offer(index, holdings.as_ref().expect("grew"));
+                            },
+                        }
+                    };
                     let mut p = pieces.lock().unwrap();
                     match outcome {
                         Ok(()) => {
@@ -619,10 +660,12 @@ impl Swarm {
                             if p.is_complete() {
                                 shared.done.send_replace(Some(index));
                             }
+                            let got = shared.bytes[index].load(Ordering::Relaxed) - before;
+                            shared.rate_sample(index, got, started.elapsed());
                         }
                         Err(_) => {
                             p.release(piece);
-                            shared.released.send_modify(|n| *n += 1);
+                            shared.changed.send_modify(|n| *n += 1);
                         }
                     }
                     outcome
@@ -633,8 +676,12 @@ impl Swarm {
                     let failure = (id.clone(), f.describe());
                     shared.failures.lock().unwrap().push(failure);
                     // A fresh connection for the next request: this one may be what failed.
+                    // What the peer holds is asked again on it, and meanwhile stops counting.
                     if let Some(c) = conn.take() {
                         c.close(0u32.into(), b"retry");
+                    }
+                    if holdings.take().is_some() {
+                        shared.withdraw(index);
                     }
                 }
             }
@@ -651,10 +698,15 @@ impl Swarm {
                         },
                     )
                     .await;
+                    // Its pieces go to the others (the origin included) while it backs off.
+                    shared.withdraw(index);
                     let mut done = shared.done.subscribe();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = done.wait_for(|d| d.is_some()) => {}
+                    }
+                    if let Some(h) = &holdings {
+                        shared.offer(index, h);
                     }
                 }
                 Next::Stop { reason, bad } => {
@@ -678,38 +730,37 @@ impl Swarm {
                 }
             }
         }
+        shared.withdraw(index);
+        shared.rates[index].store(0, Ordering::Relaxed);
         if let Some(c) = conn {
             c.close(0u32.into(), b"done");
         }
         end
     }
 
-    /// What a peer holds of the blob: its answer to an observe request (the first bitfield;
-    /// the stream is dropped). A peer that does not serve the blob at all refuses it.
+    /// What a peer holds of the blob: its first answer to an observe request. The request
+    /// stays open, and its updates are read into the [`Holdings`] as the peer verifies more.
+    /// A peer that does not serve the blob at all refuses it.
     async fn observe_source(
         &self,
         conn: &iroh::endpoint::Connection,
         ctx: &SpreadCtx<'_>,
-    ) -> Result<Offer, Failure> {
-        let stream = self
+    ) -> Result<Holdings, Failure> {
+        let mut updates = self
             .store
             .remote()
-            .observe(conn.clone(), ObserveRequest::new(ctx.hash));
-        tokio::pin!(stream);
-        match tokio::time::timeout(ctx.req.stall_timeout, stream.next()).await {
+            .observe(conn.clone(), ObserveRequest::new(ctx.hash))
+            .boxed();
+        match tokio::time::timeout(ctx.req.stall_timeout, updates.next()).await {
             Err(_) => Err(Failure::Stalled),
             Ok(None) => Err(Failure::Transfer(
                 "observe stream ended without an answer".into(),
             )),
             Ok(Some(Err(e))) => Err(Failure::Transfer(format!("observe request: {e}"))),
-            Ok(Some(Ok(bitfield))) => {
-                let whole = ChunkRanges::bytes(0..ctx.size);
-                Ok(if whole.is_subset(&bitfield.ranges) {
-                    Offer::Whole
-                } else {
-                    Offer::Partial(bitfield.ranges)
-                })
-            }
+            Ok(Some(Ok(bitfield))) => Ok(Holdings {
+                held: bitfield.ranges,
+                updates: Some(updates),
+            }),
         }
     }
 
@@ -1001,31 +1052,110 @@ struct Shared<'a> {
     pieces: &'a Mutex<Pieces>,
     /// The index of the source whose piece completed the blob, once one has.
     done: &'a watch::Sender<Option<usize>>,
-    /// Bumped whenever a piece is given back, for workers waiting for one.
-    released: &'a watch::Sender<u64>,
+    /// Bumped whenever a piece is given back or a peer's holdings stop counting, for
+    /// workers waiting for a piece they may take.
+    changed: &'a watch::Sender<u64>,
     /// Verified bytes per source (by index).
     bytes: &'a [AtomicU64],
+    /// Each working source's recent rate in bytes/s (by index; 0: none yet), for
+    /// [`spread::origin_is_slow`].
+    rates: &'a [AtomicU64],
     /// Every failed piece request: (endpoint id, why); busy answers are no failures.
     failures: &'a Mutex<Vec<(String, String)>>,
 }
 
-/// What a source in the spread can be asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Offer {
-    /// Not known yet: a peer is asked with an observe request before it is given a piece.
-    Unknown,
-    /// The whole blob (the origin; a complete mirror).
-    Whole,
-    /// The chunks a partial mirror has verified.
-    Partial(ChunkRanges),
+impl Shared<'_> {
+    /// Peer `index` holds `h`: the origin leaves those pieces to it.
+    fn offer(&self, index: usize, h: &Holdings) {
+        self.pieces.lock().unwrap().offer(index, |r| h.has(r));
+    }
+
+    /// A piece from source `index` brought `bytes` in `took`: its rate moves halfway there.
+    fn rate_sample(&self, index: usize, bytes: u64, took: Duration) {
+        if bytes == 0 {
+            return;
+        }
+        let sample = (bytes as f64 / took.as_secs_f64().max(1e-3)) as u64;
+        let old = self.rates[index].load(Ordering::Relaxed);
+        let new = if old == 0 { sample } else { (old + sample) / 2 };
+        self.rates[index].store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the origin (source `index`) is slow now ([`spread::origin_is_slow`]).
+    fn origin_is_slow(&self, index: usize) -> bool {
+        let rate = |r: &AtomicU64| Some(r.load(Ordering::Relaxed)).filter(|r| *r > 0);
+        let fastest_peer = (self.rates.iter().enumerate())
+            .filter(|(i, _)| *i != index)
+            .filter_map(|(_, r)| rate(r))
+            .max();
+        spread::origin_is_slow(
+            rate(&self.rates[index]).map(|r| r as f64),
+            fastest_peer.map(|r| r as f64),
+        )
+    }
+
+    /// Peer `index` is not asked for now: its pieces may go to others (who are woken).
+    fn withdraw(&self, index: usize) {
+        self.pieces.lock().unwrap().withdraw(index);
+        self.changed.send_modify(|n| *n += 1);
+    }
 }
 
-impl Offer {
+/// What a peer in the spread holds: the chunk groups it has verified, from its answer to an
+/// observe request and that request's updates (the ranges it has verified since).
+struct Holdings {
+    held: ChunkRanges,
+    /// The observe request's updates; `None` once it ended (the last holdings stand).
+    updates: Option<futures::stream::BoxStream<'static, std::io::Result<Bitfield>>>,
+}
+
+impl Holdings {
     fn has(&self, range: std::ops::Range<u64>) -> bool {
-        match self {
-            Offer::Unknown => false,
-            Offer::Whole => true,
-            Offer::Partial(held) => ChunkRanges::bytes(range).is_subset(held),
+        ChunkRanges::bytes(range).is_subset(&self.held)
+    }
+
+    fn whole(&self, size: u64) -> bool {
+        self.has(0..size)
+    }
+
+    /// Adds an update; whether the peer holds more than before.
+    fn add(&mut self, update: Option<std::io::Result<Bitfield>>) -> bool {
+        match update {
+            Some(Ok(more)) if !more.ranges.is_subset(&self.held) => {
+                self.held |= more.ranges;
+                true
+            }
+            Some(Ok(_)) => false,
+            Some(Err(_)) | None => {
+                self.updates = None;
+                false
+            }
+        }
+    }
+
+    /// Adds the updates already received; whether the peer holds more than before.
+    fn catch_up(&mut self) -> bool {
+        let mut grew = false;
+        while let Some(update) = self.updates.as_mut().and_then(|u| u.next().now_or_never()) {
+            grew |= self.add(update);
+        }
+        grew
+    }
+
+    /// The next update that shows more held (pending for ever when there is none to come:
+    /// the origin, a peer not asked yet, a request that ended).
+    async fn next(holdings: &mut Option<Holdings>) -> bool {
+        let Some(h) = holdings.as_mut() else {
+            return std::future::pending().await;
+        };
+        loop {
+            let Some(updates) = h.updates.as_mut() else {
+                return std::future::pending().await;
+            };
+            let update = updates.next().await;
+            if h.add(update) {
+                return true;
+            }
         }
     }
 }
