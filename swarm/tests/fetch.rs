@@ -352,10 +352,13 @@ async fn trickling_origin_alone_still_delivers_as_the_last_resort() {
     assert!(report.failures[0].1.starts_with("too slow: "), "{report:?}");
     assert!(report.bad_sources.is_empty());
     assert_eq!(report.completed_by.as_deref(), Some(&*trickler.endpoint));
-    // The second attempt resumed where the first stopped.
+    // The second attempt resumed where the first stopped. iroh-blobs reports a chunk group's
+    // progress just before it stores it: the group in flight when the first attempt was
+    // abandoned can be stored uncounted (seen once under load), so one group may be missing
+    // from the count, never from the blob.
     let from_trickler = report.bytes_from(&trickler.endpoint);
     assert!(
-        from_trickler >= blob.size && from_trickler <= blob.size + RESUME_SLACK,
+        from_trickler + 16 * 1024 >= blob.size && from_trickler <= blob.size + RESUME_SLACK,
         "{report:?}"
     );
     let out = tmp.path().join("out.bin");
