@@ -7,9 +7,9 @@
 //! standing in for a home uplink) and `[swarm] max_uploads = MAX`; each consumer runs `archy blob
 //! get --from <origin> --size <size> --find-mirrors --mirror`, so it is announced as a partial
 //! mirror when it starts and as a mirror when it is complete, and watches the relay for the
-//! others. Mirrors are ranked newest announcement first (what `blob get` does; the install
-//! path ranks by trust tier, and with every node anchoring the publisher and following the
-//! others all consumers would be in one tier, where the order is random).
+//! others. Trust: every consumer anchors the origin's key and every other consumer's, so all
+//! mirrors stand in one tier, and `blob get` (like an install) takes mirrors by tier, at random
+//! within one (PROTOCOL §5.3): the consumers do not all crowd the same three peers.
 //!
 //! It reports origin egress (the bytes every consumer's report says came from the origin), the
 //! bytes each node got from each source, the total time, and the time of one node alone under
@@ -136,7 +136,8 @@ async fn main() -> Result<()> {
     let url = main_relay.url().to_string();
     println!(
         "fan-out across real nodes: {n} consumers x {mib} MiB, every node's upload capped at \
-         {cap_mb} MB/s with max_uploads = {max}; mirrors announced on one relay, ranked newest first"
+         {cap_mb} MB/s with max_uploads = {max}; mirrors announced on one relay; every consumer \
+         anchors the origin and the other consumers (one tier: random order)"
     );
 
     let o = home(dir.path(), "origin", &url, cap, max as usize)?;
@@ -190,6 +191,23 @@ async fn main() -> Result<()> {
         .iter()
         .map(|h| addr(h).map(|a| endpoint(&a).to_owned()))
         .collect::<Result<_>>()?;
+    // The trust set-up: each consumer anchors the origin's key and every other consumer's.
+    let keys: Vec<String> = std::iter::once(&o)
+        .chain(&homes)
+        .map(|h| {
+            archy_json(h, &["id", "show", "--json"])["nostr"]
+                .as_str()
+                .map(str::to_owned)
+                .context("id show: nostr key")
+        })
+        .collect::<Result<_>>()?;
+    for (i, h) in homes.iter().enumerate() {
+        for (j, key) in keys.iter().enumerate() {
+            if j != i + 1 {
+                archy_json(h, &["trust", "anchor", "add", key, "--json"]);
+            }
+        }
+    }
     let done = Arc::new(AtomicBool::new(false));
     let killed = Arc::new(std::sync::Mutex::new(None::<f64>));
     let start = Instant::now();

@@ -11,7 +11,7 @@
 //!   writes the result into a manifest before it is signed. (The swarm only moves files; the
 //!   node's Podman client, from the orchestrator, makes and loads the archives.)
 //!
-//! The pure parts ([`mirror_candidates`], [`newest_first`], [`ImageFields::fill`]) are apart from
+//! The pure parts ([`mirror_candidates`], [`ImageFields::fill`]) are apart from
 //! the I/O so they are unit-tested without relays or iroh.
 
 use super::NodeCore;
@@ -109,13 +109,6 @@ async fn record_blame(
     if let Err(e) = super::trust::record_bad_sources(core, &records) {
         tracing::warn!("bad-bytes evidence not recorded: {e:#}");
     }
-}
-
-/// The default mirror order until trust scores are wired in: newest announcement first
-/// (a fresh announcement is likelier to name a node that is still up).
-pub fn newest_first(mut candidates: Vec<MirrorCandidate>) -> Vec<MirrorCandidate> {
-    candidates.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.nostr.cmp(&b.nostr)));
-    candidates
 }
 
 /// Reads §4.3 announcements for `hash` into candidates: invalid events, other hashes and our own
@@ -420,11 +413,13 @@ pub async fn get(core: &NodeCore, args: super::rpc::BlobGet) -> Result<BlobGetRe
     };
     req.origin = origin;
     req.peers = peers;
+    // Mirrors by trust tier, at random within a tier, as for an install (PROTOCOL §5.3).
+    let scores = core.trust()?.scores();
     let report = match fetch_with_mirrors(
         core,
         req,
         args.find_mirrors,
-        newest_first,
+        |c| super::install::rank_mirrors(c, &scores),
         Accountable::default(),
     )
     .await
@@ -982,20 +977,6 @@ mod tests {
         };
         assert!(catalog.record_bad_source(&other).unwrap());
         assert_eq!(catalog.bad_sources().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn newest_first_orders_by_created_at() {
-        let peer = PeerAddr::new(&iroh_id(1), vec![]).unwrap();
-        let c = |n: &str, t| MirrorCandidate {
-            nostr: n.into(),
-            peer: peer.clone(),
-            created_at: t,
-            partial: false,
-        };
-        let got = newest_first(vec![c("a", 1), c("b", 3), c("c", 2)]);
-        let order: Vec<&str> = got.iter().map(|c| c.nostr.as_str()).collect();
-        assert_eq!(order, ["b", "c", "a"]);
     }
 
     #[test]

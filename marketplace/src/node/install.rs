@@ -66,7 +66,7 @@ fn origin_addr(m: &AppManifest) -> Result<PeerAddr> {
 /// Mirrors by PROTOCOL §5.3: blocked keys never, the rest by trust tier, best first, at random
 /// within a tier. Bytes are verified whoever sends them, so an unknown mirror is still used —
 /// after every better one (the spread asks at most four sources at once).
-fn rank_mirrors(
+pub(crate) fn rank_mirrors(
     mirrors: Vec<super::blobs::MirrorCandidate>,
     scores: &archy_trust::Scores,
 ) -> Vec<super::blobs::MirrorCandidate> {
