@@ -1,7 +1,8 @@
 //! Loopback transfer rate of `Swarm::fetch`, side by side with its ceiling — one raw QUIC
-//! stream between two iroh endpoints of the same kind pushing the same bytes from memory —
-//! and with `sendme` (iroh's own tool) on the same file when it is installed
-//! (tests/setup/sendme.sh).
+//! stream between two iroh endpoints of the same kind pushing the same bytes from memory —,
+//! with iroh-blobs' own get (`Remote::fetch` into a fresh `FsStore`, from the same origin
+//! endpoint, runs interleaved with ours), and with `sendme` (iroh's own tool) on the same file
+//! when it is installed (tests/setup/sendme.sh).
 //!
 //!   cargo run -p archy-swarm --example bench [--release] -- [MiB=100] [runs=5]
 //!
@@ -92,6 +93,36 @@ async fn raw_quic(content: std::sync::Arc<Vec<u8>>, runs: usize) -> anyhow::Resu
     Ok(median(rates))
 }
 
+/// iroh-blobs' own get of one blob, from `origin` into a fresh `FsStore` in `dir` over a fresh
+/// endpoint, as an iroh-blobs user would write it: connect, `Remote::fetch`. Returns seconds
+/// (connect to the store holding the whole blob).
+async fn iroh_blobs_get(
+    origin: &iroh::EndpointAddr,
+    hash: iroh_blobs::Hash,
+    size: u64,
+    dir: PathBuf,
+) -> anyhow::Result<f64> {
+    let store = iroh_blobs::store::fs::FsStore::load(&dir).await?;
+    let ep = raw_endpoint(vec![]).await?;
+    let t = Instant::now();
+    let conn = ep.connect(origin.clone(), iroh_blobs::ALPN).await?;
+    let stats = store
+        .remote()
+        .fetch(conn.clone(), iroh_blobs::HashAndFormat::raw(hash))
+        .await?;
+    let secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        stats.payload_bytes_read == size,
+        "iroh-blobs get read {} of {size} bytes",
+        stats.payload_bytes_read
+    );
+    conn.close(0u32.into(), b"done");
+    ep.close().await;
+    store.shutdown().await?;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(secs)
+}
+
 async fn node(dir: PathBuf) -> anyhow::Result<Swarm> {
     Ok(Swarm::open(SwarmConfig::local(dir, "127.0.0.1:0".parse()?)).await?)
 }
@@ -116,7 +147,20 @@ async fn main() -> anyhow::Result<()> {
     let blob = origin.add_file(&file).await?;
     let mut ours = Vec::new();
     let mut ours_export = Vec::new();
+    let mut theirs_get = Vec::new();
+    let origin_addr = origin.addr().to_endpoint_addr()?;
+    let hash: iroh_blobs::Hash = blob.hash.parse()?;
     for run in 0..=runs {
+        let secs = iroh_blobs_get(
+            &origin_addr,
+            hash,
+            blob.size,
+            tmp.path().join(format!("iroh-blobs{run}")),
+        )
+        .await?;
+        if run > 0 {
+            theirs_get.push(size as f64 / secs / 1e6);
+        }
         let client = node(tmp.path().join(format!("client{run}"))).await?;
         let mut req = FetchRequest::new(&blob.hash, blob.size);
         req.origin = Some(origin.addr());
@@ -138,6 +182,14 @@ async fn main() -> anyhow::Result<()> {
     let ours = median(ours);
     let ours_export = median(ours_export);
     println!("archy-swarm fetch: {mib} MiB, median of {runs}: {ours:.0} MB/s ({ours_export:.0} MB/s including export to a file)");
+    let theirs_get = median(theirs_get);
+    println!(
+        "iroh-blobs' own get (Remote::fetch into a fresh FsStore, same origin, runs interleaved): {theirs_get:.0} MB/s"
+    );
+    println!(
+        "RATIO transfer.{mib}MiB fetch/iroh_blobs_get {:.2}",
+        ours / theirs_get
+    );
     println!("raw QUIC stream (iroh endpoints, memory to memory): {raw:.0} MB/s");
     println!("RATIO transfer.{mib}MiB fetch/raw_quic {:.2}", ours / raw);
     println!("PEAK transfer VmHWM {} (after archy + raw rows)", vm_hwm());

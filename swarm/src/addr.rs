@@ -28,7 +28,8 @@ impl PeerAddr {
         })
     }
 
-    pub(crate) fn to_endpoint_addr(&self) -> Result<iroh::EndpointAddr, SwarmError> {
+    /// The iroh address to dial.
+    pub fn to_endpoint_addr(&self) -> Result<iroh::EndpointAddr, SwarmError> {
         let id = parse_endpoint_id(&self.endpoint)?;
         let mut addr = iroh::EndpointAddr::new(id);
         for a in &self.addrs {
