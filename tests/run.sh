@@ -9,7 +9,7 @@ export PATH="$ARCHY_TOOLS/bin:$HOME/.cargo/bin:$PATH"
 # Tests that need an external tool fail (instead of skipping) when it is missing.
 export ARCHY_REQUIRE_TOOLS=1
 
-step() { echo; echo "==> $*"; }
+step() { echo; echo "==> $* ($(date -u +%T), ${SECONDS} s into the run)"; }
 step "system packages";            bash tests/setup/deps.sh
 step "Podman (rootless-ready)";    bash tests/setup/podman.sh
 # Nothing else builds meanwhile: let the one-time tool builds use every core.
