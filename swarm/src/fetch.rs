@@ -5,7 +5,7 @@
 //! are fetched from up to four sources at once, the origin among them, each source taking a
 //! piece nobody is fetching (so the faster ones take more), its rarest; while other fetchers
 //! of the blob are in the spread (partial mirrors) or the origin is much slower than the peers,
-//! the origin only what no peer in the spread holds (what peers hold is read from an observe
+//! the origin is asked only for what no peer in the spread holds (what peers hold is read from an observe
 //! request kept open for the whole fetch, so a partial mirror's growth counts at once).
 //! Whatever the spread leaves missing
 //! — every source in it ended, or a piece kept failing — is finished one source at a time,
@@ -72,8 +72,13 @@ const MAX_ATTEMPTS: u32 = 2;
 /// Sources that may join a fetch after it started ([`FetchRequest::more_peers`]).
 pub const MAX_LATE_SOURCES: usize = 16;
 
-/// How often a partial mirror with none of the missing pieces is asked again what it holds.
-const REOBSERVE: Duration = Duration::from_secs(1);
+/// How often a source with no piece to take looks again (the origin's and the peers' rates
+/// change without waking it).
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
+
+/// A source's rate older than this counts as unknown (a yielding origin takes no pieces, so its
+/// last sample would otherwise stand for the rest of the fetch).
+const RATE_FRESH: Duration = Duration::from_secs(5);
 
 /// What to fetch and from whom. `hash` and `size` come from a verified manifest, never a peer.
 #[derive(Debug, Clone)]
@@ -465,8 +470,8 @@ impl Swarm {
         let bytes: Vec<AtomicU64> = (0..known + MAX_LATE_SOURCES)
             .map(|_| AtomicU64::new(0))
             .collect();
-        let rates: Vec<AtomicU64> = (0..known + MAX_LATE_SOURCES)
-            .map(|_| AtomicU64::new(0))
+        let rates: Vec<Rate> = (0..known + MAX_LATE_SOURCES)
+            .map(|_| Rate::default())
             .collect();
         let failures = Mutex::new(Vec::new());
         let shared = Shared {
@@ -582,8 +587,15 @@ impl Swarm {
                 }
                 Ok(c) => {
                     if let Some(h) = holdings.as_mut() {
-                        if h.catch_up() {
-                            shared.offer(index, h);
+                        if let Some(span) = h.catch_up() {
+                            shared.offer_span(index, h, span);
+                        }
+                        if h.updates.is_none() && !h.whole(ctx.size) {
+                            // Its observe request ended while it still lacks pieces: asked
+                            // again on the next turn, its holdings not counting meanwhile.
+                            holdings = None;
+                            shared.withdraw(index);
+                            continue;
                         }
                     }
                     let mut changed = shared.changed.subscribe();
@@ -620,15 +632,15 @@ impl Swarm {
                                 }
                             }
                         } else {
-                            REOBSERVE
+                            LOOK_AGAIN
                         };
                         // Until a piece is given back or a peer withdrawn (that source
                         // failed), this source holds more, or the end.
                         tokio::select! {
                             _ = changed.changed() => {}
                             _ = done.wait_for(|d| d.is_some()) => {}
-                            grew = Holdings::next(&mut holdings) => if grew {
-                                shared.offer(index, holdings.as_ref().expect("grew"));
+                            span = Holdings::next(&mut holdings) => {
+                                shared.offer_span(index, holdings.as_ref().expect("updated"), span);
                                 idle_since = None;
                             },
                             _ = tokio::time::sleep(idle_left) => {}
@@ -648,8 +660,8 @@ impl Swarm {
                     let outcome = loop {
                         tokio::select! {
                             outcome = &mut fetch => break outcome,
-                            grew = Holdings::next(&mut holdings) => if grew {
-                                shared.offer(index, holdings.as_ref().expect("grew"));
+                            span = Holdings::next(&mut holdings) => {
+                                shared.offer_span(index, holdings.as_ref().expect("updated"), span);
                             },
                         }
                     };
@@ -660,6 +672,8 @@ impl Swarm {
                             if p.is_complete() {
                                 shared.done.send_replace(Some(index));
                             }
+                            // A finished piece can end the crowd the origin yields to.
+                            shared.changed.send_modify(|n| *n += 1);
                             let got = shared.bytes[index].load(Ordering::Relaxed) - before;
                             shared.rate_sample(index, got, started.elapsed());
                         }
@@ -731,7 +745,7 @@ impl Swarm {
             }
         }
         shared.withdraw(index);
-        shared.rates[index].store(0, Ordering::Relaxed);
+        shared.rates[index].forget();
         if let Some(c) = conn {
             c.close(0u32.into(), b"done");
         }
@@ -966,7 +980,27 @@ impl Swarm {
                     .await;
                     sel.on_progress(std::time::Instant::now(), delta);
                 }
-                GetProgressItem::Done(_) => break Ok(()),
+                GetProgressItem::Done(_) => {
+                    if size.is_none() {
+                        // The store learns the size from the last chunk, which it may not have
+                        // written when the last progress went out: the last event says it.
+                        if let Ok(BlobStatus::Complete { size: s }) = self.status(h).await {
+                            let elapsed = ctx.started.elapsed().as_secs_f64().max(1e-6);
+                            let ev = FetchEvent::Progress(FetchProgress {
+                                hash: h.to_hex(),
+                                size: Some(s),
+                                have: s,
+                                transferred: *transferred,
+                                rate_bytes_per_sec: *transferred as f64 / elapsed,
+                                source: ctx.id.to_string(),
+                                role: ctx.role,
+                                delta: 0,
+                            });
+                            emit_held(sel, progress, ev).await;
+                        }
+                    }
+                    break Ok(());
+                }
                 GetProgressItem::Error(e) => {
                     // Our servers answer busy before any byte; busy after bytes would dodge the
                     // rate floor and the attempt count, so it is a plain failure.
@@ -1057,17 +1091,24 @@ struct Shared<'a> {
     changed: &'a watch::Sender<u64>,
     /// Verified bytes per source (by index).
     bytes: &'a [AtomicU64],
-    /// Each working source's recent rate in bytes/s (by index; 0: none yet), for
-    /// [`spread::origin_is_slow`].
-    rates: &'a [AtomicU64],
+    /// Each working source's recent rate (by index), for [`spread::origin_is_slow`].
+    rates: &'a [Rate],
     /// Every failed piece request: (endpoint id, why); busy answers are no failures.
     failures: &'a Mutex<Vec<(String, String)>>,
 }
 
 impl Shared<'_> {
-    /// Peer `index` holds `h`: the origin leaves those pieces to it.
+    /// Peer `index` holds `h` ([`Pieces::offer`]).
     fn offer(&self, index: usize, h: &Holdings) {
         self.pieces.lock().unwrap().offer(index, |r| h.has(r));
+    }
+
+    /// Peer `index`'s holdings changed within `span` (bytes) to `h`.
+    fn offer_span(&self, index: usize, h: &Holdings, span: std::ops::Range<u64>) {
+        self.pieces
+            .lock()
+            .unwrap()
+            .offer_span(index, span, |r| h.has(r));
     }
 
     /// A piece from source `index` brought `bytes` in `took`: its rate moves halfway there.
@@ -1076,20 +1117,22 @@ impl Shared<'_> {
             return;
         }
         let sample = (bytes as f64 / took.as_secs_f64().max(1e-3)) as u64;
-        let old = self.rates[index].load(Ordering::Relaxed);
-        let new = if old == 0 { sample } else { (old + sample) / 2 };
-        self.rates[index].store(new.max(1), Ordering::Relaxed);
+        let rate = &self.rates[index];
+        let new = match rate.get() {
+            None => sample,
+            Some(old) => (old + sample) / 2,
+        };
+        rate.set(new.max(1));
     }
 
     /// Whether the origin (source `index`) is slow now ([`spread::origin_is_slow`]).
     fn origin_is_slow(&self, index: usize) -> bool {
-        let rate = |r: &AtomicU64| Some(r.load(Ordering::Relaxed)).filter(|r| *r > 0);
         let fastest_peer = (self.rates.iter().enumerate())
             .filter(|(i, _)| *i != index)
-            .filter_map(|(_, r)| rate(r))
+            .filter_map(|(_, r)| r.get())
             .max();
         spread::origin_is_slow(
-            rate(&self.rates[index]).map(|r| r as f64),
+            self.rates[index].get().map(|r| r as f64),
             fastest_peer.map(|r| r as f64),
         )
     }
@@ -1118,33 +1161,44 @@ impl Holdings {
         self.has(0..size)
     }
 
-    /// Adds an update; whether the peer holds more than before.
-    fn add(&mut self, update: Option<std::io::Result<Bitfield>>) -> bool {
-        match update {
-            Some(Ok(more)) if !more.ranges.is_subset(&self.held) => {
-                self.held |= more.ranges;
-                true
-            }
-            Some(Ok(_)) => false,
-            Some(Err(_)) | None => {
-                self.updates = None;
-                false
-            }
-        }
+    /// Applies an update: iroh-blobs' provider sends each change as the XOR of the old and
+    /// the new ranges, so XOR applies it, a peer that dropped ranges included. Returns the
+    /// span of bytes it touched; `None` when nothing changed or the request ended.
+    fn add(&mut self, update: Option<std::io::Result<Bitfield>>) -> Option<std::ops::Range<u64>> {
+        let Some(Ok(diff)) = update else {
+            self.updates = None;
+            return None;
+        };
+        let b = diff.ranges.boundaries();
+        let start = b.first()?.to_bytes();
+        // An odd number of boundaries: the last range runs to the end of the blob.
+        let end = if b.len() % 2 == 1 {
+            u64::MAX
+        } else {
+            b.last()?.to_bytes()
+        };
+        self.held ^= diff.ranges;
+        Some(start..end)
     }
 
-    /// Adds the updates already received; whether the peer holds more than before.
-    fn catch_up(&mut self) -> bool {
-        let mut grew = false;
+    /// Applies the updates already received; the span they touched, if any.
+    fn catch_up(&mut self) -> Option<std::ops::Range<u64>> {
+        let mut span: Option<std::ops::Range<u64>> = None;
         while let Some(update) = self.updates.as_mut().and_then(|u| u.next().now_or_never()) {
-            grew |= self.add(update);
+            if let Some(s) = self.add(update) {
+                span = Some(match span {
+                    None => s,
+                    Some(t) => t.start.min(s.start)..t.end.max(s.end),
+                });
+            }
         }
-        grew
+        span
     }
 
-    /// The next update that shows more held (pending for ever when there is none to come:
-    /// the origin, a peer not asked yet, a request that ended).
-    async fn next(holdings: &mut Option<Holdings>) -> bool {
+    /// The next update that changes what the peer holds, as the span it touched (pending
+    /// for ever when there is none to come: the origin, a peer not asked yet, a request that
+    /// ended).
+    async fn next(holdings: &mut Option<Holdings>) -> std::ops::Range<u64> {
         let Some(h) = holdings.as_mut() else {
             return std::future::pending().await;
         };
@@ -1153,10 +1207,47 @@ impl Holdings {
                 return std::future::pending().await;
             };
             let update = updates.next().await;
-            if h.add(update) {
-                return true;
+            if let Some(span) = h.add(update) {
+                return span;
             }
         }
+    }
+}
+
+/// A source's recent rate in bytes/s, and when it was measured; unknown when none was, or
+/// longer than [`RATE_FRESH`] ago.
+#[derive(Debug)]
+struct Rate {
+    bytes_per_sec: AtomicU64,
+    at: Mutex<Option<Instant>>,
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Rate {
+            bytes_per_sec: AtomicU64::new(0),
+            at: Mutex::new(None),
+        }
+    }
+}
+
+impl Rate {
+    fn get(&self) -> Option<u64> {
+        let fresh = self
+            .at
+            .lock()
+            .unwrap()
+            .is_some_and(|at| at.elapsed() < RATE_FRESH);
+        Some(self.bytes_per_sec.load(Ordering::Relaxed)).filter(|r| fresh && *r > 0)
+    }
+
+    fn set(&self, bytes_per_sec: u64) {
+        self.bytes_per_sec.store(bytes_per_sec, Ordering::Relaxed);
+        *self.at.lock().unwrap() = Some(Instant::now());
+    }
+
+    fn forget(&self) {
+        *self.at.lock().unwrap() = None;
     }
 }
 

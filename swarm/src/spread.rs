@@ -4,8 +4,9 @@
 //! iroh-blobs' 16 KiB chunk groups, the unit the BLAKE3 tree verifies, so every piece is
 //! verified on its own and written beside the others. Each source works through pieces one at
 //! a time: it claims a piece nobody is fetching, asks for exactly that range, and marks it
-//! done or gives it back. Fast sources thus take more pieces and slow ones fewer, without any
-//! rate bookkeeping; a stalled request gives its piece back to the others.
+//! done or gives it back. Fast sources thus take more pieces and slow ones fewer (rates are
+//! kept only to tell a slow origin, [`origin_is_slow`]); a stalled request gives its piece back
+//! to the others.
 //!
 //! Which piece ([`Pieces::claim`]): peers say what they hold (partial mirrors hold what they
 //! have verified so far, and say more as they get it). Every source is asked for its rarest
@@ -116,15 +117,42 @@ impl Pieces {
         let now: Vec<bool> = (0..self.state.len())
             .map(|i| holds(self.range(i)))
             .collect();
-        let before = self.offers.insert(source, now.clone());
-        match before {
+        let gained = match self.offers.get(&source) {
             Some(before) => now.iter().zip(before).any(|(n, b)| *n && !b),
             None => now.iter().any(|n| *n),
+        };
+        self.offers.insert(source, now);
+        gained
+    }
+
+    /// What peer `source` holds changed within the bytes `span` only: only the pieces that
+    /// overlap it are looked at again (a peer sends a change per verified chunk group). A peer
+    /// not listed yet is listed whole.
+    pub fn offer_span(
+        &mut self,
+        source: usize,
+        span: Range<u64>,
+        holds: impl Fn(Range<u64>) -> bool,
+    ) {
+        if !self.offers.contains_key(&source) {
+            self.offer(source, holds);
+            return;
+        }
+        let n = self.state.len();
+        let first = ((span.start / self.len) as usize).min(n);
+        let last = (span.end.div_ceil(self.len).min(n as u64)) as usize;
+        let now: Vec<bool> = (first..last.max(first))
+            .map(|i| holds(self.range(i)))
+            .collect();
+        let have = self.offers.get_mut(&source).expect("listed above");
+        for (i, h) in (first..).zip(now) {
+            have[i] = h;
         }
     }
 
-    /// Peer `source` is no longer asked for pieces (it left the spread, or backs off while
-    /// busy): what it holds stops counting, so the origin may send those pieces itself.
+    /// Peer `source` is no longer asked for pieces (it left the spread, backs off while busy,
+    /// or is reconnecting after a failure): what it holds stops counting, so the origin may
+    /// send those pieces itself.
     pub fn withdraw(&mut self, source: usize) {
         self.offers.remove(&source);
     }
@@ -427,6 +455,25 @@ mod tests {
             "it got piece 1 meanwhile"
         );
         assert_eq!(p.claim(peer, first), Some(1));
+    }
+
+    #[test]
+    fn a_change_within_a_span_updates_only_the_pieces_it_touches() {
+        let mut p = Pieces::new(4 * MIN_PIECE, MIN_PIECE, |_| false);
+        let peer = Source::Peer(1);
+        // Not listed yet: listed whole from what it holds.
+        p.offer_span(1, 0..1, |r| r.start == 0);
+        assert_eq!(p.claim(peer, first), Some(0));
+        // It verified piece 2 (the span covers piece 2 only); `holds` would say yes for piece 3
+        // too, but piece 3 is outside the span and stays as it was.
+        p.offer_span(1, 2 * MIN_PIECE..3 * MIN_PIECE, |r| {
+            r.start >= 2 * MIN_PIECE
+        });
+        assert_eq!(p.claim(peer, first), Some(2));
+        assert_eq!(p.claim(peer, first), None);
+        // A span running to the end of the blob (an open range) is held to the last piece.
+        p.offer_span(1, 3 * MIN_PIECE..u64::MAX, |_| true);
+        assert_eq!(p.claim(peer, first), Some(3));
     }
 
     #[test]
