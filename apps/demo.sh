@@ -135,9 +135,9 @@ for _ in $(seq 300); do [ -f "$CON2/node.json" ] && break; sleep 0.1; done
 [ -f "$CON2/node.json" ] || { cat "$DEMO/consumer-2.log"; exit 1; }
 head -c $((48 << 20)) /dev/urandom >"$DEMO/shared.bin"
 BLOB="$("$ARCHY" --home "$PUB" blob add "$DEMO/shared.bin" | awk '{print $1; exit}')"
-PUB_ADDR="$("$ARCHY" --home "$PUB" blob serve)"
+PUB_ADDR="$("$ARCHY" --home "$PUB" blob serve 2>/dev/null)"
 for who in "$PUB" "$CON" "$CON2"; do
-  printf '  %-10s is %s\n' "$(basename "$who")" "$("$ARCHY" --home "$who" blob serve | cut -c1-10)"
+  printf '  %-10s is %s\n' "$(basename "$who")" "$("$ARCHY" --home "$who" blob serve 2>/dev/null | cut -c1-10)"
 done
 GETS=()
 for who in "$CON" "$CON2"; do
@@ -152,7 +152,9 @@ for who in "$CON" "$CON2"; do
   echo "$(basename "$who") got it, every chunk verified, from:"
   grep -E '^  [0-9a-f]{10}: ' "$OUT"
 done
-echo "(the publisher alone would have sent $((2 * 48)) MiB; each consumer now mirrors the blob)"
+PUB_ID="$(printf '%s' "$PUB_ADDR" | cut -c1-10)"
+SENT="$(cat "$DEMO"/share-consumer*.out | awk -v id="$PUB_ID:" '$1 == id {s += $2} END {print int(s / 1048576)}')"
+echo "The publisher sent $SENT MiB for the two copies ($((2 * 48)) MiB without sharing); each consumer now mirrors the blob."
 
 echo
 echo "The nodes and the app keep running. Try:"
