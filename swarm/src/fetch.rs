@@ -924,6 +924,20 @@ impl Swarm {
         tokio::pin!(stream);
         let mut last = 0u64;
         let mut size = ctx.req.size;
+        // The progress event of this attempt, `transferred` bytes in.
+        let event = |size: Option<u64>, have: u64, transferred: u64, delta: u64| {
+            let elapsed = ctx.started.elapsed().as_secs_f64().max(1e-6);
+            FetchEvent::Progress(FetchProgress {
+                hash: h.to_hex(),
+                size,
+                have,
+                transferred,
+                rate_bytes_per_sec: transferred as f64 / elapsed,
+                source: ctx.id.to_string(),
+                role: ctx.role,
+                delta,
+            })
+        };
         let result = loop {
             // Judged on every turn, not only on a timeout: a trickle keeps the stream ready.
             if let Some(failure) = sel.check(std::time::Instant::now()) {
@@ -944,7 +958,6 @@ impl Swarm {
                     let delta = n.saturating_sub(last);
                     last = n;
                     *transferred += delta;
-                    let elapsed = ctx.started.elapsed().as_secs_f64().max(1e-6);
                     if size.is_none() {
                         // The size the source announced: shown, and held against `max_size`
                         // (it is verified only at the end, so a source claiming too much is
@@ -963,21 +976,8 @@ impl Swarm {
                         }
                     }
                     let have = have_before + last;
-                    emit_held(
-                        sel,
-                        progress,
-                        FetchEvent::Progress(FetchProgress {
-                            hash: h.to_hex(),
-                            size,
-                            have: size.map_or(have, |s| have.min(s)),
-                            transferred: *transferred,
-                            rate_bytes_per_sec: *transferred as f64 / elapsed,
-                            source: ctx.id.to_string(),
-                            role: ctx.role,
-                            delta,
-                        }),
-                    )
-                    .await;
+                    let have = size.map_or(have, |s| have.min(s));
+                    emit_held(sel, progress, event(size, have, *transferred, delta)).await;
                     sel.on_progress(std::time::Instant::now(), delta);
                 }
                 GetProgressItem::Done(_) => {
@@ -985,18 +985,7 @@ impl Swarm {
                         // The store learns the size from the last chunk, which it may not have
                         // written when the last progress went out: the last event says it.
                         if let Ok(BlobStatus::Complete { size: s }) = self.status(h).await {
-                            let elapsed = ctx.started.elapsed().as_secs_f64().max(1e-6);
-                            let ev = FetchEvent::Progress(FetchProgress {
-                                hash: h.to_hex(),
-                                size: Some(s),
-                                have: s,
-                                transferred: *transferred,
-                                rate_bytes_per_sec: *transferred as f64 / elapsed,
-                                source: ctx.id.to_string(),
-                                role: ctx.role,
-                                delta: 0,
-                            });
-                            emit_held(sel, progress, ev).await;
+                            emit_held(sel, progress, event(Some(s), s, *transferred, 0)).await;
                         }
                     }
                     break Ok(());
@@ -1122,7 +1111,7 @@ impl Shared<'_> {
             None => sample,
             Some(old) => (old + sample) / 2,
         };
-        rate.set(new.max(1));
+        rate.set(new);
     }
 
     /// Whether the origin (source `index`) is slow now ([`spread::origin_is_slow`]).
@@ -1214,40 +1203,25 @@ impl Holdings {
     }
 }
 
-/// A source's recent rate in bytes/s, and when it was measured; unknown when none was, or
+/// A source's recent rate in bytes/s and when it was measured; unknown when none was, or
 /// longer than [`RATE_FRESH`] ago.
-#[derive(Debug)]
-struct Rate {
-    bytes_per_sec: AtomicU64,
-    at: Mutex<Option<Instant>>,
-}
-
-impl Default for Rate {
-    fn default() -> Self {
-        Rate {
-            bytes_per_sec: AtomicU64::new(0),
-            at: Mutex::new(None),
-        }
-    }
-}
+#[derive(Debug, Default)]
+struct Rate(Mutex<Option<(u64, Instant)>>);
 
 impl Rate {
     fn get(&self) -> Option<u64> {
-        let fresh = self
-            .at
-            .lock()
-            .unwrap()
-            .is_some_and(|at| at.elapsed() < RATE_FRESH);
-        Some(self.bytes_per_sec.load(Ordering::Relaxed)).filter(|r| fresh && *r > 0)
+        let measured = *self.0.lock().unwrap();
+        measured
+            .filter(|(_, at)| at.elapsed() < RATE_FRESH)
+            .map(|(r, _)| r)
     }
 
     fn set(&self, bytes_per_sec: u64) {
-        self.bytes_per_sec.store(bytes_per_sec, Ordering::Relaxed);
-        *self.at.lock().unwrap() = Some(Instant::now());
+        *self.0.lock().unwrap() = Some((bytes_per_sec, Instant::now()));
     }
 
     fn forget(&self) {
-        *self.at.lock().unwrap() = None;
+        *self.0.lock().unwrap() = None;
     }
 }
 
