@@ -76,6 +76,10 @@ pub const MAX_LATE_SOURCES: usize = 16;
 /// change without waking it).
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
+/// How long the origin's first claim waits for the peers listed at the start to answer what
+/// they hold (they answer in a round trip; one that does not is not waited for longer).
+const FIRST_LOOK: Duration = Duration::from_secs(1);
+
 /// A source's rate older than this counts as unknown (a yielding origin takes no pieces, so its
 /// last sample would otherwise stand for the rest of the fetch).
 const RATE_FRESH: Duration = Duration::from_secs(5);
@@ -447,10 +451,13 @@ impl Swarm {
         Ok(report)
     }
 
-    /// Spreads the blob's missing pieces over up to [`FetchRequest::sources_at_once`] sources at
-    /// once (the origin among them when there is one); a source that leaves is replaced by the
-    /// next in the list, and sources found meanwhile ([`FetchRequest::more_peers`]) join the
-    /// list. Returns when every piece is verified or no source is left working.
+    /// Spreads the blob's missing pieces over its sources: every listed source has a worker
+    /// (each peer is observed, so what every peer holds counts, and the crowd of fetchers the
+    /// origin's pieces are shared out among is all of them), and at most
+    /// [`FetchRequest::sources_at_once`] pieces are asked for at once — the origin's always
+    /// among them, the peers taking turns for the rest. Sources found meanwhile
+    /// ([`FetchRequest::more_peers`]) join. Returns when every piece is verified or no source
+    /// is left working.
     async fn spread(&self, ctx: &SpreadCtx<'_>) -> SpreadTally {
         let have = match self.store.blobs().observe(ctx.hash).await {
             Ok(b) => b.ranges,
@@ -459,9 +466,19 @@ impl Swarm {
         let known = ctx.sources.lock().unwrap().len();
         let at_once = ctx.req.sources_at_once.max(1);
         let len = spread::piece_len(ctx.size, known.min(at_once).max(2));
-        let pieces = Mutex::new(Pieces::new(ctx.size, len, |r| {
-            ChunkRanges::bytes(r).is_subset(&have)
-        }));
+        let mut pieces = Pieces::new(ctx.size, len, |r| ChunkRanges::bytes(r).is_subset(&have));
+        pieces.set_me(spread::key_of(&self.endpoint_id()));
+        pieces.set_visible(self.serves_partial(&ctx.hash));
+        let pieces = Mutex::new(pieces);
+        // Pieces asked of the peers at once: the origin's request is not counted (it is the
+        // one source that can always finish, and in a crowd it sends each fetcher its share).
+        let has_origin =
+            (ctx.sources.lock().unwrap().iter()).any(|(_, r)| *r == SourceRole::Origin);
+        let peer_turns = tokio::sync::Semaphore::new(if has_origin {
+            at_once.saturating_sub(1).max(1)
+        } else {
+            at_once
+        });
         debug!(hash = %ctx.hash, pieces = pieces.lock().unwrap().len(), piece_len = len, sources = known, "spreading the fetch");
         // Set, to the source whose piece was the last, when every piece is verified: the
         // spread ends then, without waiting for a worker still connecting or backing off.
@@ -476,6 +493,7 @@ impl Swarm {
         let failures = Mutex::new(Vec::new());
         let shared = Shared {
             pieces: &pieces,
+            peer_turns: &peer_turns,
             done: &done,
             changed: &changed,
             bytes: &bytes,
@@ -488,10 +506,9 @@ impl Swarm {
         let mut more = ctx.req.more_peers.clone();
         let mut late = 0;
         loop {
-            // Workers for the next sources in the list while there is room and work.
-            let listed = ctx.sources.lock().unwrap().len();
-            while running.len() < at_once && next < listed && !pieces.lock().unwrap().is_complete()
-            {
+            // A worker for every source listed, while there is work.
+            let listed = ctx.sources.lock().unwrap().len().min(bytes.len());
+            while next < listed && !pieces.lock().unwrap().is_complete() {
                 running.push(self.spread_worker(ctx, shared, next));
                 next += 1;
             }
@@ -569,6 +586,10 @@ impl Swarm {
             ..Default::default()
         };
         let mut worker = spread::Worker::default();
+        pieces.lock().unwrap().name(index, spread::key_of(id));
+        // The origin's first claim waits (briefly) for the peers listed at the start to say
+        // what they hold: the fetchers among them share the origin's pieces out with us.
+        let mut first_look = (role == SourceRole::Origin).then(|| Instant::now() + FIRST_LOOK);
         let mut conn: Option<iroh::endpoint::Connection> = None;
         // What a peer has verified (an observe request, §5.3), kept up to date from the same
         // request's updates while the worker fetches and waits. The origin holds every piece.
@@ -599,6 +620,28 @@ impl Swarm {
                         }
                     }
                     let mut changed = shared.changed.subscribe();
+                    if let Some(until) = first_look {
+                        let listed = (ctx.sources.lock().unwrap().iter())
+                            .filter(|(_, r)| *r == SourceRole::Peer)
+                            .count();
+                        if pieces.lock().unwrap().peers_listed() < listed && Instant::now() < until
+                        {
+                            let _ = tokio::time::timeout_at(until, changed.changed()).await;
+                            continue;
+                        }
+                        first_look = None;
+                    }
+                    // A peer takes a turn for its request (the origin needs none).
+                    let turn = match role {
+                        SourceRole::Peer => Some(
+                            shared
+                                .peer_turns
+                                .acquire()
+                                .await
+                                .expect("the semaphore is never closed"),
+                        ),
+                        SourceRole::Origin => None,
+                    };
                     let source = match role {
                         SourceRole::Origin => spread::Source::Origin {
                             index,
@@ -606,11 +649,23 @@ impl Swarm {
                         },
                         SourceRole::Peer => spread::Source::Peer(index),
                     };
-                    let claimed = pieces
-                        .lock()
-                        .unwrap()
-                        .claim(source, |n| rand::random_range(0..n));
+                    let claimed = {
+                        let mut p = pieces.lock().unwrap();
+                        if role == SourceRole::Origin {
+                            // Which fetchers in the crowd know us (observe us) now.
+                            let sources = ctx.sources.lock().unwrap();
+                            for (i, (peer, r)) in sources.iter().enumerate() {
+                                if *r == SourceRole::Peer {
+                                    p.aware(i, self.observed_by(ctx.hash, peer));
+                                }
+                            }
+                        }
+                        p.claim(source, Instant::now().into_std(), |n| {
+                            rand::random_range(0..n)
+                        })
+                    };
                     let Some(piece) = claimed else {
+                        drop(turn);
                         if pieces.lock().unwrap().is_complete() {
                             break;
                         }
@@ -665,6 +720,7 @@ impl Swarm {
                             },
                         }
                     };
+                    drop(turn);
                     let mut p = pieces.lock().unwrap();
                     match outcome {
                         Ok(()) => {
@@ -712,8 +768,8 @@ impl Swarm {
                         },
                     )
                     .await;
-                    // Its pieces go to the others (the origin included) while it backs off.
-                    shared.withdraw(index);
+                    // What it holds still counts (it is there, and asked again after the
+                    // back-off): the origin does not send it again meanwhile; other peers may.
                     let mut done = shared.done.subscribe();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
@@ -1073,6 +1129,8 @@ struct SpreadCtx<'a> {
 #[derive(Clone, Copy)]
 struct Shared<'a> {
     pieces: &'a Mutex<Pieces>,
+    /// Turns for the peers' piece requests: at most this many at once.
+    peer_turns: &'a tokio::sync::Semaphore,
     /// The index of the source whose piece completed the blob, once one has.
     done: &'a watch::Sender<Option<usize>>,
     /// Bumped whenever a piece is given back or a peer's holdings stop counting, for
@@ -1089,7 +1147,8 @@ struct Shared<'a> {
 impl Shared<'_> {
     /// Peer `index` holds `h` ([`Pieces::offer`]).
     fn offer(&self, index: usize, h: &Holdings) {
-        self.pieces.lock().unwrap().offer(index, |r| h.has(r));
+        (self.pieces.lock().unwrap()).offer(index, Instant::now().into_std(), |r| h.held(r));
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// Peer `index`'s holdings changed within `span` (bytes) to `h`.
@@ -1097,7 +1156,7 @@ impl Shared<'_> {
         self.pieces
             .lock()
             .unwrap()
-            .offer_span(index, span, |r| h.has(r));
+            .offer_span(index, span, Instant::now().into_std(), |r| h.held(r));
     }
 
     /// A piece from source `index` brought `bytes` in `took`: its rate moves halfway there.
@@ -1144,6 +1203,19 @@ struct Holdings {
 impl Holdings {
     fn has(&self, range: std::ops::Range<u64>) -> bool {
         ChunkRanges::bytes(range).is_subset(&self.held)
+    }
+
+    /// How much of `range` the peer has verified: whole, some chunk groups (it is receiving
+    /// the range now), or none.
+    fn held(&self, range: std::ops::Range<u64>) -> spread::Held {
+        let want = ChunkRanges::bytes(range);
+        if want.is_subset(&self.held) {
+            spread::Held::Whole
+        } else if want.is_disjoint(&self.held) {
+            spread::Held::Nothing
+        } else {
+            spread::Held::Part
+        }
     }
 
     fn whole(&self, size: u64) -> bool {

@@ -176,7 +176,7 @@ impl Swarm {
             mirrors.clone(),
             seqs.clone(),
         );
-        let blobs = BlobsProtocol::new(&store, events);
+        let blobs = BlobsProtocol::new(&store, Some(events));
         let router = Router::builder(endpoint.clone())
             .accept(iroh_blobs::ALPN, blobs)
             .spawn();
@@ -217,6 +217,20 @@ impl Swarm {
             p.addrs = addrs;
         }
         p
+    }
+
+    /// Whether endpoint `id` observes `hash` here now: it fetches the blob and has this node
+    /// among its sources (PROTOCOL §5.3).
+    pub fn observed_by(&self, hash: Hash, id: &str) -> bool {
+        id.parse::<iroh::EndpointId>()
+            .is_ok_and(|id| self.slots.observes(hash, &id))
+    }
+
+    /// Whether this node serves `hash` while it fetches it (a partial mirror, §4.3): other
+    /// fetchers can then learn of it and observe it.
+    pub fn serves_partial(&self, hash: &Hash) -> bool {
+        self.partial.contains(hash)
+            || (self.seqs.roots_of(hash).iter()).any(|root| self.partial.contains(root))
     }
 
     /// Uploads now: (requests being served, requests refused busy since the node started).

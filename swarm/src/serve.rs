@@ -3,14 +3,15 @@
 //! the blobs it published itself and the ones it chose to mirror (§4.3).
 
 use std::{
-    collections::HashSet,
-    sync::{Arc, RwLock},
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, RwLock},
 };
 
+use iroh::EndpointId;
 use iroh_blobs::{
     provider::events::{
-        AbortReason, EventMask, EventSender, ObserveMode, ProviderMessage, RequestMode,
-        RequestUpdate, ThrottleMode,
+        AbortReason, ConnectMode, EventMask, EventSender, ObserveMode, ProviderMessage,
+        RequestMode, RequestUpdate, ThrottleMode,
     },
     Hash,
 };
@@ -103,11 +104,16 @@ pub struct UploadLimits {
 }
 
 /// The slots of [`UploadLimits::max_uploads`]: taken when a request is accepted, given back
-/// when its update stream closes (the request ended, however it ended).
+/// when its update stream closes (the request ended, however it ended). Also who observes
+/// which blob here now: the fetchers that know this node as a (partial) mirror.
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
     busy: std::sync::atomic::AtomicUsize,
     refused: std::sync::atomic::AtomicU64,
+    /// The endpoint behind each open connection, by iroh-blobs' connection id.
+    conns: Mutex<HashMap<u64, EndpointId>>,
+    /// Open observe requests, by blob and requester.
+    observing: Mutex<HashMap<(Hash, EndpointId), usize>>,
 }
 
 impl Slots {
@@ -131,6 +137,42 @@ impl Slots {
 
     fn give_back(&self) {
         self.busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// An observe request for `hash` arrived on connection `conn`; it counts until `updates`
+    /// closes (the request ended).
+    fn observed(
+        self: &Arc<Self>,
+        conn: u64,
+        hash: Hash,
+        updates: irpc::channel::mpsc::Receiver<RequestUpdate>,
+    ) {
+        let Some(id) = self.conns.lock().unwrap().get(&conn).copied() else {
+            return;
+        };
+        *self
+            .observing
+            .lock()
+            .unwrap()
+            .entry((hash, id))
+            .or_default() += 1;
+        let slots = self.clone();
+        tokio::spawn(async move {
+            let mut updates = updates;
+            while let Ok(Some(_)) = updates.recv().await {}
+            let mut observing = slots.observing.lock().unwrap();
+            if let Some(n) = observing.get_mut(&(hash, id)) {
+                *n -= 1;
+                if *n == 0 {
+                    observing.remove(&(hash, id));
+                }
+            }
+        });
+    }
+
+    /// Whether endpoint `id` observes `hash` here now.
+    pub(crate) fn observes(&self, hash: Hash, id: &EndpointId) -> bool {
+        self.observing.lock().unwrap().contains_key(&(hash, *id))
     }
 
     /// (requests being served now, requests refused busy so far).
@@ -176,14 +218,14 @@ pub(crate) fn request_filter(
     partial: Arc<OwnSet>,
     mirrors: Arc<MirrorSet>,
     seqs: Arc<SeqIndex>,
-) -> Option<EventSender> {
-    if policy == ServePolicy::Everything && limits == UploadLimits::default() {
-        return None;
-    }
+) -> EventSender {
+    // Installed whatever the policy: who observes what (a fetcher's crowd, `Slots::observes`)
+    // needs every observe request and connection.
     // The slots need the end of each request: the provider holds the request's update sender
     // until the request ends, in `Intercept` mode too (unused there), so its receiver closes
     // then; the `Log` modes would add an event per chunk group that nothing here needs.
     let mask = EventMask {
+        connected: ConnectMode::Notify,
         get: RequestMode::Intercept,
         get_many: RequestMode::Intercept,
         observe: ObserveMode::Intercept,
@@ -250,7 +292,19 @@ pub(crate) fn request_filter(
                 }
                 ProviderMessage::ObserveRequestReceived(msg) => {
                     let h = msg.request.hash;
-                    msg.tx.send(verdict(allowed(&h), &h)).await.ok();
+                    let res = verdict(allowed(&h), &h);
+                    if res.is_ok() {
+                        slots.observed(msg.connection_id, h, msg.rx);
+                    }
+                    msg.tx.send(res).await.ok();
+                }
+                ProviderMessage::ClientConnectedNotify(msg) => {
+                    if let Some(id) = msg.endpoint_id {
+                        slots.conns.lock().unwrap().insert(msg.connection_id, id);
+                    }
+                }
+                ProviderMessage::ConnectionClosed(msg) => {
+                    slots.conns.lock().unwrap().remove(&msg.connection_id);
                 }
                 ProviderMessage::Throttle(msg) => {
                     let hold = pacer.as_ref().map(|p| p.book(msg.size)).unwrap_or_default();
@@ -267,5 +321,5 @@ pub(crate) fn request_filter(
             }
         }
     });
-    Some(tx)
+    tx
 }

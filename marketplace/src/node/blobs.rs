@@ -204,6 +204,9 @@ pub async fn fetch_blob(
 /// How often the relays are asked for new mirrors while a fetch runs (partial mirrors announce
 /// themselves when they start, so a fetch that began with the origin alone finds them).
 const WATCH_MIRRORS_EVERY: Duration = Duration::from_secs(2);
+/// The first looks during a fetch come quicker: [`WATCH_EARLY_LOOKS`] of them, this far apart.
+const WATCH_MIRRORS_EARLY: Duration = Duration::from_millis(250);
+const WATCH_EARLY_LOOKS: u32 = 8;
 
 /// Room kept free beyond a blob's own bytes: for its verification data (about 1/256 of the
 /// blob; 1/64 is counted) plus this reserve for the store's metadata. iroh-blobs' store can stop
@@ -332,8 +335,17 @@ pub async fn fetch_with_mirrors(
         if !watching {
             return std::future::pending::<()>().await;
         }
+        let mut look = 0u32;
         loop {
-            tokio::time::sleep(WATCH_MIRRORS_EVERY).await;
+            // Often at first, so fetchers that start together find each other (and share the
+            // origin's pieces out, PROTOCOL §5.3) before they ask it for much.
+            let wait = if look < WATCH_EARLY_LOOKS {
+                WATCH_MIRRORS_EARLY
+            } else {
+                WATCH_MIRRORS_EVERY
+            };
+            look = look.saturating_add(1);
+            tokio::time::sleep(wait).await;
             match find_mirrors(core, &hash).await {
                 Ok(found) => {
                     let ranked = rank_mirrors(found);
