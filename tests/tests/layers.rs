@@ -885,3 +885,100 @@ async fn gc_keeps_the_last_two_versions_and_the_origin_keeps_everything() {
     drop(cn);
     relay.shutdown().await;
 }
+
+/// Two nodes fetching one layered image at once (issue 16, `archy apps fetch`): each serves the
+/// image as a partial mirror from the moment its root is known, finds the other on the relay,
+/// and they share the origin's pieces out, so the origin's capped uplink sends the image about
+/// once, not twice; both check every part (BLAKE3 and sha256) and end as mirrors, with nothing
+/// in Podman.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_fetching_one_layered_image_share_it_and_the_origin_sends_it_about_once() {
+    if !have_tool(
+        podman_ready(),
+        "podman with the archy user (tests/setup/podman.sh)",
+    ) {
+        return;
+    }
+    let tag = std::process::id();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("localhost/archy/base-share:{tag}");
+    build_base(dir.path(), &base, 8);
+    let image = build_app(
+        dir.path(),
+        &base,
+        &format!("localhost/archy/share:{tag}"),
+        "<h1>shared</h1>",
+    );
+    let (relay, _db) = embedded_relay().await;
+    let url = relay.url().to_string();
+    let p = home(dir.path(), "publisher", &url, "");
+    // A home uplink for the origin (2 MB/s): the two fetches overlap.
+    let config = std::fs::read_to_string(p.join("config.toml")).unwrap();
+    std::fs::write(
+        p.join("config.toml"),
+        config.replace(
+            "stall_timeout_secs = 5\n",
+            "stall_timeout_secs = 5\nupload_rate_bytes_per_sec = 2000000\n",
+        ),
+    )
+    .unwrap();
+    let (c1, c2) = (
+        home(dir.path(), "consumer-1", &url, ""),
+        home(dir.path(), "consumer-2", &url, ""),
+    );
+    let _pn = start(&p).await;
+    let (n1, n2) = (start(&c1).await, start(&c2).await);
+    let app = format!("share-{tag}");
+    let port = archy_tests::cli::sticky_loopback().port();
+    let m = manifest(dir.path(), &app, "1.0.0", port, "archy.app/v2");
+    let published = cli_json(&p, &["app", "publish", &m, "--image", &image, "--json"]).await;
+    assert_eq!(published["accepted"], 1, "{published}");
+    let show = sync_until(&c1, &app, "1.0.0").await;
+    sync_until(&c2, &app, "1.0.0").await;
+    let origin = show["latest_manifest"]["origin"]["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let fetch = ["apps", "fetch", app.as_str(), "--confirm", "--json"];
+    let (r1, r2) = tokio::join!(cli_json(&c1, &fetch), cli_json(&c2, &fetch));
+    let from = |r: &Value, who: &str| -> u64 {
+        (r["fetch"]["bytes_per_source"].as_array().unwrap().iter())
+            .filter(|s| s[0] == who)
+            .map(|s| s[1].as_u64().unwrap())
+            .sum()
+    };
+    let mut image_bytes = 0;
+    for (r, node) in [(&r1, &n1), (&r2, &n2)] {
+        assert_eq!(r["version"], "1.0.0", "{r}\n{}", node.log());
+        assert_eq!(r["mirrored"], true, "{r}");
+        assert_eq!(r["fetch"]["held"], 0, "nothing was held before: {r}");
+        let moved = r["fetch"]["transferred"].as_u64().unwrap();
+        image_bytes = image_bytes.max(moved);
+    }
+    assert!(image_bytes > 8 << 20, "{r1}");
+    let from_origin = from(&r1, &origin) + from(&r2, &origin);
+    let shared = r1["fetch"]["transferred"].as_u64().unwrap()
+        + r2["fetch"]["transferred"].as_u64().unwrap()
+        - from_origin;
+    eprintln!(
+        "origin sent {from_origin} bytes for two copies of {image_bytes}; the consumers traded {shared}"
+    );
+    assert!(
+        (from_origin as f64) < 1.5 * image_bytes as f64,
+        "the origin sent {from_origin} bytes for two fetches of a {image_bytes}-byte image: the \
+         fetchers did not share it\n{r1}\n{r2}\n{}\n{}",
+        n1.log(),
+        n2.log()
+    );
+    // Nothing reached Podman: `apps fetch` only fills the store.
+    assert!(!Command::new("podman")
+        .args([
+            "image",
+            "exists",
+            &format!("localhost/archy-apps/{app}:1.0.0")
+        ])
+        .status()
+        .unwrap()
+        .success());
+}

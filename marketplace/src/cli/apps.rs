@@ -3,7 +3,8 @@
 use super::{call, print_json};
 use crate::home::Home;
 use crate::node::apps::{
-    Audit, Install, InstallManifest, List, Logs, Reconcile, Restart, Start, Stop, Uninstall, Update,
+    Audit, Fetch, Install, InstallManifest, List, Logs, Reconcile, Restart, Start, Stop, Uninstall,
+    Update,
 };
 use crate::node::install::{ImageSource, InstallReport, UpdateReply};
 use anyhow::{Context, Result};
@@ -30,6 +31,15 @@ pub enum AppsCmd {
     Update {
         #[command(flatten)]
         req: Update,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch the latest release of a catalog app's image into this node's store, every check
+    /// of an install done, without installing it: a later `install` or `update` to that
+    /// release moves nothing (fetch ahead of a maintenance window, or seed it for others).
+    Fetch {
+        #[command(flatten)]
+        req: Fetch,
         #[arg(long)]
         json: bool,
     },
@@ -64,6 +74,31 @@ fn word<T: serde::Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
+/// Where an image came from, and whether this node now mirrors it.
+fn show_fetch(fetch: &ImageSource, mirrored: bool) {
+    match fetch {
+        ImageSource::Fetched(f) => {
+            for (source, bytes) in &f.bytes_per_source {
+                println!("  image: {bytes} bytes over iroh from {source}, every chunk verified");
+            }
+        }
+        ImageSource::AlreadyLocal { source } => println!("  image: {source}"),
+        ImageSource::Layered(l) => {
+            println!(
+                "  image: {} of {} parts already held ({} bytes); {} bytes moved over iroh, \
+                 every chunk verified, every sha256 checked",
+                l.held, l.children, l.held_bytes, l.transferred
+            );
+            for (source, bytes) in &l.bytes_per_source {
+                println!("    {bytes} bytes from {source}");
+            }
+        }
+    }
+    if mirrored {
+        println!("  now mirroring the image for other nodes (announced on the relays)");
+    }
+}
+
 /// The human form of an install's answer; a rollback or a failure exits 1.
 fn show_outcome(app: &str, outcome: &InstallOutcome, report: Option<&InstallReport>) -> Result<()> {
     match outcome {
@@ -75,29 +110,7 @@ fn show_outcome(app: &str, outcome: &InstallOutcome, report: Option<&InstallRepo
                     .unwrap_or_default()
             );
             let Some(r) = report else { return Ok(()) };
-            match &r.fetch {
-                ImageSource::Fetched(f) => {
-                    for (source, bytes) in &f.bytes_per_source {
-                        println!(
-                            "  image: {bytes} bytes over iroh from {source}, every chunk verified"
-                        );
-                    }
-                }
-                ImageSource::AlreadyLocal { source } => println!("  image: {source}"),
-                ImageSource::Layered(l) => {
-                    println!(
-                        "  image: {} of {} parts already held ({} bytes); {} bytes moved over \
-                         iroh, every chunk verified, every sha256 checked",
-                        l.held, l.children, l.held_bytes, l.transferred
-                    );
-                    for (source, bytes) in &l.bytes_per_source {
-                        println!("    {bytes} bytes from {source}");
-                    }
-                }
-            }
-            if r.mirrored {
-                println!("  now mirroring the image for other nodes (announced on the relays)");
-            }
+            show_fetch(&r.fetch, r.mirrored);
             for url in &r.urls {
                 println!("  {url}");
             }
@@ -177,6 +190,18 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
                 }
                 UpdateReply::Installed(r) => show_outcome(&r.app, &r.outcome, Some(&r)),
             }
+        }
+        AppsCmd::Fetch { req, json } => {
+            let r = super::progress::call_showing(home, req, !json).await?;
+            if json {
+                return print_json(&r);
+            }
+            println!(
+                "{} {} fetched and verified, not installed (publisher: {})",
+                r.app, r.version, r.tier
+            );
+            show_fetch(&r.fetch, r.mirrored);
+            Ok(())
         }
         AppsCmd::Start(req) => show_status(&call(home, req).await?),
         AppsCmd::Stop(req) => show_status(&call(home, req).await?),

@@ -1,7 +1,7 @@
 //! Apps on this machine: a verified manifest becomes the orchestrator's `AppSpec`, and the
 //! user's commands (install, update, start, stop, …) become reconciler calls.
 
-use super::install::{InstallReport, UpdateReply};
+use super::install::{FetchImageReport, InstallReport, UpdateReply};
 use super::rpc::{Operation, Request};
 use super::NodeCore;
 use crate::manifest::{self, AppManifest, RawManifest};
@@ -19,6 +19,7 @@ use std::sync::Arc;
 pub enum AppsRequest {
     List,
     Install(Install),
+    Fetch(Fetch),
     InstallManifest(InstallManifest),
     Update(Update),
     Start(Start),
@@ -36,6 +37,7 @@ pub async fn handle(core: &NodeCore, req: AppsRequest) -> Result<serde_json::Val
     match req {
         AppsRequest::List => wire(core, List).await,
         AppsRequest::Install(op) => wire(core, op).await,
+        AppsRequest::Fetch(op) => wire(core, op).await,
         AppsRequest::InstallManifest(op) => wire(core, op).await,
         AppsRequest::Update(op) => wire(core, op).await,
         AppsRequest::Start(op) => wire(core, op).await,
@@ -63,7 +65,7 @@ macro_rules! app_request {
     };
 }
 app_request!(unit: List, Reconcile, Audit;
-    holding: Install, InstallManifest, Update, Start, Stop, Restart, Uninstall, Logs);
+    holding: Install, Fetch, InstallManifest, Update, Start, Stop, Restart, Uninstall, Logs);
 
 /// Installed apps: version, intent, state, health, last error.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +116,27 @@ impl Operation for Install {
     async fn run(self, core: &NodeCore) -> Result<InstallReport> {
         let _exclusive = core.app_ops.lock().await;
         super::install::install_from_catalog(core, &self.app, self.confirm).await
+    }
+}
+
+/// Fetch the latest release of a catalog app's image into the blob store, verified, without
+/// installing it (a later install or update of that release moves nothing). Also the
+/// arguments of `archy apps fetch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[group(skip)]
+#[serde(deny_unknown_fields)]
+pub struct Fetch {
+    pub app: String,
+    /// Fetch even though the publisher is below the install tier (never when blocked).
+    #[arg(long)]
+    pub confirm: bool,
+}
+
+impl Operation for Fetch {
+    type Reply = FetchImageReport;
+    /// Podman is not touched, so no app operation is held up by it.
+    async fn run(self, core: &NodeCore) -> Result<FetchImageReport> {
+        super::install::fetch_from_catalog(core, &self.app, self.confirm).await
     }
 }
 

@@ -631,7 +631,9 @@ pub async fn start_partial(core: &NodeCore, hash: &str, children: &[archy_swarm:
 async fn serve_partial(core: &NodeCore, hash: &str, children: &[archy_swarm::Hash]) {
     let started = async {
         let swarm = core.swarm().await?;
-        if swarm.is_mirrored(hash) || swarm.has(hash).await? {
+        // A layered image's root is complete before its parts are fetched: what is partial
+        // then is the image, so only a plain blob held whole is no partial mirror.
+        if swarm.is_mirrored(hash) || (children.is_empty() && swarm.has(hash).await?) {
             return Ok(());
         }
         swarm.serve_partial(hash, children)?;

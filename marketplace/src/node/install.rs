@@ -42,6 +42,20 @@ pub enum ImageSource {
     AlreadyLocal { source: String },
 }
 
+/// The reply of `apps fetch`: the release's image is in the blob store, verified, nothing
+/// installed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchImageReport {
+    pub app: String,
+    pub version: String,
+    pub did: String,
+    /// The publisher's tier when the trust gate let it through.
+    pub tier: archy_trust::Tier,
+    pub fetch: ImageSource,
+    /// Whether this node now mirrors the image (`[swarm] mirror`).
+    pub mirrored: bool,
+}
+
 /// The reply of `apps update`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -125,14 +139,20 @@ fn trust_gate(core: &NodeCore, m: &AppManifest, confirm: bool) -> Result<archy_t
 /// Makes the release's image present in Podman, only ever from verified bytes, refusing it
 /// unless its id is the signed `image.id`. A layered image (§2.1) is fetched part by part and
 /// pulled from the node's registry ([`super::layers`]); an archive is fetched whole, written to
-/// a scratch file and loaded by the orchestrator's checked load.
-async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<ImageSource> {
+/// a scratch file and loaded by the orchestrator's checked load. With `load` false the image
+/// only reaches the blob store (`apps fetch`), every check of the bytes done all the same.
+async fn ensure_image(core: &NodeCore, m: &AppManifest, load: bool) -> Result<ImageSource> {
     let scores = core.trust()?.scores();
     let archive = match m.image.content() {
         ImageContent::Layers(layers) => {
-            let report = super::layers::ensure_layered(core, m, layers, origin_addr(m)?, |c| {
-                rank_mirrors(c, &scores)
-            })
+            let report = super::layers::ensure_layered(
+                core,
+                m,
+                layers,
+                origin_addr(m)?,
+                |c| rank_mirrors(c, &scores),
+                load,
+            )
             .await?;
             return Ok(ImageSource::Layered(report));
         }
@@ -155,6 +175,9 @@ async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<ImageSource> {
         .await?;
         ImageSource::Fetched(report)
     };
+    if !load {
+        return Ok(report);
+    }
     // Named only in the node's own namespace: `image.name` is the publisher's choice and
     // could name another app's image (PROTOCOL §2.1); the app runs by `image.id`.
     async {
@@ -172,12 +195,13 @@ async fn ensure_image(core: &NodeCore, m: &AppManifest) -> Result<ImageSource> {
     Ok(report)
 }
 
-/// Checks, fetches, installs; returns a summary of each step.
-async fn install_release(
+/// The release's manifest, refused when it has expired or its publisher is below the trust
+/// gate; with the publisher's tier.
+fn gate_release(
     core: &NodeCore,
     release: &ReleaseRecord,
     confirm: bool,
-) -> Result<InstallReport> {
+) -> Result<(AppManifest, archy_trust::Tier)> {
     let m = release.manifest()?;
     if m.expires_at.is_some_and(|e| e < unix_now()) {
         bail!(
@@ -187,7 +211,17 @@ async fn install_release(
         );
     }
     let tier = trust_gate(core, &m, confirm)?;
-    let fetch = ensure_image(core, &m).await?;
+    Ok((m, tier))
+}
+
+/// Checks, fetches, installs; returns a summary of each step.
+async fn install_release(
+    core: &NodeCore,
+    release: &ReleaseRecord,
+    confirm: bool,
+) -> Result<InstallReport> {
+    let (m, tier) = gate_release(core, release, confirm)?;
+    let fetch = ensure_image(core, &m, true).await?;
     let r = core.reconciler().await?;
     let outcome = r.install(spec_from_manifest(&m)?).await?;
     let running = matches!(outcome, InstallOutcome::Running { .. });
@@ -262,6 +296,36 @@ pub async fn install_from_catalog(
         .latest(&rec.did, &rec.app)?
         .context("the catalog has no release of that app")?;
     install_release(core, &release, confirm).await
+}
+
+/// `archy apps fetch APP`: the latest release's image into the blob store, by the install's
+/// rules (trust gate, §2.1 and §5 checks, mirrors, served as a mirror after), without
+/// touching Podman: a later install or update of that release moves nothing.
+pub async fn fetch_from_catalog(
+    core: &NodeCore,
+    name: &str,
+    confirm: bool,
+) -> Result<FetchImageReport> {
+    let rec = core.resolve_app(name)?;
+    let release = core
+        .catalog
+        .latest(&rec.did, &rec.app)?
+        .context("the catalog has no release of that app")?;
+    let (m, tier) = gate_release(core, &release, confirm)?;
+    let fetch = ensure_image(core, &m, false).await?;
+    let image_blob = &m.image.blob().blake3;
+    let mirrored = core.swarm().await?.is_mirrored(image_blob)
+        || super::blobs::mirror_if_configured(core, image_blob)
+            .await
+            .is_some();
+    Ok(FetchImageReport {
+        app: m.id,
+        version: m.version,
+        did: m.publisher.did,
+        tier,
+        fetch,
+        mirrored,
+    })
 }
 
 /// The newer release an installed app could move to (same DID only), if any.

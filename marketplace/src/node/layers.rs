@@ -305,17 +305,20 @@ async fn preflight(core: &NodeCore, swarm: &Swarm, missing: u64, image: u64) -> 
 }
 
 /// Consumer side: makes the release's layered image present in Podman (tagged with the node's
-/// own name, run by `image.id`), fetching only the parts not held, every §2.1 check first.
-/// With `[swarm] mirror` on, the image is served as a partial mirror from the moment its parts
-/// are known (its root fetched) and as a mirror once it is complete; a failure withdraws that.
+/// own name, run by `image.id`), fetching only the parts not held, every §2.1 check first;
+/// with `load` false, only into the blob store (`archy apps fetch`: Podman is left alone, and
+/// a later install finds every part held). With `[swarm] mirror` on, the image is served as a
+/// partial mirror from the moment its parts are known (its root fetched) and as a mirror once
+/// it is complete; a failure withdraws that.
 pub async fn ensure_layered(
     core: &NodeCore,
     m: &AppManifest,
     layers: &BlobRef,
     origin: PeerAddr,
     rank: impl Fn(Vec<MirrorCandidate>) -> Vec<MirrorCandidate> + Send + Sync,
+    load: bool,
 ) -> Result<LayeredReport> {
-    let result = fetch_layered(core, m, layers, origin, &rank).await;
+    let result = fetch_layered(core, m, layers, origin, &rank, load).await;
     match &result {
         Ok(_) => {
             blobs::mirror_if_configured(core, &layers.blake3).await;
@@ -331,6 +334,7 @@ async fn fetch_layered(
     layers: &BlobRef,
     origin: PeerAddr,
     rank: &RankFn<'_>,
+    load: bool,
 ) -> Result<LayeredReport> {
     let swarm = core.swarm().await?;
     let root = layers.blake3.as_str();
@@ -443,6 +447,9 @@ async fn fetch_layered(
         }
     }
     swarm.keep_fetched_hashseq(root).await?;
+    if !load {
+        return Ok(report);
+    }
     let registry = core.registry().await?;
     registry.add_image(&plan, &children);
     let reference = registry.reference(&m.id, &plan.manifest_digest);
