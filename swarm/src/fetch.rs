@@ -97,9 +97,9 @@ pub struct FetchRequest {
     pub max_size: Option<u64>,
     /// The manifest's origin; tried first on every fetch.
     pub origin: Option<PeerAddr>,
-    /// Mirrors, most trusted first. The first three share a spread fetch with the origin
-    /// (later ones replace those that drop out); in the sequential phase they are used when the
-    /// origin is unreachable, stalls or is too slow.
+    /// Mirrors, most trusted first. Every one is observed in a spread fetch, and they take
+    /// turns for its peer requests; in the sequential phase they are used when the origin is
+    /// unreachable, stalls or is too slow.
     pub peers: Vec<PeerAddr>,
     /// No verified progress for this long counts as a stall (also bounds connecting). Also the
     /// window over which [`FetchRequest::min_rate`] is measured.
@@ -110,9 +110,9 @@ pub struct FetchRequest {
     /// origin still delivers when nobody else can. 0 disables the rule. Default
     /// [`DEFAULT_MIN_RATE`].
     pub min_rate: u64,
-    /// Sources asked at once for different pieces of the blob (§5.3); 1 fetches from one
-    /// source at a time by the sequential rules alone. Default
-    /// [`spread::MAX_SOURCES_AT_ONCE`].
+    /// Pieces asked for at once (§5.3): the origin's request and `sources_at_once - 1` peer
+    /// requests (all of them from peers when there is no origin); 1 fetches from one source at
+    /// a time by the sequential rules alone. Default [`spread::MAX_SOURCES_AT_ONCE`].
     pub sources_at_once: usize,
     /// Mirrors found while the fetch runs (the caller watches the relays, PROTOCOL §5.3): the
     /// latest list each time. Sources new to this fetch join the spread while it has room or

@@ -48,7 +48,8 @@ pub const MIN_PIECE: u64 = 256 * 1024;
 /// origin sent 1.81 copies), large enough that the per-request cost (a stream, a header, the
 /// tree's parent hashes) stays small.
 pub const MAX_PIECE: u64 = 1024 * 1024;
-/// Sources asked at once for one blob; further sources replace those that drop out.
+/// Pieces asked for at once in one blob's spread (the origin's request and three peer
+/// requests; every known peer is observed and they take turns).
 pub const MAX_SOURCES_AT_ONCE: usize = 4;
 /// Failures other than busy and bad bytes after which a source leaves the spread.
 const MAX_FAILURES: u32 = 2;
