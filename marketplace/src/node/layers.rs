@@ -18,7 +18,7 @@ use archy_oci::image::{MAX_LAYERS, MAX_META_BYTES};
 use archy_oci::{LayerPlan, Platform, Sha256Stream};
 use archy_orchestrator::{normalize_id, own_image_name, Images};
 use archy_swarm::{FetchReport, FetchRequest, Hash, Part, PeerAddr, Swarm};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -196,6 +196,10 @@ pub async fn export_layered(core: &NodeCore, image_ref: &str) -> Result<LayeredI
     .await
     .with_context(|| format!("exporting image {image_ref} as layers"))
 }
+
+/// Layers fetched at once: a second layer keeps the sources busy while the first one's last
+/// pieces come in, and two spreads of one image split the peers' turns.
+const LAYERS_AT_ONCE: usize = 2;
 
 /// How a layered image's parts find their sources: the root's mirrors (given), and, when
 /// `rank` is set, the mirrors announced under the part's own hash (§4.3 v2: a layer shared
@@ -412,29 +416,47 @@ async fn fetch_layered(
     let config = swarm.read_bytes(&hex(1)).await?;
     plan.check_config(&config, &Platform::host())
         .map_err(refuse)?;
-    for (i, l) in plan.layers.iter().enumerate() {
-        let child = 2 + i;
-        if swarm.has(&hex(child)).await? {
-            report.held += 1;
-            report.held_bytes += l.size;
-        } else {
-            let r = fetch_part(
-                core,
-                &hex(child),
-                Some(l.size),
-                None,
-                &origin,
-                &peers,
-                Some(rank),
-            )
-            .await
-            .with_context(|| format!("fetching child {child} (layer {i}, {})", l.digest))?;
-            report.add(r);
+    // Layers [`LAYERS_AT_ONCE`] at a time (§5.3: different children of the image at once, each
+    // spread over the origin and the peers itself); each is checked as soon as it is whole.
+    let (plan_ref, origin_ref, peers_ref, hex_ref) = (&plan, &origin, &peers, &hex);
+    let children_ref = &children;
+    let mut layers: Vec<(usize, Option<FetchReport>)> = futures::stream::iter(0..plan.layers.len())
+        .map(|i| async move {
+            let (child, l) = (2 + i, &plan_ref.layers[i]);
+            let fetched = if swarm.has(&hex_ref(child)).await? {
+                None
+            } else {
+                let r = fetch_part(
+                    core,
+                    &hex_ref(child),
+                    Some(l.size),
+                    None,
+                    origin_ref,
+                    peers_ref,
+                    Some(rank),
+                )
+                .await
+                .with_context(|| format!("fetching child {child} (layer {i}, {})", l.digest))?;
+                Some(r)
+            };
+            // The whole blob is hashed (a held blob of another size fails `child-size`).
+            let size = swarm.blob_info(&hex_ref(child)).await?.size;
+            let hashed = sha256_of(swarm, children_ref[child], size).await?;
+            plan_ref.check_layer(i, hashed).map_err(refuse)?;
+            anyhow::Ok((i, fetched))
+        })
+        .buffer_unordered(LAYERS_AT_ONCE)
+        .try_collect()
+        .await?;
+    layers.sort_by_key(|(i, _)| *i);
+    for (i, fetched) in layers {
+        match fetched {
+            Some(r) => report.add(r),
+            None => {
+                report.held += 1;
+                report.held_bytes += plan.layers[i].size;
+            }
         }
-        // The whole blob is hashed (a held blob of another size fails `child-size`).
-        let size = swarm.blob_info(&hex(child)).await?.size;
-        let hashed = sha256_of(swarm, children[child], size).await?;
-        plan.check_layer(i, hashed).map_err(refuse)?;
     }
     for i in [0, 1] {
         if report.fetches.iter().all(|f| f.hash != hex(i)) {
