@@ -270,6 +270,13 @@ async fn install_release(
     })
 }
 
+/// The latest release of an app the catalog resolved.
+fn latest_release(core: &NodeCore, rec: &crate::catalog::AppRecord) -> Result<ReleaseRecord> {
+    core.catalog
+        .latest(&rec.did, &rec.app)?
+        .context("the catalog has no release of that app")
+}
+
 /// `archy apps install APP`: the latest release of a catalog app.
 pub async fn install_from_catalog(
     core: &NodeCore,
@@ -291,11 +298,7 @@ pub async fn install_from_catalog(
             );
         }
     }
-    let release = core
-        .catalog
-        .latest(&rec.did, &rec.app)?
-        .context("the catalog has no release of that app")?;
-    install_release(core, &release, confirm).await
+    install_release(core, &latest_release(core, &rec)?, confirm).await
 }
 
 /// `archy apps fetch APP`: the latest release's image into the blob store, by the install's
@@ -307,11 +310,7 @@ pub async fn fetch_from_catalog(
     confirm: bool,
 ) -> Result<FetchImageReport> {
     let rec = core.resolve_app(name)?;
-    let release = core
-        .catalog
-        .latest(&rec.did, &rec.app)?
-        .context("the catalog has no release of that app")?;
-    let (m, tier) = gate_release(core, &release, confirm)?;
+    let (m, tier) = gate_release(core, &latest_release(core, &rec)?, confirm)?;
     let fetch = ensure_image(core, &m, false).await?;
     let image_blob = &m.image.blob().blake3;
     let mirrored = core.swarm().await?.is_mirrored(image_blob)
