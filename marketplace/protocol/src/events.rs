@@ -43,6 +43,10 @@ pub const PROFILE_D: &str = "archy:publisher";
 pub const PROFILE_TOPIC: &str = "archy-publisher";
 /// `t` tag of mirror announcements.
 pub const MIRROR_TOPIC: &str = "archy-mirror";
+/// How long a mirror announcement stands (its NIP-40 `expiration` tag, PROTOCOL §4.3: at most
+/// 7 days ahead): a node that vanishes drops out of look-ups a week later at most, and a
+/// running node re-announces its mirrors well before (every day).
+pub const MIRROR_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// Builds the signed publisher profile (§4.2): the profile object is signed with the DID key
 /// (detached JWS over its JCS bytes), the event with the Nostr key.
@@ -148,6 +152,9 @@ pub fn build_mirror_event(
     for x in xs {
         tags.push(Tag::parse(["x", x])?);
     }
+    tags.push(Tag::expiration(Timestamp::from_secs(
+        at.saturating_add(MIRROR_TTL_SECS),
+    )));
     Ok(EventBuilder::new(
         Kind::Custom(KIND_APP_DATA),
         serde_json::to_string(announcement)?,
@@ -243,6 +250,11 @@ mod tests {
         assert!(
             !e.content.contains("partial"),
             "a complete mirror's content is the v1 shape"
+        );
+        assert_eq!(
+            e.tags.expiration(),
+            Some(&Timestamp::from_secs(1 + MIRROR_TTL_SECS)),
+            "a NIP-40 expiration, 7 days after the event"
         );
         let offer = parse_mirror_event(&e, &"cd".repeat(32)).unwrap();
         assert_eq!(offer.announcement, a);

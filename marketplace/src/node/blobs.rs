@@ -117,7 +117,8 @@ pub fn mirror_candidates(events: &[Event], hash: &str, own_nostr: &str) -> Vec<M
     let mut by_author: std::collections::BTreeMap<String, MirrorCandidate> = Default::default();
     for event in events {
         let nostr = event.pubkey.to_hex();
-        if nostr == own_nostr {
+        // An announcement past its NIP-40 expiration is gone, whether or not a relay kept it.
+        if nostr == own_nostr || event.is_expired() {
             continue;
         }
         let ann = match parse_mirror_event(event, hash) {
@@ -891,7 +892,7 @@ mod tests {
                 addrs: vec![format!("127.0.0.1:{port}"), "not an addr".into()],
                 partial: false,
             },
-            1_700_000_000,
+            nostr_sdk::Timestamp::now().as_secs(),
         )
         .unwrap()
     }
@@ -916,6 +917,20 @@ mod tests {
         let got = mirror_candidates(&events, &hash, &me.public_key().to_hex());
         let authors: Vec<&str> = got.iter().map(|c| c.nostr.as_str()).collect();
         assert_eq!(got.len(), 2, "{got:?}");
+        // An announcement of eight days ago has expired (NIP-40): it is not a candidate.
+        let old = build_mirror_event(
+            &Keys::generate(),
+            &hash,
+            &[],
+            &MirrorAnnouncement {
+                endpoint: iroh_id(9),
+                addrs: vec!["127.0.0.1:1009".into()],
+                partial: false,
+            },
+            nostr_sdk::Timestamp::now().as_secs() - 8 * 24 * 3600,
+        )
+        .unwrap();
+        assert!(mirror_candidates(&[old], &hash, &me.public_key().to_hex()).is_empty());
         assert!(authors.contains(&a.public_key().to_hex().as_str()));
         assert!(authors.contains(&b.public_key().to_hex().as_str()));
         let bc = got

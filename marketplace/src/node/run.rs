@@ -11,6 +11,10 @@ use crate::unix_now;
 use anyhow::{Context, Result};
 use archy_relays::{EmbeddedRelay, EmbeddedRelayConfig, StreamItem};
 use std::net::SocketAddr;
+
+/// How often a running node re-announces its mirrors (their announcements expire after
+/// [`crate::events::MIRROR_TTL_SECS`], 7 days).
+const MIRROR_REFRESH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -203,13 +207,21 @@ pub async fn serve(
                 .await
         }));
     }
-    // Mirrored blobs are announced again: the address may have changed, relays may have lost them.
+    // Mirrored blobs are announced again at start (the address may have changed, relays may
+    // have lost them) and every day after, well before their NIP-40 expiration (7 days).
     if !core.relay_urls().is_empty() {
         let mirrors_core = core.clone();
+        let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            let n = super::blobs::reannounce_mirrors(&mirrors_core).await;
-            if n > 0 {
-                tracing::info!(mirrors = n, "mirror announcements re-published");
+            loop {
+                let n = super::blobs::reannounce_mirrors(&mirrors_core).await;
+                if n > 0 {
+                    tracing::info!(mirrors = n, "mirror announcements re-published");
+                }
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    () = tokio::time::sleep(MIRROR_REFRESH) => {}
+                }
             }
         });
     }
