@@ -18,7 +18,11 @@
 //! to the fetcher whose key scores highest for it ([`designee`], rendezvous hashing), and a
 //! fetcher asks the origin only for its own. Fetchers that see the same crowd thus ask the
 //! origin for disjoint pieces, so its uplink sends each piece once, not once per fetcher, and
-//! the peers trade the rest.
+//! the peers trade the rest. What this does not see: a crowd member whose own origin requests
+//! stopped (it was told busy [`MAX_BUSY_IN_A_ROW`] times) still grows from its peers and so
+//! keeps its share, which then comes from the origin in that member's sequential phase; and
+//! members a fetcher does not know may take the same pieces (a crowd larger than the peers it
+//! lists).
 //!
 //! What ends a source's part in the spread ([`Worker::on_outcome`]):
 //! - bytes that do not verify: dropped at once, and evidence (the caller records it);
