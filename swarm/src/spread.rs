@@ -335,7 +335,7 @@ impl Pieces {
         self.offers.len()
     }
 
-    /// Whether other fetchers of this blob are in the spread ([`Pieces::fetchers`]).
+    /// Whether other fetchers of this blob are in the spread (the partial peers that grew within [`FETCHER_IDLE`]).
     pub fn crowd(&self, now: Instant) -> bool {
         self.fetchers(now).next().is_some()
     }
@@ -370,7 +370,7 @@ impl Pieces {
     /// §5.3): a missing piece it holds, those the fewest peers (other than itself) hold first.
     ///
     /// The origin yields — gets only a piece no peer holds or another fetcher is meant to
-    /// take ([`Pieces::left_to_others`]), so it sends what nobody else can and the peers trade
+    /// take, so it sends what nobody else can and the peers trade
     /// the rest — while other fetchers of the blob are in the spread ([`Pieces::crowd`]: a
     /// crowd on the origin's uplink, which §5 saves) or while it is slow ([`origin_is_slow`]).
     /// Otherwise (complete mirrors only, an origin as fast as they are) it takes its share of
