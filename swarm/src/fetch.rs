@@ -1201,10 +1201,6 @@ struct Holdings {
 }
 
 impl Holdings {
-    fn has(&self, range: std::ops::Range<u64>) -> bool {
-        ChunkRanges::bytes(range).is_subset(&self.held)
-    }
-
     /// How much of `range` the peer has verified: whole, some chunk groups (it is receiving
     /// the range now), or none.
     fn held(&self, range: std::ops::Range<u64>) -> spread::Held {
@@ -1219,7 +1215,7 @@ impl Holdings {
     }
 
     fn whole(&self, size: u64) -> bool {
-        self.has(0..size)
+        self.held(0..size) == spread::Held::Whole
     }
 
     /// Applies an update: iroh-blobs' provider sends each change as the XOR of the old and

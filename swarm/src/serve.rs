@@ -157,9 +157,7 @@ impl Slots {
             .entry((hash, id))
             .or_default() += 1;
         let slots = self.clone();
-        tokio::spawn(async move {
-            let mut updates = updates;
-            while let Ok(Some(_)) = updates.recv().await {}
+        when_ended(updates, move || {
             let mut observing = slots.observing.lock().unwrap();
             if let Some(n) = observing.get_mut(&(hash, id)) {
                 *n -= 1;
@@ -180,6 +178,18 @@ impl Slots {
         use std::sync::atomic::Ordering::SeqCst;
         (self.busy.load(SeqCst), self.refused.load(SeqCst))
     }
+}
+
+/// Runs `then` once a request has ended: the provider holds the request's update sender until
+/// then, so its receiver closes (however the request ended).
+fn when_ended(
+    mut updates: irpc::channel::mpsc::Receiver<RequestUpdate>,
+    then: impl FnOnce() + Send + 'static,
+) {
+    tokio::spawn(async move {
+        while let Ok(Some(_)) = updates.recv().await {}
+        then();
+    });
 }
 
 /// A token bucket for the node's upload rate: each chunk group sent books its bytes at the
@@ -267,11 +277,7 @@ pub(crate) fn request_filter(
                 return Err(AbortReason::RateLimited);
             }
             let slots = slots.clone();
-            tokio::spawn(async move {
-                let mut updates = updates;
-                while let Ok(Some(_)) = updates.recv().await {}
-                slots.give_back();
-            });
+            when_ended(updates, move || slots.give_back());
             Ok(())
         };
         while let Some(msg) = rx.recv().await {
