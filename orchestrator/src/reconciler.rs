@@ -132,6 +132,16 @@ impl Reconciler {
     /// anything is written or sent to Podman; a missing image, before anything is written.
     pub async fn install(&self, spec: AppSpec) -> Result<InstallOutcome, Error> {
         spec.validate(&self.cfg.policy)?;
+        if spec.is_stack() {
+            return Err(Error::Policy {
+                field: "services".into(),
+                reason: format!(
+                    "`{}` is a multi-service app ({} services); this reconciler runs single-container apps only so far",
+                    spec.name,
+                    spec.services.len()
+                ),
+            });
+        }
         let hash = spec.spec_hash();
         let name = spec.name.clone();
         // Held from the image check to the end of the pass, so the pass can use that check and

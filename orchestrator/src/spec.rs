@@ -39,12 +39,22 @@ pub struct AppSpec {
     /// Apps (by name) that must be running before this one starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<String>,
+    /// Services a dependent app may reach (PROTOCOL §2.2 `exports`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<String>,
 }
 
 /// One container of an app.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
+    /// The service's name in a stack (PROTOCOL §2.2): its host name on the app's network.
+    /// Empty in the single-container form, whose one service is the app itself.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Services of the same app that must be healthy before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
     /// Image reference the caller loaded into Podman, e.g. `localhost/acme/web:1.2.0`.
     pub image: String,
     /// Expected image id (`sha256:<64-hex>` or bare hex). When set, the container is created
@@ -80,6 +90,8 @@ impl ServiceSpec {
     /// A service of `image` with the secure defaults and nothing else.
     pub fn new(image: impl Into<String>) -> Self {
         ServiceSpec {
+            name: String::new(),
+            depends_on: vec![],
             image: image.into(),
             image_id: None,
             ports: vec![],
@@ -147,6 +159,8 @@ impl From<FlatSpec> for AppSpec {
             publisher: f.publisher,
             version: f.version,
             services: vec![ServiceSpec {
+                name: String::new(),
+                depends_on: vec![],
                 image: f.image,
                 image_id: f.image_id,
                 ports: f.ports,
@@ -161,6 +175,7 @@ impl From<FlatSpec> for AppSpec {
                 command: f.command,
             }],
             dependencies: f.dependencies,
+            exports: vec![],
         }
     }
 }
@@ -176,6 +191,8 @@ struct ServicesForm {
     services: Vec<ServiceSpec>,
     #[serde(default)]
     dependencies: Vec<String>,
+    #[serde(default)]
+    exports: Vec<String>,
 }
 
 impl TryFrom<serde_json::Value> for AppSpec {
@@ -189,6 +206,7 @@ impl TryFrom<serde_json::Value> for AppSpec {
                 version: f.version,
                 services: f.services,
                 dependencies: f.dependencies,
+                exports: f.exports,
             })
         } else {
             Ok(serde_json::from_value::<FlatSpec>(v)?.into())
@@ -345,6 +363,7 @@ impl AppSpec {
             version: version.into(),
             services: vec![ServiceSpec::new(image)],
             dependencies: vec![],
+            exports: vec![],
         }
     }
 
@@ -390,6 +409,9 @@ impl AppSpec {
         let [s] = self.services.as_slice() else {
             return None;
         };
+        if !s.name.is_empty() || !s.depends_on.is_empty() || !self.exports.is_empty() {
+            return None;
+        }
         Some(FlatSpec {
             name: self.name.clone(),
             publisher: self.publisher.clone(),
@@ -415,17 +437,90 @@ impl AppSpec {
         self.service().published(container_port)
     }
 
-    /// The runtime view the rule book checks (of the one service).
+    /// Whether the app lists named services (a stack, PROTOCOL §2.2) rather than being one
+    /// container.
+    pub fn is_stack(&self) -> bool {
+        self.services.iter().any(|s| !s.name.is_empty())
+    }
+
+    /// The runtime view the rule book checks.
     fn rules_view(&self) -> archy_rules::App<'_> {
-        let svc = self.service();
+        let mut secrets: Vec<&str> = Vec::new();
+        for s in self.services.iter().flat_map(|s| &s.generated_secrets) {
+            if !secrets.contains(&s.name.as_str()) {
+                secrets.push(&s.name);
+            }
+        }
         archy_rules::App {
             name: &self.name,
             publisher: &self.publisher,
             version: &self.version,
-            image: &svc.image,
-            image_id: svc.image_id.as_deref(),
+            listed: self.is_stack(),
+            secrets,
+            services: self
+                .services
+                .iter()
+                .map(|svc| svc.rules_view(&self.name))
+                .collect(),
+            dependencies: self.dependencies.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// Defensive policy re-check, by the rule book the manifest validator also applies; the
+    /// error names the offending field.
+    pub fn validate(&self, rules: &Policy) -> Result<(), Error> {
+        let refuse = |field: String, reason: String| Error::Policy { field, reason };
+        if self.is_stack() {
+            if let Some(i) = self.services.iter().position(|s| s.name.is_empty()) {
+                return Err(refuse(
+                    format!("services[{i}].name"),
+                    "every service of a stack is named".into(),
+                ));
+            }
+        }
+        // One generated secret has one value: services that receive it agree on its kind.
+        let mut kinds: BTreeMap<&str, SecretKind> = BTreeMap::new();
+        for (i, svc) in self.services.iter().enumerate() {
+            for (j, s) in svc.generated_secrets.iter().enumerate() {
+                if *kinds.entry(&s.name).or_insert(s.kind) != s.kind {
+                    return Err(refuse(
+                        format!("services[{i}].generated_secrets[{j}].kind"),
+                        format!("secret `{}` is generated with two kinds", s.name),
+                    ));
+                }
+            }
+        }
+        for (i, e) in self.exports.iter().enumerate() {
+            if !self
+                .services
+                .iter()
+                .any(|s| s.name == *e || (s.name.is_empty() && *e == self.name))
+            {
+                return Err(refuse(
+                    format!("exports[{i}]"),
+                    format!("`{e}` is not a service of this app"),
+                ));
+            }
+        }
+        archy_rules::check(&self.rules_view(), rules).map_err(|r| Error::Policy {
+            field: r.field,
+            reason: r.reason,
+        })
+    }
+}
+
+impl ServiceSpec {
+    /// The rule book's view of this service of app `app`.
+    fn rules_view<'a>(&'a self, app: &'a str) -> archy_rules::Service<'a> {
+        archy_rules::Service {
+            name: if self.name.is_empty() {
+                app
+            } else {
+                &self.name
+            },
+            image: &self.image,
+            image_id: self.image_id.as_deref(),
             ports: self
-                .service()
                 .ports
                 .iter()
                 .map(|p| archy_rules::Port {
@@ -436,27 +531,24 @@ impl AppSpec {
                 })
                 .collect(),
             volumes: self
-                .service()
                 .volumes
                 .iter()
                 .map(|v| (v.name.as_str(), v.target.as_str()))
                 .collect(),
             env: self
-                .service()
                 .env
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect(),
             secrets: self
-                .service()
                 .generated_secrets
                 .iter()
                 .map(|s| (s.name.as_str(), s.env.as_str()))
                 .collect(),
-            capabilities: svc.capabilities.iter().map(String::as_str).collect(),
-            memory_mb: svc.resources.memory_mb,
-            cpus: svc.resources.cpus.as_deref(),
-            health_check: svc.health_check.as_ref().map(|h| archy_rules::Health {
+            capabilities: self.capabilities.iter().map(String::as_str).collect(),
+            memory_mb: self.resources.memory_mb,
+            cpus: self.resources.cpus.as_deref(),
+            health_check: self.health_check.as_ref().map(|h| archy_rules::Health {
                 kind: match h.kind {
                     HealthKind::Http => archy_rules::HealthKind::Http,
                     HealthKind::Tcp => archy_rules::HealthKind::Tcp,
@@ -468,28 +560,10 @@ impl AppSpec {
                 timeout_secs: u64::from(h.timeout_secs),
                 retries: h.retries,
             }),
-            stop_grace_secs: u64::from(svc.stop_grace_secs),
-            dependencies: self.dependencies.iter().map(String::as_str).collect(),
-            command: svc.command.iter().map(String::as_str).collect(),
+            stop_grace_secs: u64::from(self.stop_grace_secs),
+            command: self.command.iter().map(String::as_str).collect(),
+            depends_on: self.depends_on.iter().map(String::as_str).collect(),
         }
-    }
-
-    /// Defensive policy re-check, by the rule book the manifest validator also applies; the
-    /// error names the offending field.
-    pub fn validate(&self, rules: &Policy) -> Result<(), Error> {
-        if self.services.len() != 1 {
-            return Err(Error::Policy {
-                field: "services".into(),
-                reason: format!(
-                    "an app has exactly one service on this node (found {}); multi-service apps are not supported yet",
-                    self.services.len()
-                ),
-            });
-        }
-        archy_rules::check(&self.rules_view(), rules).map_err(|r| Error::Policy {
-            field: r.field,
-            reason: r.reason,
-        })
     }
 }
 

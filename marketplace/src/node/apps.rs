@@ -278,10 +278,45 @@ impl Operation for Audit {
     }
 }
 
-/// Converts a validated manifest into the orchestrator's spec (PROTOCOL §2 defaults applied).
-/// Pure: the manifest already passed the schema and policy checks.
+/// Converts a validated manifest into the orchestrator's spec (PROTOCOL §2 defaults applied):
+/// one service per listed service, or the single-container form as the app's one unnamed
+/// service. Pure: the manifest already passed the schema and policy checks.
 pub fn spec_from_manifest(m: &AppManifest) -> Result<AppSpec> {
-    let ports = m
+    let kinds: std::collections::BTreeMap<&str, SecretKind> = m
+        .generated_secrets
+        .iter()
+        .map(|s| {
+            let kind = match s.kind.as_str() {
+                "hex16" => SecretKind::Hex16,
+                "hex32" => SecretKind::Hex32,
+                "base64" => SecretKind::Base64,
+                other => bail!("generated_secrets: unknown kind {other:?}"),
+            };
+            Ok((s.name.as_str(), kind))
+        })
+        .collect::<Result<_>>()?;
+    let services = m
+        .stack()
+        .iter()
+        .map(|svc| service_spec(m, svc, &kinds))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AppSpec {
+        name: m.id.clone(),
+        publisher: m.publisher.did.clone(),
+        version: m.version.clone(),
+        services,
+        dependencies: m.dependencies.iter().map(|d| d.app.clone()).collect(),
+        exports: m.exports.clone(),
+    })
+}
+
+/// One service of the orchestrator's spec.
+fn service_spec(
+    m: &AppManifest,
+    svc: &manifest::Service,
+    kinds: &std::collections::BTreeMap<&str, SecretKind>,
+) -> Result<ServiceSpec> {
+    let ports = svc
         .ports
         .iter()
         .map(|p| {
@@ -300,16 +335,13 @@ pub fn spec_from_manifest(m: &AppManifest) -> Result<AppSpec> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let generated_secrets = m
-        .generated_secrets
+    let generated_secrets = svc
+        .secrets
         .iter()
         .map(|s| {
-            let kind = match s.kind.as_str() {
-                "hex16" => SecretKind::Hex16,
-                "hex32" => SecretKind::Hex32,
-                "base64" => SecretKind::Base64,
-                other => bail!("generated_secrets: unknown kind {other:?}"),
-            };
+            let kind = *kinds
+                .get(s.name.as_str())
+                .with_context(|| format!("secret {:?} is not a generated secret", s.name))?;
             Ok(SecretSpec {
                 name: s.name.clone(),
                 kind,
@@ -317,7 +349,7 @@ pub fn spec_from_manifest(m: &AppManifest) -> Result<AppSpec> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let health_check = m
+    let health_check = svc
         .health_check
         .as_ref()
         .map(|h| {
@@ -344,11 +376,18 @@ pub fn spec_from_manifest(m: &AppManifest) -> Result<AppSpec> {
             })
         })
         .transpose()?;
-    let service = ServiceSpec {
-        image: m.image.name.clone(),
-        image_id: Some(m.image.id.clone()),
+    Ok(ServiceSpec {
+        // The single-container form's one service is the app itself.
+        name: if m.is_stack() {
+            svc.name.clone()
+        } else {
+            String::new()
+        },
+        depends_on: svc.depends_on.clone(),
+        image: svc.image.name.clone(),
+        image_id: Some(svc.image.id.clone()),
         ports,
-        volumes: m
+        volumes: svc
             .volumes
             .iter()
             .map(|v| VolumeSpec {
@@ -356,30 +395,22 @@ pub fn spec_from_manifest(m: &AppManifest) -> Result<AppSpec> {
                 target: v.target.clone(),
             })
             .collect(),
-        env: m.env.clone(),
+        env: svc.env.clone(),
         generated_secrets,
-        capabilities: m
+        capabilities: svc
             .security
             .capabilities
             .iter()
             .map(|c| archy_rules::normalize_capability(c))
             .collect(),
-        read_only_root: m.security.read_only_root,
+        read_only_root: svc.security.read_only_root,
         resources: Resources {
-            memory_mb: m.resources.memory_mb,
-            cpus: m.resources.cpus.clone(),
+            memory_mb: svc.resources.memory_mb,
+            cpus: svc.resources.cpus.clone(),
         },
         health_check,
-        stop_grace_secs: m.stop_grace_secs.min(u32::MAX as u64) as u32,
-        command: m.command.clone(),
-    };
-    Ok(AppSpec {
-        name: m.id.clone(),
-        publisher: m.publisher.did.clone(),
-        version: m.version.clone(),
-        // A v1 manifest describes one container.
-        services: vec![service],
-        dependencies: m.dependencies.iter().map(|d| d.app.clone()).collect(),
+        stop_grace_secs: svc.stop_grace_secs.min(u32::MAX as u64) as u32,
+        command: svc.command.clone(),
     })
 }
 
@@ -420,6 +451,36 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_stack_becomes_one_named_service_per_service() {
+        let raw = archy_protocol::testing::stack_manifest();
+        let typed = AppManifest::from_raw(&raw).unwrap();
+        let spec = spec_from_manifest(&typed).unwrap();
+        assert!(spec.is_stack());
+        let names: Vec<&str> = spec.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["web", "db"]);
+        assert_eq!(spec.services[0].depends_on, ["db"]);
+        // One generated secret reaches both services, each under its own variable.
+        assert_eq!(spec.services[0].generated_secrets[0].env, "DB_PASSWORD");
+        assert_eq!(
+            spec.services[1].generated_secrets[0].env,
+            "POSTGRES_PASSWORD"
+        );
+        assert_eq!(
+            spec.services[1].generated_secrets[0].kind,
+            SecretKind::Hex32
+        );
+        assert_eq!(spec.exports, ["db"]);
+        spec.validate(&archy_orchestrator::Policy::default())
+            .unwrap();
+        // The single-container form stays one unnamed service, hashed as before.
+        let single = spec_from_manifest(
+            &AppManifest::from_raw(&archy_protocol::testing::manifest()).unwrap(),
+        )
+        .unwrap();
+        assert!(!single.is_stack() && single.services[0].name.is_empty());
+    }
+
+    #[test]
     fn manifest_to_spec_keeps_every_field_and_defaults() {
         let mut m = archy_protocol::testing::manifest();
         m.insert("ports".into(), json!([{"container": 8080, "host": 18080}]));
@@ -445,7 +506,7 @@ mod tests {
         assert_eq!(spec.name, "hello-web");
         assert_eq!(
             spec.service().image_id.as_deref(),
-            Some(typed.image.id.as_str())
+            Some(typed.images()[0].id.as_str())
         );
         assert_eq!(spec.service().ports[0].bind.to_string(), "127.0.0.1");
         assert_eq!(spec.service().capabilities, ["CHOWN"]);

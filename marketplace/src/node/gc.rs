@@ -177,7 +177,9 @@ async fn installed_images(core: &NodeCore) -> Result<(Vec<(String, Keep)>, BTree
         for (version, why) in versions {
             if let Some(rel) = releases.iter().find(|x| x.version == version) {
                 let m = rel.manifest()?;
-                roots.push((m.image.blob().blake3.clone(), why));
+                for image in m.images() {
+                    roots.push((image.blob().blake3.clone(), why.clone()));
+                }
             }
         }
     }

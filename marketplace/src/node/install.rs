@@ -5,7 +5,7 @@
 use super::apps::spec_from_manifest;
 use super::NodeCore;
 use crate::catalog::{InstalledRecord, ReleaseRecord};
-use crate::manifest::{AppManifest, ImageContent};
+use crate::manifest::{AppManifest, Image, ImageContent};
 use crate::unix_now;
 use anyhow::{bail, Context, Result};
 use archy_orchestrator::{normalize_id, own_image_name, Images, InstallOutcome};
@@ -136,18 +136,70 @@ fn trust_gate(core: &NodeCore, m: &AppManifest, confirm: bool) -> Result<archy_t
     Ok(tier)
 }
 
+/// One image of a release, with the node's own name for it: `localhost/archy-apps/<app>:<v>`,
+/// or `…/<app>/<service>:<v>` for a service of a stack (two services may run two images).
+pub(crate) struct AppImage<'a> {
+    pub image: &'a Image,
+    pub own: String,
+}
+
+/// Every image a release runs, in its services' order.
+pub(crate) fn app_images(m: &AppManifest) -> Vec<AppImage<'_>> {
+    if m.is_stack() {
+        m.services
+            .iter()
+            .map(|s| AppImage {
+                image: &s.image,
+                own: own_image_name(&format!("{}/{}", m.id, s.name), &m.version),
+            })
+            .collect()
+    } else {
+        m.image
+            .iter()
+            .map(|image| AppImage {
+                image,
+                own: own_image_name(&m.id, &m.version),
+            })
+            .collect()
+    }
+}
+
+/// The one image of a single-container release. Multi-service apps (PROTOCOL §2.2) are
+/// checked and listed, but this node does not fetch or run them yet: refused here, before
+/// anything moves.
+fn single_image(m: &AppManifest) -> Result<AppImage<'_>> {
+    if m.is_stack() {
+        bail!(
+            "{} {} is a multi-service app ({} services, PROTOCOL §2.2): this node checks and lists stacks but cannot install them yet",
+            m.id,
+            m.version,
+            m.services.len()
+        );
+    }
+    app_images(m)
+        .into_iter()
+        .next()
+        .context("the manifest has no image")
+}
+
 /// Makes the release's image present in Podman, only ever from verified bytes, refusing it
 /// unless its id is the signed `image.id`. A layered image (§2.1) is fetched part by part and
 /// pulled from the node's registry ([`super::layers`]); an archive is fetched whole, written to
 /// a scratch file and loaded by the orchestrator's checked load. With `load` false the image
 /// only reaches the blob store (`apps fetch`), every check of the bytes done all the same.
-async fn ensure_image(core: &NodeCore, m: &AppManifest, load: bool) -> Result<ImageSource> {
+async fn ensure_image(
+    core: &NodeCore,
+    m: &AppManifest,
+    img: &AppImage<'_>,
+    load: bool,
+) -> Result<ImageSource> {
     let scores = core.trust()?.scores();
-    let archive = match m.image.content() {
+    let archive = match img.image.content() {
         ImageContent::Layers(layers) => {
             let report = super::layers::ensure_layered(
                 core,
                 m,
+                img,
                 layers,
                 origin_addr(m)?,
                 |c| rank_mirrors(c, &scores),
@@ -181,13 +233,14 @@ async fn ensure_image(core: &NodeCore, m: &AppManifest, load: bool) -> Result<Im
     // Named only in the node's own namespace: `image.name` is the publisher's choice and
     // could name another app's image (PROTOCOL §2.1); the app runs by `image.id`.
     async {
-        normalize_id(&m.image.id)?;
+        normalize_id(&img.image.id)?;
         let tmp = swarm.tmp_dir()?;
         let path = tmp.path().join("image.tar");
         swarm.export(&archive.blake3, &path).await?;
-        let own = own_image_name(&m.id, &m.version);
-        super::gc::record_image(core, &m.image.id)?;
-        core.podman.load_checked(&path, &m.image.id, &own).await?;
+        super::gc::record_image(core, &img.image.id)?;
+        core.podman
+            .load_checked(&path, &img.image.id, &img.own)
+            .await?;
         anyhow::Ok(())
     }
     .await
@@ -221,7 +274,8 @@ async fn install_release(
     confirm: bool,
 ) -> Result<InstallReport> {
     let (m, tier) = gate_release(core, release, confirm)?;
-    let fetch = ensure_image(core, &m, true).await?;
+    let img = single_image(&m)?;
+    let fetch = ensure_image(core, &m, &img, true).await?;
     let r = core.reconciler().await?;
     let outcome = r.install(spec_from_manifest(&m)?).await?;
     let running = matches!(outcome, InstallOutcome::Running { .. });
@@ -235,7 +289,7 @@ async fn install_release(
     }
     // The fetch already made it a mirror when it completed (unless the image was held, or the
     // announcement failed then).
-    let image_blob = &m.image.blob().blake3;
+    let image_blob = &img.image.blob().blake3;
     let mirrored = if !running {
         false
     } else if core.swarm().await?.is_mirrored(image_blob) {
@@ -311,8 +365,9 @@ pub async fn fetch_from_catalog(
 ) -> Result<FetchImageReport> {
     let rec = core.resolve_app(name)?;
     let (m, tier) = gate_release(core, &latest_release(core, &rec)?, confirm)?;
-    let fetch = ensure_image(core, &m, false).await?;
-    let image_blob = &m.image.blob().blake3;
+    let img = single_image(&m)?;
+    let fetch = ensure_image(core, &m, &img, false).await?;
+    let image_blob = &img.image.blob().blake3;
     let mirrored = core.swarm().await?.is_mirrored(image_blob)
         || super::blobs::mirror_if_configured(core, image_blob)
             .await

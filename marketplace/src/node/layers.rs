@@ -11,12 +11,13 @@
 //! version — is not fetched again (its sha256 is still checked, from local bytes).
 
 use super::blobs::{self, MirrorCandidate};
+use super::install::AppImage;
 use super::NodeCore;
 use crate::manifest::{AppManifest, BlobRef};
 use anyhow::{bail, Context, Result};
 use archy_oci::image::{MAX_LAYERS, MAX_META_BYTES};
 use archy_oci::{LayerPlan, Platform, Sha256Stream};
-use archy_orchestrator::{normalize_id, own_image_name, Images};
+use archy_orchestrator::{normalize_id, Images};
 use archy_swarm::{FetchReport, FetchRequest, Hash, Part, PeerAddr, Swarm};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -314,15 +315,16 @@ async fn preflight(core: &NodeCore, swarm: &Swarm, missing: u64, image: u64) -> 
 /// a later install finds every part held). With `[swarm] mirror` on, the image is served as a
 /// partial mirror from the moment its parts are known (its root fetched) and as a mirror once
 /// it is complete; a failure withdraws that.
-pub async fn ensure_layered(
+pub(crate) async fn ensure_layered(
     core: &NodeCore,
     m: &AppManifest,
+    img: &AppImage<'_>,
     layers: &BlobRef,
     origin: PeerAddr,
     rank: impl Fn(Vec<MirrorCandidate>) -> Vec<MirrorCandidate> + Send + Sync,
     load: bool,
 ) -> Result<LayeredReport> {
-    let result = fetch_layered(core, m, layers, origin, &rank, load).await;
+    let result = fetch_layered(core, m, img, layers, origin, &rank, load).await;
     match &result {
         Ok(_) => {
             blobs::mirror_if_configured(core, &layers.blake3).await;
@@ -335,6 +337,7 @@ pub async fn ensure_layered(
 async fn fetch_layered(
     core: &NodeCore,
     m: &AppManifest,
+    img: &AppImage<'_>,
     layers: &BlobRef,
     origin: PeerAddr,
     rank: &RankFn<'_>,
@@ -390,7 +393,7 @@ async fn fetch_layered(
     .context("fetching child 0 (the image manifest)")?;
     report.add(r);
     let manifest = swarm.read_bytes(&hex(0)).await?;
-    let plan = LayerPlan::from_manifest(&manifest, children.len(), &m.image.id, layers.size)
+    let plan = LayerPlan::from_manifest(&manifest, children.len(), &img.image.id, layers.size)
         .map_err(refuse)?;
     // What is still missing, and what Podman will need.
     let mut missing = 0;
@@ -475,9 +478,9 @@ async fn fetch_layered(
     let registry = core.registry().await?;
     registry.add_image(&plan, &children);
     let reference = registry.reference(&m.id, &plan.manifest_digest);
-    super::gc::record_image(core, &m.image.id)?;
+    super::gc::record_image(core, &img.image.id)?;
     core.podman
-        .pull_checked(&reference, &m.image.id, &own_image_name(&m.id, &m.version))
+        .pull_checked(&reference, &img.image.id, &img.own)
         .await
         .with_context(|| format!("pulling {reference} into Podman"))?;
     Ok(report)

@@ -19,11 +19,19 @@ use std::net::IpAddr;
 
 // ---- limits ---------------------------------------------------------------------------------
 
-/// At most this many published ports per app.
+/// At most this many services in an app (PROTOCOL §2.2).
+pub const MAX_SERVICES: usize = 8;
+/// At most this many names in a service's `depends_on`.
+pub const MAX_DEPENDS_ON: usize = 8;
+/// At most this many `dependencies` (other apps).
+pub const MAX_DEPENDENCIES: usize = 16;
+/// Service names: `^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$`, so 1 to 32 characters.
+pub const SERVICE_NAME_LEN: (usize, usize) = (1, 32);
+/// At most this many published ports per app (across its services).
 pub const MAX_PORTS: usize = 16;
-/// At most this many volumes per app.
+/// At most this many distinct volumes per app, and mounts per service.
 pub const MAX_VOLUMES: usize = 16;
-/// At most this many environment variables per app.
+/// At most this many environment variables per service.
 pub const MAX_ENV: usize = 64;
 /// At most this many generated secrets per app.
 pub const MAX_SECRETS: usize = 16;
@@ -218,6 +226,21 @@ pub struct App<'a> {
     pub name: &'a str,
     pub publisher: &'a str,
     pub version: &'a str,
+    /// Whether the app lists `services` (PROTOCOL §2.2: refusals name `services[i].…`); `false`
+    /// for the single-container form, one service named after the app with its fields at the
+    /// top level.
+    pub listed: bool,
+    pub services: Vec<Service<'a>>,
+    /// The app's generated secrets (app-wide), by name.
+    pub secrets: Vec<&'a str>,
+    pub dependencies: Vec<&'a str>,
+}
+
+/// One container of an app.
+#[derive(Clone, Debug, Default)]
+pub struct Service<'a> {
+    /// `^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$` when listed; the app's id in the single form.
+    pub name: &'a str,
     pub image: &'a str,
     pub image_id: Option<&'a str>,
     pub ports: Vec<Port>,
@@ -225,15 +248,16 @@ pub struct App<'a> {
     pub volumes: Vec<(&'a str, &'a str)>,
     /// (key, value), in the order the check reports them (sorted by key).
     pub env: Vec<(&'a str, &'a str)>,
-    /// (name, env)
+    /// (generated secret's name, the variable it is delivered as)
     pub secrets: Vec<(&'a str, &'a str)>,
     pub capabilities: Vec<&'a str>,
     pub memory_mb: Option<u64>,
     pub cpus: Option<&'a str>,
     pub health_check: Option<Health<'a>>,
     pub stop_grace_secs: u64,
-    pub dependencies: Vec<&'a str>,
     pub command: Vec<&'a str>,
+    /// Services of the same app that must be healthy before this one starts.
+    pub depends_on: Vec<&'a str>,
 }
 
 /// One published port.
@@ -278,12 +302,45 @@ fn refuse(field: impl Into<String>, reason: impl Into<String>) -> Refusal {
     }
 }
 
-impl App<'_> {
+impl Service<'_> {
     /// Whether `container_port` is published over tcp.
     pub fn publishes_tcp(&self, container_port: u16) -> bool {
         self.ports
             .iter()
             .any(|p| p.container == container_port && !p.udp)
+    }
+}
+
+/// A service name of PROTOCOL §2.2: `^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$` (it is also a DNS
+/// label on the app's network, so it neither ends with `-` nor exceeds 32 characters).
+pub fn is_service_name(s: &str) -> bool {
+    is_id_like(s, SERVICE_NAME_LEN) && !s.ends_with('-')
+}
+
+/// Where a service's field is reported: `services[i].<rest>` when the app lists services, the
+/// bare `<rest>` in the single-container form.
+struct At {
+    listed: bool,
+    index: usize,
+}
+
+impl At {
+    fn field(&self, rest: &str) -> String {
+        if self.listed {
+            format!("services[{}].{rest}", self.index)
+        } else {
+            rest.to_owned()
+        }
+    }
+
+    /// A service's `j`th secret: `services[i].secrets[j]`, or in the single form the app's
+    /// `generated_secrets[j]` (the single service receives them all, in order).
+    fn secret(&self, j: usize, rest: &str) -> String {
+        if self.listed {
+            format!("services[{}].secrets[{j}].{rest}", self.index)
+        } else {
+            format!("generated_secrets[{j}].{rest}")
+        }
     }
 }
 
@@ -315,30 +372,22 @@ pub fn check(app: &App<'_>, policy: &Policy) -> Result<(), Refusal> {
             format!("must be 1-{MAX_VERSION_LEN} printable characters"),
         ));
     }
-    if app.image.is_empty()
-        || app.image.starts_with('-')
-        || app
-            .image
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(refuse("image", "must be an image reference without spaces"));
+    check_service_list(app)?;
+    check_app_secrets(app)?;
+    for (index, svc) in app.services.iter().enumerate() {
+        let at = At {
+            listed: app.listed,
+            index,
+        };
+        check_service(app, svc, &at, policy)?;
     }
-    if let Some(id) = app.image_id {
-        if !is_hex64(id.strip_prefix("sha256:").unwrap_or(id)) {
-            return Err(refuse("image_id", "must be sha256:<64 lowercase hex>"));
-        }
-    }
-    check_ports(app, policy)?;
+    check_ports(app)?;
     check_volumes(app)?;
-    check_env_and_secrets(app)?;
-    check_capabilities(app, policy)?;
-    check_resources(app)?;
-    check_health(app)?;
-    if app.stop_grace_secs > MAX_STOP_GRACE_SECS {
+    check_depends_on(app)?;
+    if app.dependencies.len() > MAX_DEPENDENCIES {
         return Err(refuse(
-            "stop_grace_secs",
-            format!("at most {MAX_STOP_GRACE_SECS}"),
+            "dependencies",
+            format!("at most {MAX_DEPENDENCIES}"),
         ));
     }
     for (i, d) in app.dependencies.iter().enumerate() {
@@ -352,90 +401,50 @@ pub fn check(app: &App<'_>, policy: &Policy) -> Result<(), Refusal> {
             ));
         }
     }
-    if app.command.len() > MAX_COMMAND {
-        return Err(refuse("command", format!("at most {MAX_COMMAND} items")));
-    }
-    if app.command.iter().any(|a| a.contains('\0')) {
-        return Err(refuse("command", "contains NUL"));
-    }
     Ok(())
 }
 
-fn check_ports(app: &App<'_>, policy: &Policy) -> Result<(), Refusal> {
-    if app.ports.len() > MAX_PORTS {
-        return Err(refuse("ports", format!("at most {MAX_PORTS}")));
+fn check_service_list(app: &App<'_>) -> Result<(), Refusal> {
+    if app.services.is_empty() || app.services.len() > MAX_SERVICES {
+        return Err(refuse(
+            "services",
+            format!(
+                "{} services; an app has 1 to {MAX_SERVICES}",
+                app.services.len()
+            ),
+        ));
     }
-    let mut host_ports = BTreeSet::new();
-    for (i, p) in app.ports.iter().enumerate() {
-        if p.container == 0 {
-            return Err(refuse(format!("ports[{i}].container"), "must be 1-65535"));
-        }
-        if p.host < MIN_HOST_PORT {
+    if !app.listed {
+        if app.services.len() != 1 || app.services[0].name != app.name {
             return Err(refuse(
-                format!("ports[{i}].host"),
-                format!("must be {MIN_HOST_PORT}-65535"),
+                "services",
+                "the single-container form is one service named after the app",
             ));
         }
-        if !host_ports.insert((p.host, p.udp, p.bind)) {
-            return Err(refuse(format!("ports[{i}].host"), "published twice"));
-        }
-        if !is_loopback(&p.bind) && !policy.allow_non_loopback_binds {
+        return Ok(());
+    }
+    let mut names = BTreeSet::new();
+    for (i, s) in app.services.iter().enumerate() {
+        if !is_service_name(s.name) {
             return Err(refuse(
-                format!("ports[{i}].bind"),
+                format!("services[{i}].name"),
                 format!(
-                    "{} is not loopback and the operator allows only loopback",
-                    p.bind
+                    "`{}` must match ^[a-z]([a-z0-9-]{{0,30}}[a-z0-9])?$ (it is a host name on the app's network)",
+                    s.name
                 ),
             ));
         }
-    }
-    Ok(())
-}
-
-fn check_volumes(app: &App<'_>) -> Result<(), Refusal> {
-    if app.volumes.len() > MAX_VOLUMES {
-        return Err(refuse("volumes", format!("at most {MAX_VOLUMES}")));
-    }
-    let mut names = BTreeSet::new();
-    for (i, (name, target)) in app.volumes.iter().enumerate() {
-        // A name with '/' would make Podman bind-mount a host path: refuse it here.
-        if !is_part_name(name) {
+        if !names.insert(s.name) {
             return Err(refuse(
-                format!("volumes[{i}].name"),
-                "must match ^[a-z][a-z0-9-]{0,62}$ (host paths are not allowed)",
-            ));
-        }
-        if !names.insert(name) {
-            return Err(refuse(
-                format!("volumes[{i}].name"),
-                "duplicate volume name",
-            ));
-        }
-        if volume_target_problem(target).is_some() || target.contains(':') || has_control(target) {
-            return Err(refuse(
-                format!("volumes[{i}].target"),
-                "must be absolute, not `/`, without empty, `.` or `..` segments or `:`",
+                format!("services[{i}].name"),
+                format!("`{}` names two services", s.name),
             ));
         }
     }
     Ok(())
 }
 
-fn check_env_and_secrets(app: &App<'_>) -> Result<(), Refusal> {
-    if app.env.len() > MAX_ENV {
-        return Err(refuse("env", format!("at most {MAX_ENV} variables")));
-    }
-    for (k, v) in &app.env {
-        if !is_env_key(k) {
-            return Err(refuse(
-                format!("env.{k}"),
-                "key must match ^[A-Za-z_][A-Za-z0-9_]*$",
-            ));
-        }
-        if v.contains('\0') {
-            return Err(refuse(format!("env.{k}"), "value contains NUL"));
-        }
-    }
+fn check_app_secrets(app: &App<'_>) -> Result<(), Refusal> {
     if app.secrets.len() > MAX_SECRETS {
         return Err(refuse(
             "generated_secrets",
@@ -443,7 +452,7 @@ fn check_env_and_secrets(app: &App<'_>) -> Result<(), Refusal> {
         ));
     }
     let mut names = BTreeSet::new();
-    for (i, (name, env)) in app.secrets.iter().enumerate() {
+    for (i, name) in app.secrets.iter().enumerate() {
         if !is_part_name(name) {
             return Err(refuse(
                 format!("generated_secrets[{i}].name"),
@@ -453,76 +462,254 @@ fn check_env_and_secrets(app: &App<'_>) -> Result<(), Refusal> {
         if !names.insert(name) {
             return Err(refuse(format!("generated_secrets[{i}].name"), "duplicate"));
         }
-        if !is_env_key(env) {
-            return Err(refuse(
-                format!("generated_secrets[{i}].env"),
-                "must match ^[A-Za-z_][A-Za-z0-9_]*$",
-            ));
-        }
-        if app.env.iter().any(|(k, _)| k == env) {
-            return Err(refuse(
-                format!("generated_secrets[{i}].env"),
-                "also set in `env`; a secret must not be overridden",
-            ));
-        }
     }
     Ok(())
 }
 
-fn check_capabilities(app: &App<'_>, policy: &Policy) -> Result<(), Refusal> {
-    for (i, cap) in app.capabilities.iter().enumerate() {
+fn check_service(app: &App<'_>, s: &Service<'_>, at: &At, policy: &Policy) -> Result<(), Refusal> {
+    if s.image.is_empty()
+        || s.image.starts_with('-')
+        || s.image.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(refuse(
+            at.field("image"),
+            "must be an image reference without spaces",
+        ));
+    }
+    if let Some(id) = s.image_id {
+        if !is_hex64(id.strip_prefix("sha256:").unwrap_or(id)) {
+            return Err(refuse(
+                at.field("image_id"),
+                "must be sha256:<64 lowercase hex>",
+            ));
+        }
+    }
+    for (i, p) in s.ports.iter().enumerate() {
+        if p.container == 0 {
+            return Err(refuse(
+                at.field(&format!("ports[{i}].container")),
+                "must be 1-65535",
+            ));
+        }
+        if p.host < MIN_HOST_PORT {
+            return Err(refuse(
+                at.field(&format!("ports[{i}].host")),
+                format!("must be {MIN_HOST_PORT}-65535"),
+            ));
+        }
+        if !is_loopback(&p.bind) && !policy.allow_non_loopback_binds {
+            return Err(refuse(
+                at.field(&format!("ports[{i}].bind")),
+                format!(
+                    "{} is not loopback and the operator allows only loopback",
+                    p.bind
+                ),
+            ));
+        }
+    }
+    check_mounts(s, at)?;
+    check_env_and_secrets(app, s, at)?;
+    for (i, cap) in s.capabilities.iter().enumerate() {
         let n = normalize_capability(cap);
+        let field = at.field(&format!("capabilities[{i}]"));
         if NEVER_ALLOWED_CAPS.contains(&n.as_str()) {
             return Err(refuse(
-                format!("capabilities[{i}]"),
+                field,
                 format!("{n} is equivalent to privileged mode and is never granted"),
             ));
         }
         if !policy.allows_capability(&n) {
             return Err(refuse(
-                format!("capabilities[{i}]"),
+                field,
                 format!("{n} is not in the operator's allowlist"),
             ));
         }
     }
-    Ok(())
-}
-
-fn check_resources(app: &App<'_>) -> Result<(), Refusal> {
-    if let Some(m) = app.memory_mb {
+    if let Some(m) = s.memory_mb {
         if m < MIN_MEMORY_MB {
             return Err(refuse(
-                "resources.memory_mb",
+                at.field("resources.memory_mb"),
                 format!("must be at least {MIN_MEMORY_MB} (Podman's minimum)"),
             ));
         }
     }
-    if let Some(c) = app.cpus {
+    if let Some(c) = s.cpus {
         if !is_cpus(c) {
             return Err(refuse(
-                "resources.cpus",
+                at.field("resources.cpus"),
                 "must be a positive decimal such as \"0.5\"",
+            ));
+        }
+    }
+    check_health(app, s, at)?;
+    if s.stop_grace_secs > MAX_STOP_GRACE_SECS {
+        return Err(refuse(
+            at.field("stop_grace_secs"),
+            format!("at most {MAX_STOP_GRACE_SECS}"),
+        ));
+    }
+    if s.command.len() > MAX_COMMAND {
+        return Err(refuse(
+            at.field("command"),
+            format!("at most {MAX_COMMAND} items"),
+        ));
+    }
+    if s.command.iter().any(|a| a.contains('\0')) {
+        return Err(refuse(at.field("command"), "contains NUL"));
+    }
+    Ok(())
+}
+
+/// Ports across the whole app: at most [`MAX_PORTS`], each (host, protocol, bind) once.
+fn check_ports(app: &App<'_>) -> Result<(), Refusal> {
+    let total: usize = app.services.iter().map(|s| s.ports.len()).sum();
+    if total > MAX_PORTS {
+        return Err(refuse(
+            if app.listed { "services" } else { "ports" },
+            format!("{total} published ports, at most {MAX_PORTS} in the whole app"),
+        ));
+    }
+    let mut host_ports = BTreeSet::new();
+    for (index, s) in app.services.iter().enumerate() {
+        let at = At {
+            listed: app.listed,
+            index,
+        };
+        for (i, p) in s.ports.iter().enumerate() {
+            if !host_ports.insert((p.host, p.udp, p.bind)) {
+                return Err(refuse(
+                    at.field(&format!("ports[{i}].host")),
+                    format!(
+                        "{}:{}/{} is published twice in the app",
+                        p.bind,
+                        p.host,
+                        if p.udp { "udp" } else { "tcp" }
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One service's mounts: at most [`MAX_VOLUMES`], each name once, safe targets.
+fn check_mounts(s: &Service<'_>, at: &At) -> Result<(), Refusal> {
+    if s.volumes.len() > MAX_VOLUMES {
+        return Err(refuse(
+            at.field("volumes"),
+            format!("at most {MAX_VOLUMES}"),
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for (i, (name, target)) in s.volumes.iter().enumerate() {
+        // A name with '/' would make Podman bind-mount a host path: refuse it here.
+        if !is_part_name(name) {
+            return Err(refuse(
+                at.field(&format!("volumes[{i}].name")),
+                "must match ^[a-z][a-z0-9-]{0,62}$ (host paths are not allowed)",
+            ));
+        }
+        if !names.insert(name) {
+            return Err(refuse(
+                at.field(&format!("volumes[{i}].name")),
+                "duplicate volume name",
+            ));
+        }
+        if volume_target_problem(target).is_some() || target.contains(':') || has_control(target) {
+            return Err(refuse(
+                at.field(&format!("volumes[{i}].target")),
+                "must be absolute, not `/`, without empty, `.` or `..` segments or `:`",
             ));
         }
     }
     Ok(())
 }
 
-fn check_health(app: &App<'_>) -> Result<(), Refusal> {
-    let Some(h) = &app.health_check else {
+/// Volumes are app-wide (two services mounting one name share it): at most [`MAX_VOLUMES`]
+/// distinct names in the app.
+fn check_volumes(app: &App<'_>) -> Result<(), Refusal> {
+    let names: BTreeSet<&str> = app
+        .services
+        .iter()
+        .flat_map(|s| s.volumes.iter().map(|(n, _)| *n))
+        .collect();
+    if names.len() > MAX_VOLUMES {
+        return Err(refuse(
+            if app.listed { "services" } else { "volumes" },
+            format!(
+                "{} distinct volumes, at most {MAX_VOLUMES} in the whole app",
+                names.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_env_and_secrets(app: &App<'_>, s: &Service<'_>, at: &At) -> Result<(), Refusal> {
+    if s.env.len() > MAX_ENV {
+        return Err(refuse(
+            at.field("env"),
+            format!("at most {MAX_ENV} variables"),
+        ));
+    }
+    for (k, v) in &s.env {
+        if !is_env_key(k) {
+            return Err(refuse(
+                at.field(&format!("env.{k}")),
+                "key must match ^[A-Za-z_][A-Za-z0-9_]*$",
+            ));
+        }
+        if v.contains('\0') {
+            return Err(refuse(at.field(&format!("env.{k}")), "value contains NUL"));
+        }
+    }
+    let mut vars = BTreeSet::new();
+    for (j, (name, env)) in s.secrets.iter().enumerate() {
+        if !app.secrets.contains(name) {
+            return Err(refuse(
+                at.secret(j, "name"),
+                format!("`{name}` is not one of the app's generated_secrets"),
+            ));
+        }
+        if !is_env_key(env) {
+            return Err(refuse(
+                at.secret(j, "env"),
+                "must match ^[A-Za-z_][A-Za-z0-9_]*$",
+            ));
+        }
+        if s.env.iter().any(|(k, _)| k == env) {
+            return Err(refuse(
+                at.secret(j, "env"),
+                "also set in `env`; a secret must not be overridden",
+            ));
+        }
+        if !vars.insert(*env) {
+            return Err(refuse(
+                at.secret(j, "env"),
+                format!("`{env}` receives two secrets"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_health(app: &App<'_>, s: &Service<'_>, at: &At) -> Result<(), Refusal> {
+    let Some(h) = &s.health_check else {
         return Ok(());
     };
     match h.kind {
         HealthKind::Http | HealthKind::Tcp => {
             let Some(port) = h.port else {
                 return Err(refuse(
-                    "health_check.port",
+                    at.field("health_check.port"),
                     "required for http and tcp checks",
                 ));
             };
-            if !app.publishes_tcp(port) {
+            // A stack's services are probed from inside the app's network (§2.2); the single
+            // container form is probed on its published port from the host.
+            if !app.listed && !s.publishes_tcp(port) {
                 return Err(refuse(
-                    "health_check.port",
+                    at.field("health_check.port"),
                     format!("container port {port} is not published over tcp in `ports`"),
                 ));
             }
@@ -531,7 +718,7 @@ fn check_health(app: &App<'_>) -> Result<(), Refusal> {
                     || path.chars().any(|c| c.is_whitespace() || c.is_control())
                 {
                     return Err(refuse(
-                        "health_check.path",
+                        at.field("health_check.path"),
                         "must start with `/`, no spaces",
                     ));
                 }
@@ -539,35 +726,161 @@ fn check_health(app: &App<'_>) -> Result<(), Refusal> {
         }
         HealthKind::Exec => {
             if h.command_len == 0 {
-                return Err(refuse("health_check.command", "required for exec checks"));
+                return Err(refuse(
+                    at.field("health_check.command"),
+                    "required for exec checks",
+                ));
             }
         }
     }
     if h.timeout_secs == 0 || h.retries == 0 {
         return Err(refuse(
-            "health_check",
+            at.field("health_check"),
             "timeout_secs and retries must be at least 1",
         ));
     }
     Ok(())
 }
 
+/// `depends_on`: at most [`MAX_DEPENDS_ON`] names per service, each another service of the
+/// app, and no cycle.
+fn check_depends_on(app: &App<'_>) -> Result<(), Refusal> {
+    for (i, s) in app.services.iter().enumerate() {
+        let field = |rest: &str| {
+            if app.listed {
+                format!("services[{i}].depends_on{rest}")
+            } else {
+                format!("depends_on{rest}")
+            }
+        };
+        if s.depends_on.len() > MAX_DEPENDS_ON {
+            return Err(refuse(field(""), format!("at most {MAX_DEPENDS_ON}")));
+        }
+        for (j, d) in s.depends_on.iter().enumerate() {
+            if *d == s.name {
+                return Err(refuse(
+                    field(&format!("[{j}]")),
+                    "a service cannot depend on itself",
+                ));
+            }
+            if !app.services.iter().any(|o| o.name == *d) {
+                return Err(refuse(
+                    field(&format!("[{j}]")),
+                    format!("`{d}` is not a service of this app"),
+                ));
+            }
+        }
+    }
+    if let Err(cycle) = start_order(app) {
+        let i = app
+            .services
+            .iter()
+            .position(|s| s.name == cycle[0])
+            .unwrap_or(0);
+        return Err(refuse(
+            format!("services[{i}].depends_on"),
+            format!("a cycle: {}", cycle.join(" → ")),
+        ));
+    }
+    Ok(())
+}
+
+/// The services' start order: every service after those in its `depends_on` (ties in listed
+/// order). Names in `depends_on` that are no service are ignored here ([`check`] refuses
+/// them). A cycle is returned as the names along it, the first repeated at the end.
+pub fn start_order<'a>(app: &App<'a>) -> Result<Vec<&'a str>, Vec<&'a str>> {
+    let mut order: Vec<&'a str> = Vec::with_capacity(app.services.len());
+    let mut left: Vec<&Service<'a>> = app.services.iter().collect();
+    while !left.is_empty() {
+        let ready = left.iter().position(|s| {
+            s.depends_on
+                .iter()
+                .all(|d| order.contains(d) || !app.services.iter().any(|o| o.name == *d))
+        });
+        match ready {
+            Some(k) => order.push(left.remove(k).name),
+            None => return Err(find_cycle(&left)),
+        }
+    }
+    Ok(order)
+}
+
+/// A cycle among services none of which can start: walk `depends_on` from the first until a
+/// name repeats.
+fn find_cycle<'a>(stuck: &[&Service<'a>]) -> Vec<&'a str> {
+    let mut path: Vec<&'a str> = vec![stuck[0].name];
+    loop {
+        let cur = path[path.len() - 1];
+        let svc = stuck.iter().find(|s| s.name == cur).expect("on the path");
+        let next = svc
+            .depends_on
+            .iter()
+            .find(|d| stuck.iter().any(|s| s.name == **d))
+            .expect("a stuck service waits on another stuck one");
+        if let Some(at) = path.iter().position(|p| p == next) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(next);
+            return cycle;
+        }
+        path.push(next);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn web() -> App<'static> {
-        App {
-            name: "web",
-            version: "1.0.0",
+    fn lo() -> IpAddr {
+        IpAddr::from([127, 0, 0, 1])
+    }
+
+    fn web_service(name: &'static str) -> Service<'static> {
+        Service {
+            name,
             image: "localhost/web:1",
             ports: vec![Port {
                 container: 8080,
                 host: 18080,
                 udp: false,
-                bind: IpAddr::from([127, 0, 0, 1]),
+                bind: lo(),
             }],
             stop_grace_secs: 30,
+            ..Service::default()
+        }
+    }
+
+    fn web() -> App<'static> {
+        App {
+            name: "web",
+            version: "1.0.0",
+            services: vec![web_service("web")],
+            ..App::default()
+        }
+    }
+
+    /// A web service and its database, as PROTOCOL §2.2 lists them.
+    fn stack() -> App<'static> {
+        let mut db = web_service("db");
+        db.ports.clear();
+        db.volumes = vec![("pgdata", "/var/lib/postgresql")];
+        db.secrets = vec![("db-password", "POSTGRES_PASSWORD")];
+        db.health_check = Some(Health {
+            kind: HealthKind::Tcp,
+            port: Some(5432),
+            path: None,
+            command_len: 0,
+            timeout_secs: 3,
+            retries: 3,
+        });
+        let mut app = web_service("app");
+        app.secrets = vec![("db-password", "DB_PASSWORD")];
+        app.depends_on = vec!["db"];
+        App {
+            name: "notes-pg",
+            version: "1.0.0",
+            listed: true,
+            services: vec![app, db],
+            secrets: vec!["db-password"],
             ..App::default()
         }
     }
@@ -581,8 +894,10 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_app_passes() {
+    fn a_plain_app_and_a_stack_pass() {
         check(&web(), &Policy::default()).unwrap();
+        check(&stack(), &Policy::default()).unwrap();
+        assert_eq!(start_order(&stack()).unwrap(), ["db", "app"]);
     }
 
     #[test]
@@ -591,51 +906,132 @@ mod tests {
         assert!(is_part_name("a") && is_part_name(&"a".repeat(63)));
         assert!(!is_part_name(&"a".repeat(64)) && !is_part_name("") && !is_part_name("A"));
         assert!(!is_part_name("a_b") && !is_part_name("1a"));
+        assert!(is_service_name("a") && is_service_name(&"a".repeat(32)));
+        assert!(!is_service_name(&"a".repeat(33)) && !is_service_name("db-"));
+        assert!(is_service_name("db-1") && !is_service_name("1db"));
     }
 
     #[test]
     fn capabilities_are_normalized_and_the_dangerous_ones_never_granted() {
         assert_eq!(normalize_capability(" cap_chown "), "CHOWN");
         let mut app = web();
-        app.capabilities = vec!["cap_chown"];
+        app.services[0].capabilities = vec!["cap_chown"];
         check(&app, &Policy::default()).unwrap();
-        app.capabilities = vec!["SYS_ADMIN"];
+        app.services[0].capabilities = vec!["SYS_ADMIN"];
         let open = Policy {
             capability_allowlist: vec!["sys_admin".into()],
             allow_non_loopback_binds: false,
         };
         assert!(check(&app, &open).is_err());
-        app.capabilities = vec!["NET_RAW"];
+        app.services[0].capabilities = vec!["NET_RAW"];
         refused(&app, "capabilities[0]");
+        let mut s = stack();
+        s.services[1].capabilities = vec!["NET_RAW"];
+        refused(&s, "services[1].capabilities[0]");
     }
 
     #[test]
     fn each_limit_refuses_one_more() {
         let mut app = web();
-        app.ports = (0..=MAX_PORTS as u16)
+        app.services[0].ports = (0..=MAX_PORTS as u16)
             .map(|i| Port {
                 container: 1 + i,
                 host: 20000 + i,
                 udp: false,
-                bind: IpAddr::from([127, 0, 0, 1]),
+                bind: lo(),
             })
             .collect();
         refused(&app, "ports");
         let mut app = web();
-        app.command = vec!["x"; MAX_COMMAND + 1];
+        app.services[0].command = vec!["x"; MAX_COMMAND + 1];
         refused(&app, "command");
         let mut app = web();
-        app.stop_grace_secs = MAX_STOP_GRACE_SECS + 1;
+        app.services[0].stop_grace_secs = MAX_STOP_GRACE_SECS + 1;
         refused(&app, "stop_grace_secs");
         let mut app = web();
-        app.memory_mb = Some(MIN_MEMORY_MB - 1);
+        app.services[0].memory_mb = Some(MIN_MEMORY_MB - 1);
         refused(&app, "resources.memory_mb");
+        let mut s = stack();
+        let extra: Vec<Service<'static>> = ["c", "d", "e", "f", "g", "h", "i"]
+            .iter()
+            .map(|n| {
+                let mut x = web_service(n);
+                x.ports.clear();
+                x
+            })
+            .collect();
+        s.services.extend(extra);
+        assert_eq!(s.services.len(), MAX_SERVICES + 1);
+        refused(&s, "services");
+    }
+
+    #[test]
+    fn ports_count_and_clash_across_the_services_of_an_app() {
+        let mut s = stack();
+        s.services[1].ports = (0..MAX_PORTS as u16)
+            .map(|i| Port {
+                container: 1 + i,
+                host: 20000 + i,
+                udp: false,
+                bind: lo(),
+            })
+            .collect();
+        // 16 on the database plus the web service's one.
+        refused(&s, "services");
+        let mut s = stack();
+        s.services[1].ports = s.services[0].ports.clone();
+        refused(&s, "services[1].ports[0].host");
+        // The same host port on another address or protocol is no clash.
+        s.services[1].ports[0].udp = true;
+        check(&s, &Policy::default()).unwrap();
+    }
+
+    #[test]
+    fn service_names_depends_on_and_secrets() {
+        let mut s = stack();
+        s.services[1].name = "app";
+        refused(&s, "services[1].name");
+        let mut s = stack();
+        s.services[1].name = "Db";
+        refused(&s, "services[1].name");
+        let mut s = stack();
+        s.services[1].depends_on = vec!["app"];
+        refused(&s, "services[0].depends_on");
+        let mut s = stack();
+        s.services[0].depends_on = vec!["cache"];
+        refused(&s, "services[0].depends_on[0]");
+        let mut s = stack();
+        s.services[0].depends_on = vec!["app"];
+        refused(&s, "services[0].depends_on[0]");
+        let mut s = stack();
+        s.services[0].secrets = vec![("api-key", "API_KEY")];
+        refused(&s, "services[0].secrets[0].name");
+        let mut s = stack();
+        s.services[0].env = vec![("DB_PASSWORD", "x")];
+        refused(&s, "services[0].secrets[0].env");
+        // A stack's health check probes inside the app's network: no published port needed.
+        let mut single = web();
+        single.services[0].health_check = stack().services[1].health_check.clone();
+        refused(&single, "health_check.port");
+    }
+
+    #[test]
+    fn cycles_are_named_along_their_path() {
+        let mut s = stack();
+        let mut cache = web_service("cache");
+        cache.ports.clear();
+        cache.depends_on = vec!["app"];
+        s.services[1].depends_on = vec!["cache"];
+        s.services.push(cache);
+        let cycle = start_order(&s).unwrap_err();
+        assert_eq!(cycle, ["app", "db", "cache", "app"]);
+        refused(&s, "services[0].depends_on");
     }
 
     #[test]
     fn relations_between_fields() {
         let mut app = web();
-        app.health_check = Some(Health {
+        app.services[0].health_check = Some(Health {
             kind: HealthKind::Http,
             port: Some(9999),
             path: Some("/"),
@@ -645,14 +1041,15 @@ mod tests {
         });
         refused(&app, "health_check.port");
         let mut app = web();
-        app.env = vec![("TOKEN", "x")];
-        app.secrets = vec![("tok", "TOKEN")];
+        app.services[0].env = vec![("TOKEN", "x")];
+        app.secrets = vec!["tok"];
+        app.services[0].secrets = vec![("tok", "TOKEN")];
         refused(&app, "generated_secrets[0].env");
         let mut app = web();
         app.dependencies = vec!["web"];
         refused(&app, "dependencies[0]");
         let mut app = web();
-        app.ports[0].bind = "::ffff:127.0.0.1".parse().unwrap();
+        app.services[0].ports[0].bind = "::ffff:127.0.0.1".parse().unwrap();
         refused(&app, "ports[0].bind");
     }
 
@@ -663,7 +1060,7 @@ mod tests {
             assert!(volume_target_problem(bad).is_some(), "{bad}");
         }
         let mut app = web();
-        app.volumes = vec![("data", "/data:ro")];
+        app.services[0].volumes = vec![("data", "/data:ro")];
         refused(&app, "volumes[0].target");
     }
 }

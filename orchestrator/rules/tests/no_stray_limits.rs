@@ -39,6 +39,10 @@ fn limits() -> Vec<String> {
         MAX_SAFE_INTEGER,
         MAX_IMAGE_LAYERS as u64,
         MAX_IMAGE_META_BYTES,
+        MAX_SERVICES as u64,
+        MAX_DEPENDS_ON as u64,
+        MAX_DEPENDENCIES as u64,
+        SERVICE_NAME_LEN.1 as u64,
     ];
     v.sort_unstable();
     v.dedup();

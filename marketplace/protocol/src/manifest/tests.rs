@@ -597,8 +597,8 @@ fn layered_images_need_v2_and_exactly_one_content() {
         layered(&mut m);
         AppManifest::from_raw(&m).unwrap()
     };
-    assert!(matches!(typed.image.content(), ImageContent::Layers(b) if b.size == 4096));
-    assert_eq!(typed.image.blob().format, "oci-layers");
+    assert!(matches!(typed.images()[0].content(), ImageContent::Layers(b) if b.size == 4096));
+    assert_eq!(typed.images()[0].blob().format, "oci-layers");
     assert_rejects(
         with(|m| {
             layered(m);
@@ -632,6 +632,276 @@ fn layered_images_need_v2_and_exactly_one_content() {
     assert_rejects(
         with(|m| m["image"]["archive"]["format"] = json!("oci-layers")),
         "image.archive.format",
+        Reason::Schema,
+    );
+}
+
+fn stack() -> Map<String, Value> {
+    crate::testing::stack_manifest()
+}
+
+fn with_stack(f: impl FnOnce(&mut Map<String, Value>)) -> Vec<Violation> {
+    let mut m = stack();
+    f(&mut m);
+    check(&m)
+}
+
+fn service(m: &mut Map<String, Value>, i: usize) -> &mut Map<String, Value> {
+    m["services"][i].as_object_mut().unwrap()
+}
+
+#[test]
+fn a_stack_passes_and_reads_as_its_services() {
+    assert_ok(check(&stack()));
+    let typed = AppManifest::from_raw(&stack()).unwrap();
+    assert!(typed.is_stack() && typed.image.is_none());
+    let services = typed.stack();
+    assert_eq!(services.len(), 2);
+    assert_eq!(services[0].depends_on, ["db"]);
+    assert_eq!(services[1].secrets[0].env, "POSTGRES_PASSWORD");
+    assert_eq!(typed.images().len(), 2);
+    // The single-container form reads as one service named after the app, receiving every
+    // generated secret.
+    let mut single = base();
+    single.insert(
+        "generated_secrets".into(),
+        json!([{"name": "tok", "kind": "hex16", "env": "TOKEN"}]),
+    );
+    let one = AppManifest::from_raw(&single).unwrap().stack();
+    assert_eq!((one.len(), one[0].name.as_str()), (1, "hello-web"));
+    assert_eq!(one[0].secrets[0].env, "TOKEN");
+}
+
+#[test]
+fn hostile_stacks_are_refused_naming_the_field() {
+    assert_rejects(
+        with_stack(|m| {
+            service(m, 1).insert("privileged".into(), json!(true));
+        }),
+        "services[1].privileged",
+        Reason::Policy,
+    );
+    assert_rejects(
+        with_stack(|m| {
+            service(m, 0).insert("network_mode".into(), json!("host"));
+        }),
+        "services[0].network_mode",
+        Reason::Policy,
+    );
+    assert_rejects(
+        with_stack(|m| {
+            let one = m["services"][1].clone();
+            let list = m["services"].as_array_mut().unwrap();
+            for i in 0..7 {
+                let mut s = one.clone();
+                s["name"] = json!(format!("db{i}"));
+                s.as_object_mut().unwrap().remove("backup");
+                list.push(s);
+            }
+        }),
+        "services",
+        Reason::Policy,
+    );
+    assert_rejects(
+        with_stack(|m| {
+            service(m, 1).insert("depends_on".into(), json!(["web"]));
+        }),
+        "services[0].depends_on",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| {
+            let ports: Vec<Value> = (0..16)
+                .map(|i| json!({"container": 5432, "host": 20000 + i}))
+                .collect();
+            service(m, 1).insert("ports".into(), json!(ports));
+        }),
+        "services",
+        Reason::Policy,
+    );
+    assert_rejects(
+        with_stack(|m| {
+            service(m, 1).insert(
+                "ports".into(),
+                json!([{"container": 5432, "host": 18090, "bind": "127.0.0.1"}]),
+            );
+        }),
+        "services[1].ports[0].host",
+        Reason::Policy,
+    );
+    // The same host port over udp, or on another address, is no clash.
+    assert_ok(with_stack(|m| {
+        service(m, 1).insert(
+            "ports".into(),
+            json!([{"container": 5432, "host": 18090, "protocol": "udp"}]),
+        );
+    }));
+}
+
+#[test]
+fn stack_shape_rules() {
+    assert_rejects(
+        with_stack(|m| m["schema"] = json!("archy.app/v1")),
+        "services",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| {
+            m.insert("ports".into(), json!([]));
+        }),
+        "ports",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| {
+            m.insert("image".into(), base()["image"].clone());
+        }),
+        "image",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| m["services"] = json!([])),
+        "services",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| service(m, 1)["name"] = json!("web")),
+        "services[1].name",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| service(m, 1)["name"] = json!("db-")),
+        "services[1].name",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| {
+            service(m, 1).remove("image");
+        }),
+        "services[1].image",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| service(m, 0)["depends_on"] = json!(["cache"])),
+        "services[0].depends_on[0]",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| service(m, 0)["depends_on"] = json!(["web"])),
+        "services[0].depends_on[0]",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| service(m, 1)["volumes"][0]["target"] = json!("/var/../etc")),
+        "services[1].volumes[0].target",
+        Reason::Policy,
+    );
+    assert_rejects(
+        with_stack(|m| service(m, 0)["ports"][0]["host"] = json!(80)),
+        "services[0].ports[0].host",
+        Reason::Policy,
+    );
+    assert_rejects(
+        with_stack(|m| {
+            service(m, 1).insert("security".into(), json!({"capabilities": ["NET_ADMIN"]}));
+        }),
+        "services[1].security.capabilities[0]",
+        Reason::Policy,
+    );
+}
+
+#[test]
+fn stack_secrets_backup_exports_and_dependencies() {
+    // Generated secrets name no variable with services; a service names its own.
+    assert_rejects(
+        with_stack(|m| m["generated_secrets"][0]["env"] = json!("X")),
+        "generated_secrets[0].env",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| service(m, 0)["secrets"][0]["name"] = json!("api-key")),
+        "services[0].secrets[0].name",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| service(m, 0)["env"]["DB_PASSWORD"] = json!("hunter2")),
+        "services[0].secrets[0].env",
+        Reason::Policy,
+    );
+    assert_rejects(
+        with_stack(|m| {
+            m.insert("secrets".into(), json!([]));
+        }),
+        "secrets",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| service(m, 1)["backup"]["output"] = json!("/tmp/dump.sql")),
+        "services[1].backup.output",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| service(m, 1)["backup"]["output"] = json!("/var/lib/postgresql")),
+        "services[1].backup.output",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| service(m, 1)["backup"]["volumes"] = json!(["other"])),
+        "services[1].backup.volumes[0]",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| m["exports"] = json!(["cache"])),
+        "exports[0]",
+        Reason::Schema,
+    );
+    assert_rejects(
+        with_stack(|m| {
+            m.insert(
+                "dependencies".into(),
+                json!([{"app": "other", "version": "^1", "did": "did:key:nope"}]),
+            );
+        }),
+        "dependencies[0].did",
+        Reason::Schema,
+    );
+    let deps: Vec<Value> = (0..17)
+        .map(|i| json!({"app": format!("dep{i}"), "version": "^1"}))
+        .collect();
+    assert_rejects(
+        set("dependencies", json!(deps)),
+        "dependencies",
+        Reason::Policy,
+    );
+    // In v1 `backup`, `exports` and `dependencies[].did` are unknown fields, ignored.
+    assert_ok(with(|m| {
+        m.insert("backup".into(), json!("anything"));
+        m.insert("exports".into(), json!(7));
+        m.insert(
+            "dependencies".into(),
+            json!([{"app": "other", "version": "^1", "did": 3}]),
+        );
+    }));
+    // A v2 single-container app may carry a backup hook and export itself.
+    assert_ok(with(|m| {
+        m["schema"] = json!("archy.app/v2");
+        m.insert(
+            "volumes".into(),
+            json!([{"name": "data", "target": "/data"}]),
+        );
+        m.insert(
+            "backup".into(),
+            json!({"command": ["sync"], "output": "/data/dump", "volumes": ["data"]}),
+        );
+        m.insert("exports".into(), json!(["hello-web"]));
+    }));
+    // A v2 single-container app keeps the v1 secret shape; `secrets` at the top is misplaced.
+    assert_rejects(
+        with(|m| {
+            m["schema"] = json!("archy.app/v2");
+            m.insert("secrets".into(), json!([{"name": "x", "env": "X"}]));
+        }),
+        "secrets",
         Reason::Schema,
     );
 }

@@ -7,10 +7,11 @@ use super::policy::PolicyConfig;
 use super::{kind_name, SCHEMA_V1, SCHEMA_V2};
 use crate::reason::Reason;
 use archy_rules::{
-    is_app_id, is_env_key, is_hex64, is_loopback, is_part_name, normalize_capability,
-    volume_target_problem, MAX_COMMAND, MAX_CPUS, MAX_ENV, MAX_HEALTH_RETRIES, MAX_HEALTH_SECS,
-    MAX_IMAGE_NAME_LEN, MAX_IMAGE_TAG_LEN, MAX_MANIFEST_BYTES, MAX_PORTS, MAX_SAFE_INTEGER,
-    MAX_SECRETS, MAX_STOP_GRACE_SECS, MAX_VOLUMES, MIN_HOST_PORT,
+    is_app_id, is_env_key, is_hex64, is_loopback, is_part_name, is_service_name,
+    normalize_capability, volume_target_problem, MAX_COMMAND, MAX_CPUS, MAX_DEPENDENCIES,
+    MAX_DEPENDS_ON, MAX_ENV, MAX_HEALTH_RETRIES, MAX_HEALTH_SECS, MAX_IMAGE_NAME_LEN,
+    MAX_IMAGE_TAG_LEN, MAX_MANIFEST_BYTES, MAX_PORTS, MAX_SAFE_INTEGER, MAX_SECRETS, MAX_SERVICES,
+    MAX_STOP_GRACE_SECS, MAX_VOLUMES, MIN_HOST_PORT,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -42,6 +43,21 @@ impl fmt::Display for Violation {
 
 /// Largest magnitude of a manifest number (§2: integers within ±2^53).
 const MAX_SAFE: f64 = MAX_SAFE_INTEGER as f64;
+
+/// The fields of one container: at the top level in the single-container form, in each
+/// service with `services` (and then absent from the top level, §2.2). `image` is checked
+/// with the required fields.
+const SERVICE_FIELDS: [&str; 9] = [
+    "command",
+    "ports",
+    "volumes",
+    "env",
+    "health_check",
+    "security",
+    "resources",
+    "stop_grace_secs",
+    "backup",
+];
 
 /// Top-level fields that must never reach the container runtime (§2 "forbidden fields").
 const FORBIDDEN_ANY: [&str; 6] = [
@@ -91,7 +107,7 @@ pub fn validate_sized(
     }
     c.required(manifest);
     c.optional(manifest);
-    c.forbidden(manifest);
+    c.forbidden(manifest, "");
     if let Some(expires) = manifest.get("expires_at").and_then(Value::as_i64) {
         if expires < now as i64 {
             c.push(
@@ -125,7 +141,8 @@ fn orchestrator_agrees(manifest: &Map<String, Value>, policy: &PolicyConfig) -> 
         Ok(m) => m,
         Err(e) => return Some(refused("(manifest)".into(), e.to_string())),
     };
-    let view = match typed.rules_view() {
+    let services = typed.stack();
+    let view = match typed.rules_view(&services) {
         Ok(v) => v,
         Err(e) => return Some(refused("(manifest)".into(), e)),
     };
@@ -452,30 +469,57 @@ impl Checker<'_> {
     }
 
     /// `image.archive` (v1 and v2) or `image.layers` (v2, §2.1): exactly one of the two.
-    fn image_content(&mut self, image: &Map<String, Value>, schema: Option<&str>) {
+    fn image_content(&mut self, image: &Map<String, Value>, p: &str, schema: Option<&str>) {
         match (image.get("archive"), image.get("layers")) {
             (Some(_), Some(_)) => self.schema(
-                "image",
+                p,
                 "one-of",
                 "has both \"archive\" and \"layers\": an image is exactly one of the two",
             ),
             (None, None) => self.schema(
-                "image.archive",
+                &join(p, "archive"),
                 "required",
                 "is required but missing (or, with schema archy.app/v2, \"layers\")",
             ),
-            (Some(_), None) => self.blob_ref(image, "image", "archive", true, ARCHIVE_FORMATS),
+            (Some(_), None) => self.blob_ref(image, p, "archive", true, ARCHIVE_FORMATS),
             (None, Some(_)) => {
                 if schema == Some(SCHEMA_V1) {
                     self.schema(
-                        "image.layers",
+                        &join(p, "layers"),
                         "needs-v2",
                         format!("layered images (PROTOCOL §2.1) need \"schema\": {SCHEMA_V2:?}"),
                     );
                 }
-                self.blob_ref(image, "image", "layers", true, &[LAYERS_FORMAT]);
+                self.blob_ref(image, p, "layers", true, &[LAYERS_FORMAT]);
             }
         }
+    }
+
+    /// An `image` object (top level, or a service's): a reference, an id and its content.
+    fn image(&mut self, obj: &Map<String, Value>, base: &str, schema: Option<&str>) {
+        let Some(image) = self.object(obj, base, "image", true) else {
+            return;
+        };
+        let p = join(base, "image");
+        if let Some(name) = self.string(image, &p, "name", true) {
+            if !is_image_name(name) {
+                self.schema(
+                    &join(&p, "name"),
+                    "oci-reference",
+                    format!("{name:?} is not an OCI reference name[:tag], e.g. localhost/acme/web:1.2.0"),
+                );
+            }
+        }
+        if let Some(id) = self.string(image, &p, "id", true) {
+            if !id.strip_prefix("sha256:").is_some_and(is_hex64) {
+                self.schema(
+                    &join(&p, "id"),
+                    "image-id",
+                    format!("{id:?} must be \"sha256:\" + 64 lowercase hex"),
+                );
+            }
+        }
+        self.image_content(image, &p, schema);
     }
 
     fn required(&mut self, m: &Map<String, Value>) {
@@ -536,31 +580,23 @@ impl Checker<'_> {
                 None => {}
             }
         }
-        if let Some(image) = self.object(m, "", "image", true) {
-            if let Some(name) = self.string(image, "image", "name", true) {
-                if !is_image_name(name) {
-                    self.schema(
-                        "image.name",
-                        "oci-reference",
-                        format!("{name:?} is not an OCI reference name[:tag], e.g. localhost/acme/web:1.2.0"),
-                    );
-                }
+        if m.contains_key("services") {
+            if m.contains_key("image") {
+                self.schema(
+                    "image",
+                    "services-exclusive",
+                    "must be absent when `services` lists the app's containers (PROTOCOL §2.2)",
+                );
             }
-            if let Some(id) = self.string(image, "image", "id", true) {
-                if !id.strip_prefix("sha256:").is_some_and(is_hex64) {
-                    self.schema(
-                        "image.id",
-                        "image-id",
-                        format!("{id:?} must be \"sha256:\" + 64 lowercase hex"),
-                    );
-                }
-            }
-            self.image_content(image, schema);
+        } else {
+            self.image(m, "", schema);
         }
         self.integer(m, "", "published_at", true, 0..=i64::MAX);
     }
 
     fn optional(&mut self, m: &Map<String, Value>) {
+        let schema = m.get("schema").and_then(Value::as_str);
+        let v2 = schema == Some(SCHEMA_V2);
         for key in ["description", "license", "homepage"] {
             self.string(m, "", key, false);
         }
@@ -572,49 +608,63 @@ impl Checker<'_> {
             }
         }
         self.blob_ref(m, "", "icon", false, ARCHIVE_FORMATS);
-        self.ports(m);
-        self.volumes(m);
-        self.env(m);
-        self.secrets(m);
-        if let Some(items) = self.array(m, "", "command", Some(MAX_COMMAND)) {
+        let stack = m.contains_key("services");
+        if stack {
+            // §2.2: with `services`, what runs is described per service only.
+            for key in SERVICE_FIELDS {
+                if m.contains_key(key) {
+                    self.schema(
+                        key,
+                        "services-exclusive",
+                        "must be absent when `services` lists the app's containers: it belongs in a service (PROTOCOL §2.2)",
+                    );
+                }
+            }
+            self.services(m, schema);
+        } else {
+            self.service_fields(m, "");
+            if v2 {
+                self.backup(m, "");
+            }
+        }
+        if v2 && m.contains_key("secrets") {
+            self.schema(
+                "secrets",
+                "misplaced",
+                if stack {
+                    "a service lists the secrets it receives in `services[i].secrets`"
+                } else {
+                    "the single-container form delivers each generated secret through its own `env` (generated_secrets[i].env)"
+                },
+            );
+        }
+        self.secrets(m, stack);
+        self.dependencies(m, v2);
+        if v2 {
+            self.exports(m);
+        }
+        self.integer(m, "", "expires_at", false, 0..=i64::MAX);
+    }
+
+    /// The fields of one container: the top level of the single-container form, or one item
+    /// of `services` (`base` = `services[i]`).
+    fn service_fields(&mut self, m: &Map<String, Value>, base: &str) {
+        self.ports(m, base);
+        self.volumes(m, base);
+        self.env(m, base);
+        if let Some(items) = self.array(m, base, "command", Some(MAX_COMMAND)) {
             for (i, c) in items.iter().enumerate() {
                 if !c.is_string() {
-                    self.type_error(&format!("command[{i}]"), "a string", c);
+                    self.type_error(&join(base, &format!("command[{i}]")), "a string", c);
                 }
             }
         }
-        self.health_check(m);
-        if let Some(deps) = self.array(m, "", "dependencies", None) {
-            for (i, d) in deps.iter().enumerate() {
-                let p = format!("dependencies[{i}]");
-                let Value::Object(d) = d else {
-                    self.type_error(&p, "an object", d);
-                    continue;
-                };
-                if let Some(app) = self.string(d, &p, "app", true) {
-                    if !is_app_id(app) {
-                        self.schema(
-                            &join(&p, "app"),
-                            "pattern",
-                            format!("{app:?} is not an app id"),
-                        );
-                    }
-                }
-                if let Some(req) = self.string(d, &p, "version", true) {
-                    if semver::VersionReq::parse(req).is_err() {
-                        self.schema(
-                            &join(&p, "version"),
-                            "semver-range",
-                            format!("{req:?} is not a SemVer range (e.g. ^1.2)"),
-                        );
-                    }
-                }
-            }
-        }
-        if let Some(sec) = self.object(m, "", "security", false) {
-            if let Some(caps) = self.array(sec, "security", "capabilities", None) {
+        self.health_check(m, base);
+        let sec_path = join(base, "security");
+        if let Some(sec) = self.object(m, base, "security", false) {
+            if let Some(caps) = self.array(sec, &sec_path, "capabilities", None) {
                 for (i, cap) in caps.iter().enumerate() {
-                    let field = format!("security.capabilities[{i}]");
+                    let field = join(&sec_path, &format!("capabilities[{i}]"));
                     match cap {
                         Value::String(name) => {
                             let norm = normalize_capability(name);
@@ -633,42 +683,370 @@ impl Checker<'_> {
                     }
                 }
             }
-            self.boolean(sec, "security", "read_only_root");
+            self.boolean(sec, &sec_path, "read_only_root");
         }
-        if let Some(res) = self.object(m, "", "resources", false) {
-            self.integer(res, "resources", "memory_mb", false, 1..=i64::MAX);
+        let res_path = join(base, "resources");
+        if let Some(res) = self.object(m, base, "resources", false) {
+            self.integer(res, &res_path, "memory_mb", false, 1..=i64::MAX);
+            let cpus = join(&res_path, "cpus");
             match res.get("cpus") {
                 None | Some(Value::Number(_)) => {
-                    self.integer(res, "resources", "cpus", false, 1..=i64::from(MAX_CPUS));
+                    self.integer(res, &res_path, "cpus", false, 1..=i64::from(MAX_CPUS));
                 }
                 Some(Value::String(s)) => {
                     if !s.parse::<f64>().is_ok_and(|f| f.is_finite() && f > 0.0) {
                         self.schema(
-                            "resources.cpus",
+                            &cpus,
                             "cpus",
                             format!("{s:?} is not a positive decimal number of CPUs"),
                         );
                     }
                 }
-                Some(other) => self.type_error("resources.cpus", "a string or an integer", other),
+                Some(other) => self.type_error(&cpus, "a string or an integer", other),
             }
         }
         self.integer(
             m,
-            "",
+            base,
             "stop_grace_secs",
             false,
             0..=MAX_STOP_GRACE_SECS as i64,
         );
-        self.integer(m, "", "expires_at", false, 0..=i64::MAX);
     }
 
-    fn ports(&mut self, m: &Map<String, Value>) {
-        let Some(ports) = self.array(m, "", "ports", Some(MAX_PORTS)) else {
+    /// `services` (§2.2): 1–8 containers, each checked as the single-container form is, plus
+    /// what relates them (names, `depends_on`, secrets, ports and volumes across the app).
+    fn services(&mut self, m: &Map<String, Value>, schema: Option<&str>) {
+        if schema == Some(SCHEMA_V1) {
+            self.schema(
+                "services",
+                "needs-v2",
+                format!("multi-service apps (PROTOCOL §2.2) need \"schema\": {SCHEMA_V2:?}"),
+            );
+        }
+        let Some(items) = self.array(m, "", "services", Some(MAX_SERVICES)) else {
+            return;
+        };
+        if items.is_empty() {
+            self.schema(
+                "services",
+                "length",
+                "lists no service: an app has at least one",
+            );
+        }
+        let generated: Vec<&str> = match m.get("generated_secrets") {
+            Some(Value::Array(g)) => g
+                .iter()
+                .filter_map(|s| s.get("name").and_then(Value::as_str))
+                .collect(),
+            _ => vec![],
+        };
+        let mut names: Vec<Option<&str>> = Vec::with_capacity(items.len());
+        for (i, svc) in items.iter().enumerate() {
+            let base = format!("services[{i}]");
+            let Value::Object(svc) = svc else {
+                self.type_error(&base, "an object", svc);
+                names.push(None);
+                continue;
+            };
+            let name = self.string(svc, &base, "name", true);
+            if let Some(n) = name {
+                if !is_service_name(n) {
+                    self.schema(
+                        &join(&base, "name"),
+                        "pattern",
+                        format!("{n:?} must match ^[a-z]([a-z0-9-]{{0,30}}[a-z0-9])?$"),
+                    );
+                } else if names.contains(&Some(n)) {
+                    self.schema(
+                        &join(&base, "name"),
+                        "unique",
+                        format!("{n:?} names two services"),
+                    );
+                }
+            }
+            names.push(name);
+            self.image(svc, &base, schema);
+            self.service_fields(svc, &base);
+            self.forbidden(svc, &base);
+            self.service_secrets(svc, &base, &generated);
+            self.backup(svc, &base);
+        }
+        let known: Vec<&str> = names.iter().flatten().copied().collect();
+        let mut graph: Vec<archy_rules::Service<'_>> = Vec::new();
+        for (i, svc) in items.iter().enumerate() {
+            let Value::Object(svc) = svc else { continue };
+            let base = format!("services[{i}]");
+            let Some(deps) = self.array(svc, &base, "depends_on", Some(MAX_DEPENDS_ON)) else {
+                continue;
+            };
+            let mut edges = Vec::new();
+            for (j, d) in deps.iter().enumerate() {
+                let field = format!("{base}.depends_on[{j}]");
+                match d.as_str() {
+                    None => self.type_error(&field, "a string", d),
+                    Some(d) if Some(d) == names[i] => self.schema(
+                        &field,
+                        "self-reference",
+                        "a service cannot depend on itself",
+                    ),
+                    Some(d) if !known.contains(&d) => self.schema(
+                        &field,
+                        "unknown-service",
+                        format!("{d:?} is not a service of this app"),
+                    ),
+                    Some(d) => edges.push(d),
+                }
+            }
+            if let Some(name) = names[i] {
+                graph.push(archy_rules::Service {
+                    name,
+                    depends_on: edges,
+                    ..Default::default()
+                });
+            }
+        }
+        let app = archy_rules::App {
+            services: graph,
+            ..Default::default()
+        };
+        if let Err(cycle) = archy_rules::start_order(&app) {
+            let i = names.iter().position(|n| *n == Some(cycle[0])).unwrap_or(0);
+            self.schema(
+                &format!("services[{i}].depends_on"),
+                "cycle",
+                format!("a cycle: {}", cycle.join(" → ")),
+            );
+        }
+        self.across_services(items);
+    }
+
+    /// What §2.2 limits across the whole app: published ports (at most 16, each (protocol,
+    /// bind, host) once) and distinct volume names (at most 16).
+    fn across_services(&mut self, items: &[Value]) {
+        let mut seen: Vec<(String, String, i64)> = Vec::new();
+        let mut volumes: Vec<&str> = Vec::new();
+        let mut total = 0;
+        for (i, svc) in items.iter().enumerate() {
+            if let Some(Value::Array(ports)) = svc.get("ports") {
+                for (j, p) in ports.iter().enumerate() {
+                    total += 1;
+                    let Some(host) = p.get("host").and_then(Value::as_i64) else {
+                        continue;
+                    };
+                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("tcp");
+                    let bind = p.get("bind").and_then(Value::as_str).unwrap_or("127.0.0.1");
+                    // Compare addresses, not spellings (`::1` and `0:0::1` are one).
+                    let bind = bind
+                        .parse::<IpAddr>()
+                        .map_or_else(|_| bind.to_owned(), |ip| ip.to_string());
+                    let key = (proto.to_owned(), bind, host);
+                    if seen.contains(&key) {
+                        self.policy(
+                            &format!("services[{i}].ports[{j}].host"),
+                            "port-clash",
+                            format!(
+                                "{}:{host}/{} is already published by another port of the app",
+                                key.1, key.0
+                            ),
+                        );
+                    } else {
+                        seen.push(key);
+                    }
+                }
+            }
+            if let Some(Value::Array(vols)) = svc.get("volumes") {
+                for v in vols {
+                    if let Some(n) = v.get("name").and_then(Value::as_str) {
+                        if !volumes.contains(&n) {
+                            volumes.push(n);
+                        }
+                    }
+                }
+            }
+        }
+        if total > MAX_PORTS {
+            self.policy(
+                "services",
+                "limit",
+                format!(
+                    "{total} published ports across the services, at most {MAX_PORTS} in an app"
+                ),
+            );
+        }
+        if volumes.len() > MAX_VOLUMES {
+            self.policy(
+                "services",
+                "limit",
+                format!(
+                    "{} distinct volumes across the services, at most {MAX_VOLUMES} in an app",
+                    volumes.len()
+                ),
+            );
+        }
+    }
+
+    /// `services[i].secrets`: generated secrets of the app, each delivered as one variable.
+    fn service_secrets(&mut self, svc: &Map<String, Value>, base: &str, generated: &[&str]) {
+        let Some(items) = self.array(svc, base, "secrets", Some(MAX_SECRETS)) else {
+            return;
+        };
+        let env = svc.get("env").and_then(Value::as_object);
+        for (j, s) in items.iter().enumerate() {
+            let p = format!("{base}.secrets[{j}]");
+            let Value::Object(s) = s else {
+                self.type_error(&p, "an object", s);
+                continue;
+            };
+            if let Some(name) = self.string(s, &p, "name", true) {
+                if !generated.contains(&name) {
+                    self.schema(
+                        &join(&p, "name"),
+                        "unknown-secret",
+                        format!("{name:?} is not one of the app's generated_secrets"),
+                    );
+                }
+            }
+            if let Some(var) = self.string(s, &p, "env", true) {
+                if !is_env_key(var) {
+                    self.schema(
+                        &join(&p, "env"),
+                        "env-key",
+                        format!("{var:?} must match ^[A-Za-z_][A-Za-z0-9_]*$"),
+                    );
+                } else if env.is_some_and(|e| e.contains_key(var)) {
+                    self.policy(
+                        &join(&p, "env"),
+                        "secret-overridden",
+                        format!("{var} is also a key of the service's `env`: a secret must not be overridden"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// `backup` (§2.2, v2) of one container; `base` is `services[i]` or the top level.
+    fn backup(&mut self, obj: &Map<String, Value>, base: &str) {
+        let Some(b) = self.object(obj, base, "backup", false) else {
+            return;
+        };
+        let p = join(base, "backup");
+        for key in ["command", "restore"] {
+            if let Some(items) = self.array(b, &p, key, Some(MAX_COMMAND)) {
+                for (i, c) in items.iter().enumerate() {
+                    if !c.is_string() {
+                        self.type_error(&join(&p, &format!("{key}[{i}]")), "a string", c);
+                    }
+                }
+            }
+        }
+        let mounts: Vec<(&str, &str)> = match obj.get("volumes") {
+            Some(Value::Array(v)) => v
+                .iter()
+                .filter_map(|v| Some((v.get("name")?.as_str()?, v.get("target")?.as_str()?)))
+                .collect(),
+            _ => vec![],
+        };
+        if let Some(out) = self.string(b, &p, "output", false) {
+            let inside = volume_target_problem(out).is_none()
+                && mounts.iter().any(|(_, t)| {
+                    out.strip_prefix(t)
+                        .is_some_and(|rest| rest.starts_with('/'))
+                });
+            if !inside {
+                self.schema(
+                    &join(&p, "output"),
+                    "backup-output",
+                    format!("{out:?} is not an absolute path inside one of the service's volume targets"),
+                );
+            }
+        }
+        if let Some(vols) = self.array(b, &p, "volumes", None) {
+            for (i, v) in vols.iter().enumerate() {
+                let field = join(&p, &format!("volumes[{i}]"));
+                match v.as_str() {
+                    None => self.type_error(&field, "a string", v),
+                    Some(n) if !mounts.iter().any(|(m, _)| *m == n) => self.schema(
+                        &field,
+                        "unknown-volume",
+                        format!("{n:?} is not one of the service's volumes"),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// `exports` (§2.2, v2): services of this app a dependent app may reach.
+    fn exports(&mut self, m: &Map<String, Value>) {
+        let Some(items) = self.array(m, "", "exports", Some(MAX_SERVICES)) else {
+            return;
+        };
+        let names: Vec<&str> = match m.get("services") {
+            Some(Value::Array(s)) => s
+                .iter()
+                .filter_map(|s| s.get("name").and_then(Value::as_str))
+                .collect(),
+            _ => m.get("id").and_then(Value::as_str).into_iter().collect(),
+        };
+        for (i, e) in items.iter().enumerate() {
+            let field = format!("exports[{i}]");
+            match e.as_str() {
+                None => self.type_error(&field, "a string", e),
+                Some(n) if !names.contains(&n) => self.schema(
+                    &field,
+                    "unknown-service",
+                    format!("{n:?} is not a service of this app"),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn dependencies(&mut self, m: &Map<String, Value>, v2: bool) {
+        let Some(deps) = self.array(m, "", "dependencies", Some(MAX_DEPENDENCIES)) else {
+            return;
+        };
+        for (i, d) in deps.iter().enumerate() {
+            let p = format!("dependencies[{i}]");
+            let Value::Object(d) = d else {
+                self.type_error(&p, "an object", d);
+                continue;
+            };
+            if let Some(app) = self.string(d, &p, "app", true) {
+                if !is_app_id(app) {
+                    self.schema(
+                        &join(&p, "app"),
+                        "pattern",
+                        format!("{app:?} is not an app id"),
+                    );
+                }
+            }
+            if let Some(req) = self.string(d, &p, "version", true) {
+                if semver::VersionReq::parse(req).is_err() {
+                    self.schema(
+                        &join(&p, "version"),
+                        "semver-range",
+                        format!("{req:?} is not a SemVer range (e.g. ^1.2)"),
+                    );
+                }
+            }
+            if v2 {
+                if let Some(did) = self.string(d, &p, "did", false) {
+                    if let Err(e) = crate::did::key_from_did(did) {
+                        self.schema(&join(&p, "did"), "did-key-ed25519", e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn ports(&mut self, m: &Map<String, Value>, base: &str) {
+        let Some(ports) = self.array(m, base, "ports", Some(MAX_PORTS)) else {
             return;
         };
         for (i, port) in ports.iter().enumerate() {
-            let p = format!("ports[{i}]");
+            let p = join(base, &format!("ports[{i}]"));
             let Value::Object(port) = port else {
                 self.type_error(&p, "an object", port);
                 continue;
@@ -713,12 +1091,12 @@ impl Checker<'_> {
         }
     }
 
-    fn volumes(&mut self, m: &Map<String, Value>) {
-        let Some(volumes) = self.array(m, "", "volumes", Some(MAX_VOLUMES)) else {
+    fn volumes(&mut self, m: &Map<String, Value>, base: &str) {
+        let Some(volumes) = self.array(m, base, "volumes", Some(MAX_VOLUMES)) else {
             return;
         };
         for (i, vol) in volumes.iter().enumerate() {
-            let p = format!("volumes[{i}]");
+            let p = join(base, &format!("volumes[{i}]"));
             let Value::Object(vol) = vol else {
                 self.type_error(&p, "an object", vol);
                 continue;
@@ -744,19 +1122,19 @@ impl Checker<'_> {
         }
     }
 
-    fn env(&mut self, m: &Map<String, Value>) {
-        let Some(env) = self.object(m, "", "env", false) else {
+    fn env(&mut self, m: &Map<String, Value>, base: &str) {
+        let Some(env) = self.object(m, base, "env", false) else {
             return;
         };
         if env.len() > MAX_ENV {
             self.policy(
-                "env",
+                &join(base, "env"),
                 "limit",
                 format!("{} variables, at most {MAX_ENV} are allowed", env.len()),
             );
         }
         for (key, value) in env {
-            let field = format!("env.{key}");
+            let field = join(base, &format!("env.{key}"));
             if !is_env_key(key) {
                 self.schema(
                     &field,
@@ -770,7 +1148,7 @@ impl Checker<'_> {
         }
     }
 
-    fn secrets(&mut self, m: &Map<String, Value>) {
+    fn secrets(&mut self, m: &Map<String, Value>, stack: bool) {
         let Some(secrets) = self.array(m, "", "generated_secrets", Some(MAX_SECRETS)) else {
             return;
         };
@@ -798,7 +1176,15 @@ impl Checker<'_> {
                     );
                 }
             }
-            if let Some(env) = self.string(s, &p, "env", true) {
+            if stack {
+                if s.contains_key("env") {
+                    self.schema(
+                        &join(&p, "env"),
+                        "misplaced",
+                        "with `services`, a service names the variable in its own `secrets` list",
+                    );
+                }
+            } else if let Some(env) = self.string(s, &p, "env", true) {
                 if !is_env_key(env) {
                     self.schema(
                         &join(&p, "env"),
@@ -810,16 +1196,16 @@ impl Checker<'_> {
         }
     }
 
-    fn health_check(&mut self, m: &Map<String, Value>) {
-        let Some(hc) = self.object(m, "", "health_check", false) else {
+    fn health_check(&mut self, m: &Map<String, Value>, base: &str) {
+        let Some(hc) = self.object(m, base, "health_check", false) else {
             return;
         };
-        let p = "health_check";
+        let p = &join(base, "health_check");
         let kind = self.string(hc, p, "type", true);
         if let Some(kind) = kind {
             if !matches!(kind, "http" | "tcp" | "exec") {
                 self.schema(
-                    "health_check.type",
+                    &join(p, "type"),
                     "enum",
                     format!("{kind:?} is not http, tcp or exec"),
                 );
@@ -830,7 +1216,7 @@ impl Checker<'_> {
         if let Some(path) = self.string(hc, p, "path", false) {
             if !path.starts_with('/') {
                 self.schema(
-                    "health_check.path",
+                    &join(p, "path"),
                     "http-path",
                     format!("{path:?} must start with `/`"),
                 );
@@ -840,13 +1226,13 @@ impl Checker<'_> {
         if let Some(cmd) = cmd {
             for (i, c) in cmd.iter().enumerate() {
                 if !c.is_string() {
-                    self.type_error(&format!("health_check.command[{i}]"), "a string", c);
+                    self.type_error(&join(p, &format!("command[{i}]")), "a string", c);
                 }
             }
         }
         if kind == Some("exec") && cmd.is_none_or(|c| c.is_empty()) {
             self.schema(
-                "health_check.command",
+                &join(p, "command"),
                 "required",
                 "an exec health check needs a non-empty command",
             );
@@ -856,7 +1242,7 @@ impl Checker<'_> {
         self.integer(hc, p, "retries", false, 0..=i64::from(MAX_HEALTH_RETRIES));
     }
 
-    fn forbidden(&mut self, m: &Map<String, Value>) {
+    fn forbidden(&mut self, m: &Map<String, Value>, base: &str) {
         for key in FORBIDDEN_ANY {
             if let Some(v) = m.get(key).filter(|v| !is_empty_value(v)) {
                 let hint = if key == "cap_add" {
@@ -865,7 +1251,7 @@ impl Checker<'_> {
                     ""
                 };
                 self.policy(
-                    key,
+                    &join(base, key),
                     "forbidden-field",
                     format!("`{key}` is forbidden (found {v}){hint}"),
                 );
@@ -875,7 +1261,7 @@ impl Checker<'_> {
             if let Some(v) = m.get(key).filter(|v| !is_empty_value(v)) {
                 if !matches!(v.as_str(), Some("bridge" | "none")) {
                     self.policy(
-                        key,
+                        &join(base, key),
                         "forbidden-field",
                         format!("`{key}` = {v} is refused: only \"bridge\" or \"none\""),
                     );
@@ -886,7 +1272,7 @@ impl Checker<'_> {
             if let Some(v) = m.get(key).filter(|v| !is_empty_value(v)) {
                 if v.as_str() != Some("private") {
                     self.policy(
-                        key,
+                        &join(base, key),
                         "forbidden-field",
                         format!("`{key}` = {v} is refused: sharing a host or foreign namespace is not allowed"),
                     );
