@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::backoff::{self, Backoff, BackoffPolicy, Event};
 use crate::plan::Action;
-use crate::podman::ObservedContainer;
+use crate::podman::{ContainerState, ObservedContainer};
 use crate::report::{ActionKind, Outcome, OutcomeStatus};
 use crate::runtime::{Containers, Seen};
 use crate::spec::{AppSpec, Intent};
@@ -47,8 +47,11 @@ pub(crate) struct Pass {
     /// Images and volumes Podman was already asked about in this pass (or by `install` just
     /// before it, under the same lock).
     pub(crate) seen: Seen,
-    /// App → (container id, spec hash) this pass left running and healthy, or adopted running.
+    /// App → (container id, spec hash) this pass left running and healthy, or adopted running
+    /// (a stack's first service in start order).
     pub(crate) up: HashMap<String, (String, String)>,
+    /// Containers removed in this pass: what `observed` still lists of them is gone.
+    pub(crate) removed: HashSet<String>,
 }
 
 impl Pass {
@@ -58,6 +61,7 @@ impl Pass {
             failed: HashSet::new(),
             seen: Seen::default(),
             up: HashMap::new(),
+            removed: HashSet::new(),
         }
     }
 }
@@ -122,11 +126,14 @@ impl<C: Containers> Applier<'_, C> {
                 grace_secs,
                 ..
             } => match self.rt.remove_container(&container_id, grace_secs).await {
-                Ok(()) => out(
-                    ActionKind::Remove,
-                    OutcomeStatus::Done,
-                    format!("removed {}", short(&container_id)),
-                ),
+                Ok(()) => {
+                    pass.removed.insert(container_id.clone());
+                    out(
+                        ActionKind::Remove,
+                        OutcomeStatus::Done,
+                        format!("removed {}", short(&container_id)),
+                    )
+                }
                 Err(e) => out(ActionKind::Remove, OutcomeStatus::Failed, e.to_string()),
             },
             Action::Purge {
@@ -148,6 +155,9 @@ impl<C: Containers> Applier<'_, C> {
                     }
                     Err(e) => return out(ActionKind::Adopt, OutcomeStatus::Failed, e.to_string()),
                 };
+                if rec.update_pending && rec.current.is_stack() {
+                    return self.up_stack(rec, ActionKind::Adopt, pass).await;
+                }
                 if rec.update_pending {
                     return self
                         .verify_or_roll_back(rec, &container_id, ActionKind::Adopt, pass)
@@ -186,7 +196,13 @@ impl<C: Containers> Applier<'_, C> {
                 }
                 if let Err(e) = self.rt.start_container(&container_id).await {
                     return self
-                        .bring_up_failed(rec, &container_id, ActionKind::Start, e.to_string(), pass)
+                        .bring_up_failed(
+                            rec,
+                            vec![container_id],
+                            ActionKind::Start,
+                            e.to_string(),
+                            pass,
+                        )
                         .await;
                 }
                 self.verify_or_roll_back(rec, &container_id, ActionKind::Start, pass)
@@ -216,9 +232,9 @@ impl<C: Containers> Applier<'_, C> {
                 let old_grace = rec
                     .previous
                     .as_ref()
-                    .map(|p| p.service().stop_grace_secs)
+                    .map(AppSpec::stop_grace_secs)
                     .unwrap_or(0)
-                    .max(rec.current.service().stop_grace_secs);
+                    .max(rec.current.stop_grace_secs());
                 for id in &replaces {
                     if let Err(e) = self.rt.remove_container(id, old_grace).await {
                         return out(
@@ -227,16 +243,21 @@ impl<C: Containers> Applier<'_, C> {
                             format!("removing the old container: {e}"),
                         );
                     }
+                    pass.removed.insert(id.clone());
+                }
+                if rec.current.is_stack() {
+                    tracing::info!(app = %app, version = %rec.current.version, ?reason, "bringing the stack up");
+                    return self.up_stack(rec, ActionKind::Create, pass).await;
                 }
                 tracing::info!(app = %app, version = %rec.current.version, ?reason, "creating container");
-                match self.rt.run_container(&rec.current, &mut pass.seen).await {
+                match self.rt.run_container(&rec.current, 0, &mut pass.seen).await {
                     Ok(id) => {
                         self.verify_or_roll_back(rec, &id, ActionKind::Create, pass)
                             .await
                     }
                     Err((id, e)) => {
-                        let id = id.unwrap_or_default();
-                        self.bring_up_failed(rec, &id, ActionKind::Create, e.to_string(), pass)
+                        let ids = id.into_iter().collect();
+                        self.bring_up_failed(rec, ids, ActionKind::Create, e.to_string(), pass)
                             .await
                     }
                 }
@@ -253,23 +274,9 @@ impl<C: Containers> Applier<'_, C> {
         pass: &mut Pass,
     ) -> Outcome {
         let app = rec.current.name.clone();
-        match self.rt.wait_healthy(&rec.current, container_id).await {
+        match self.rt.wait_healthy(&rec.current, 0, container_id).await {
             Ok(()) => {
-                self.healthy(&app);
-                pass.up.insert(
-                    app.clone(),
-                    (container_id.to_string(), rec.current.spec_hash()),
-                );
-                if rec.update_pending {
-                    let hash = rec.current.spec_hash();
-                    let _ = self.store.update(&app, |old| match old {
-                        Some(mut r) if r.current.spec_hash() == hash => {
-                            r.update_pending = false;
-                            Ok((Some(r), ()))
-                        }
-                        other => Ok((other, ())),
-                    });
-                }
+                self.came_up(&rec, container_id, pass);
                 Outcome {
                     app,
                     action: verb,
@@ -286,7 +293,7 @@ impl<C: Containers> Applier<'_, C> {
                 self.mem().healthy.insert(app.clone(), false);
                 self.bring_up_failed(
                     rec,
-                    container_id,
+                    vec![container_id.to_owned()],
                     verb,
                     format!("unhealthy: {reason}"),
                     pass,
@@ -301,21 +308,19 @@ impl<C: Containers> Applier<'_, C> {
     async fn bring_up_failed(
         &self,
         rec: AppRecord,
-        container_id: &str,
+        ids: Vec<String>,
         verb: ActionKind,
         reason: String,
         pass: &mut Pass,
     ) -> Outcome {
         let app = rec.current.name.clone();
+        let grace = rec.current.stop_grace_secs();
         let prev = match rollback_target(&rec) {
             Some(p) => p.clone(),
             None => {
                 self.record_failure(&app);
-                if !container_id.is_empty() {
-                    let _ = self
-                        .rt
-                        .stop_container(container_id, rec.current.service().stop_grace_secs)
-                        .await;
+                for id in ids.iter().rev().filter(|id| !id.is_empty()) {
+                    let _ = self.rt.stop_container(id, grace).await;
                 }
                 return Outcome {
                     app,
@@ -347,12 +352,9 @@ impl<C: Containers> Applier<'_, C> {
                 message: format!("{reason}; the app's record changed meanwhile, not rolling back"),
             };
         }
-        if !container_id.is_empty() {
-            if let Err(e) = self
-                .rt
-                .remove_container(container_id, rec.current.service().stop_grace_secs)
-                .await
-            {
+        // The whole app goes back: every container of the failed spec, last started first.
+        for id in ids.iter().rev().filter(|id| !id.is_empty()) {
+            if let Err(e) = self.rt.remove_container(id, grace).await {
                 return Outcome {
                     app,
                     action: ActionKind::Rollback,
@@ -360,13 +362,15 @@ impl<C: Containers> Applier<'_, C> {
                     message: format!("update failed ({reason}); removing it failed: {e}"),
                 };
             }
+            pass.removed.insert(id.clone());
         }
         let result = match self.rt.check_image(&mut pass.seen, &prev).await {
             Err(e) => Err(e.to_string()),
-            Ok(()) => match self.rt.run_container(&prev, &mut pass.seen).await {
-                Err((_, e)) => Err(e.to_string()),
-                Ok(id) => self.rt.wait_healthy(&prev, &id).await.map(|()| id),
-            },
+            Ok(()) => self
+                .bring_up(&prev, pass)
+                .await
+                .map(|ids| ids.into_iter().next().unwrap_or_default())
+                .map_err(|(_, e)| e),
         };
         match result {
             Ok(id) => {
@@ -397,6 +401,99 @@ impl<C: Containers> Applier<'_, C> {
         }
     }
 
+    /// The app came up healthy with `first` as its (first) container: noted, and a pending
+    /// update is settled.
+    fn came_up(&self, rec: &AppRecord, first: &str, pass: &mut Pass) {
+        let app = rec.current.name.clone();
+        self.healthy(&app);
+        let hash = rec.current.spec_hash();
+        pass.up
+            .insert(app.clone(), (first.to_string(), hash.clone()));
+        if rec.update_pending {
+            let _ = self.store.update(&app, |old| match old {
+                Some(mut r) if r.current.spec_hash() == hash => {
+                    r.update_pending = false;
+                    Ok((Some(r), ()))
+                }
+                other => Ok((other, ())),
+            });
+        }
+    }
+
+    /// Brings a whole stack up ([`Applier::bring_up`]); a failure rolls the whole app back
+    /// during an update, or stops what came up and backs off.
+    async fn up_stack(&self, rec: AppRecord, verb: ActionKind, pass: &mut Pass) -> Outcome {
+        match self.bring_up(&rec.current, pass).await {
+            Ok(ids) => {
+                self.came_up(&rec, ids.first().map_or("", String::as_str), pass);
+                Outcome {
+                    app: rec.current.name.clone(),
+                    action: verb,
+                    status: OutcomeStatus::Done,
+                    message: format!(
+                        "{} {} running and healthy ({} services)",
+                        rec.current.name,
+                        rec.current.version,
+                        ids.len()
+                    ),
+                }
+            }
+            Err((ids, reason)) => {
+                self.mem().healthy.insert(rec.current.name.clone(), false);
+                self.bring_up_failed(rec, ids, verb, reason, pass).await
+            }
+        }
+    }
+
+    /// Every service of `spec` up and healthy, in start order (PROTOCOL §2.2: a service starts
+    /// after those it depends on are healthy): a running container of the spec is kept, a
+    /// stopped one started, a missing one run. The containers' ids in start order, or those
+    /// this left (to clean up) with the reason.
+    async fn bring_up(
+        &self,
+        spec: &AppSpec,
+        pass: &mut Pass,
+    ) -> Result<Vec<String>, (Vec<String>, String)> {
+        let hash = spec.spec_hash();
+        let mut ids: Vec<String> = Vec::new();
+        for i in spec.start_order() {
+            let svc = &spec.services[i];
+            let name = spec.container_of(svc);
+            let what = if svc.name.is_empty() {
+                spec.name.clone()
+            } else {
+                format!("service `{}`", svc.name)
+            };
+            let found = pass
+                .observed
+                .iter()
+                .find(|c| c.name == name && c.spec_hash == hash && !pass.removed.contains(&c.id))
+                .map(|c| (c.id.clone(), c.state == ContainerState::Running));
+            let id = match found {
+                Some((id, true)) => id,
+                Some((id, false)) => {
+                    if let Err(e) = self.rt.start_container(&id).await {
+                        ids.push(id);
+                        return Err((ids, format!("{what}: {e}")));
+                    }
+                    id
+                }
+                None => match self.rt.run_container(spec, i, &mut pass.seen).await {
+                    Ok(id) => id,
+                    Err((left, e)) => {
+                        ids.extend(left);
+                        return Err((ids, format!("{what}: {e}")));
+                    }
+                },
+            };
+            ids.push(id.clone());
+            if let Err(e) = self.rt.wait_healthy(spec, i, &id).await {
+                return Err((ids, format!("{what} unhealthy: {e}")));
+            }
+        }
+        Ok(ids)
+    }
+
     /// It came up healthy: noted, and (by the policy) its back-off is left as it is.
     fn healthy(&self, app: &str) {
         let now = self.now_ms();
@@ -425,18 +522,8 @@ impl<C: Containers> Applier<'_, C> {
         // Also the volumes and secrets of the previous spec.
         let rec = self.store.get(app)?;
         if let Some(prev) = rec.as_ref().and_then(|r| r.previous.as_ref()) {
-            volumes.extend(
-                prev.service()
-                    .volumes
-                    .iter()
-                    .map(|v| prev.volume_name(&v.name)),
-            );
-            secret_names.extend(
-                prev.service()
-                    .generated_secrets
-                    .iter()
-                    .map(|s| s.name.clone()),
-            );
+            volumes.extend(prev.volumes().iter().map(|v| prev.volume_name(&v.name)));
+            secret_names.extend(prev.secrets().iter().map(|s| s.name.clone()));
         }
         volumes.sort();
         volumes.dedup();
@@ -573,9 +660,13 @@ mod tests {
         async fn run_container(
             &self,
             spec: &AppSpec,
+            svc: usize,
             _: &mut Seen,
         ) -> Result<String, (Option<String>, Error)> {
-            self.call(format!("run {}", spec.version));
+            match spec.services[svc].name.as_str() {
+                "" => self.call(format!("run {}", spec.version)),
+                name => self.call(format!("run {} {name}", spec.version)),
+            }
             let next = self.script.lock().unwrap().runs.pop_front();
             match next.expect("an unscripted run") {
                 Ok(id) => Ok(id),
@@ -591,7 +682,7 @@ mod tests {
             Ok(())
         }
 
-        async fn wait_healthy(&self, _: &AppSpec, id: &str) -> Result<(), String> {
+        async fn wait_healthy(&self, _: &AppSpec, _: usize, id: &str) -> Result<(), String> {
             self.call(format!("health {id}"));
             if self.script.lock().unwrap().unhealthy.contains(id) {
                 return Err("health check failed 3 times".into());

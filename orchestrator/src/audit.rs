@@ -108,12 +108,8 @@ pub fn classify(
         return Some(entry(app, AuditStatus::Mismatch, e));
     }
     let part_known = match (&parsed.part, kind) {
-        (Some(p), Role::Volume) => {
-            mentions(rec, |s| s.service().volumes.iter().any(|v| &v.name == p))
-        }
-        (Some(p), Role::Secret) => mentions(rec, |s| {
-            s.service().generated_secrets.iter().any(|x| &x.name == p)
-        }),
+        (Some(p), Role::Volume) => mentions(rec, |s| s.volumes().iter().any(|v| &v.name == p)),
+        (Some(p), Role::Secret) => mentions(rec, |s| s.secrets().iter().any(|x| &x.name == p)),
         _ => true,
     };
     let note = match (rec.intent, part_known) {

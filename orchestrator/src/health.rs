@@ -1,5 +1,9 @@
 //! Health checks run by the reconciler after a create or start: http/tcp against the host
-//! side of the published port (what a user would reach), exec through `podman exec`.
+//! side of the published port (what a user would reach), exec through `podman exec`. A
+//! stack's service whose checked port is not published (a database) is probed from inside the
+//! app's network (PROTOCOL §2.2): rootless, through `podman unshare --rootless-netns`, where
+//! the app's bridge lives, with bash's `/dev/tcp` (no tool in the image needed); rootful, from
+//! the host, which holds the bridge.
 //! Run here rather than as Podman healthchecks because Podman 4.3 drives those with systemd
 //! timers, which these hosts (and rootless users without a session) do not have.
 
@@ -11,11 +15,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::podman::PodmanCmd;
-use crate::spec::{AppSpec, HealthKind};
+use crate::spec::{AppSpec, HealthKind, ServiceSpec};
 
 /// Where the host reaches a published port: the bind address, or loopback for a wildcard bind.
-fn target(spec: &AppSpec, container_port: u16) -> Option<SocketAddr> {
-    let p = spec.published(container_port)?;
+fn target(svc: &ServiceSpec, container_port: u16) -> Option<SocketAddr> {
+    let p = svc.published(container_port)?;
     let ip = match p.bind {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
@@ -46,7 +50,11 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
         buf.extend_from_slice(&chunk[..n]);
     }
     let line = String::from_utf8_lossy(&buf);
-    let line = line.lines().next().unwrap_or("");
+    status_ok(addr, path, line.lines().next().unwrap_or(""))
+}
+
+/// Healthy on a 2xx or 3xx HTTP status line.
+fn status_ok(addr: SocketAddr, path: &str, line: &str) -> Result<(), String> {
     let code: u16 = line
         .split_whitespace()
         .nth(1)
@@ -59,28 +67,166 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
     }
 }
 
-/// One probe, bounded by the check's timeout.
-pub async fn probe(spec: &AppSpec, container_id: &str, podman: &PodmanCmd) -> Result<(), String> {
-    let Some(h) = &spec.service().health_check else {
+/// Where a probe goes: the host side of a published port, or the container's address on its
+/// app's network (found once per wait).
+#[derive(Clone, Copy, Debug)]
+enum Reach {
+    Host(SocketAddr),
+    Network(SocketAddr),
+}
+
+/// The bash program of an in-network probe: `$1` address, `$2` port, `$3` the http path or
+/// empty for a tcp check. Arguments, never interpolated.
+const NETNS_PROBE: &str = r#"exec 3<>"/dev/tcp/$1/$2" || exit 3
+[ -z "$3" ] && exit 0
+printf 'GET %s HTTP/1.0\r\nHost: localhost\r\nUser-Agent: archy-health\r\n\r\n' "$3" >&3
+IFS= read -r line <&3
+printf '%s\n' "$line""#;
+
+/// Podman's answer when `unshare --rootless-netns` is asked of a rootful Podman.
+const ROOTFUL: &str = "please use unshare with rootless";
+
+/// The container's address on its app's network.
+async fn network_addr(
+    podman: &PodmanCmd,
+    container_id: &str,
+    port: u16,
+) -> Result<SocketAddr, String> {
+    let out = podman
+        .run(
+            &[
+                "inspect".into(),
+                "--type".into(),
+                "container".into(),
+                "--format".into(),
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}".into(),
+                container_id.into(),
+            ],
+            None,
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let ip: IpAddr = out
+        .stdout
+        .split_whitespace()
+        .next()
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "the container has no address on its network yet ({})",
+                out.stderr.trim()
+            )
+        })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// An http (with `path`) or tcp probe of `addr` inside the rootless network namespace; a
+/// rootful Podman (whose bridge is the host's) is probed from here.
+async fn probe_in_network(
+    podman: &PodmanCmd,
+    addr: SocketAddr,
+    path: Option<&str>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let out = podman
+        .run(
+            &[
+                "unshare".into(),
+                "--rootless-netns".into(),
+                "timeout".into(),
+                timeout.as_secs().max(1).to_string(),
+                "bash".into(),
+                "-c".into(),
+                NETNS_PROBE.into(),
+                "archy-probe".into(),
+                addr.ip().to_string(),
+                addr.port().to_string(),
+                path.unwrap_or("").into(),
+            ],
+            None,
+            timeout + Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.stderr.contains(ROOTFUL) {
+        return probe_from_host(addr, path).await;
+    }
+    if !out.success {
+        return Err(format!(
+            "connect {addr} on the app's network: {}",
+            out.stderr.trim()
+        ));
+    }
+    let Some(path) = path else { return Ok(()) };
+    status_ok(addr, path, out.stdout.lines().next().unwrap_or(""))
+}
+
+async fn probe_from_host(addr: SocketAddr, path: Option<&str>) -> Result<(), String> {
+    match path {
+        None => TcpStream::connect(addr)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("tcp connect {addr}: {e}")),
+        Some(path) => http_get(addr, path).await,
+    }
+}
+
+/// Where service `svc`'s check reaches it.
+async fn reach(
+    spec: &AppSpec,
+    svc: usize,
+    container_id: &str,
+    podman: &PodmanCmd,
+) -> Result<Option<Reach>, String> {
+    let service = &spec.services[svc];
+    let Some(h) = &service.health_check else {
+        return Ok(None);
+    };
+    if h.kind == HealthKind::Exec {
+        return Ok(None);
+    }
+    let port = h.port.ok_or("health_check.port missing")?;
+    if let Some(addr) = target(service, port) {
+        return Ok(Some(Reach::Host(addr)));
+    }
+    if service.name.is_empty() {
+        return Err(format!("container port {port} is not published"));
+    }
+    network_addr(podman, container_id, port)
+        .await
+        .map(|a| Some(Reach::Network(a)))
+}
+
+/// One probe of service `svc`, bounded by the check's timeout.
+pub async fn probe(
+    spec: &AppSpec,
+    svc: usize,
+    container_id: &str,
+    podman: &PodmanCmd,
+) -> Result<(), String> {
+    let reach = reach(spec, svc, container_id, podman).await?;
+    probe_at(spec, svc, container_id, podman, reach).await
+}
+
+async fn probe_at(
+    spec: &AppSpec,
+    svc: usize,
+    container_id: &str,
+    podman: &PodmanCmd,
+    reach: Option<Reach>,
+) -> Result<(), String> {
+    let Some(h) = &spec.services[svc].health_check else {
         return Ok(());
     };
     let timeout = Duration::from_secs(h.timeout_secs.max(1) as u64);
+    let path = match h.kind {
+        HealthKind::Http => Some(h.path.as_deref().unwrap_or("/")),
+        _ => None,
+    };
     let fut = async {
-        match h.kind {
-            HealthKind::Http | HealthKind::Tcp => {
-                let port = h.port.ok_or("health_check.port missing")?;
-                let addr = target(spec, port)
-                    .ok_or_else(|| format!("container port {port} is not published"))?;
-                if h.kind == HealthKind::Tcp {
-                    TcpStream::connect(addr)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| format!("tcp connect {addr}: {e}"))
-                } else {
-                    http_get(addr, h.path.as_deref().unwrap_or("/")).await
-                }
-            }
-            HealthKind::Exec => {
+        match (h.kind, reach) {
+            (HealthKind::Exec, _) => {
                 let mut args = vec!["exec".to_string(), container_id.to_string()];
                 args.extend(h.command.iter().cloned());
                 let out = podman
@@ -99,6 +245,9 @@ pub async fn probe(spec: &AppSpec, container_id: &str, podman: &PodmanCmd) -> Re
                     ))
                 }
             }
+            (_, Some(Reach::Host(addr))) => probe_from_host(addr, path).await,
+            (_, Some(Reach::Network(addr))) => probe_in_network(podman, addr, path, timeout).await,
+            (_, None) => Err("health_check.port missing".into()),
         }
     };
     match tokio::time::timeout(timeout, fut).await {
@@ -160,10 +309,11 @@ fn start_poll(kind: HealthKind) -> Duration {
 /// check, "running a moment after start" is healthy.
 pub async fn wait_healthy(
     spec: &AppSpec,
+    svc: usize,
     container_id: &str,
     podman: &PodmanCmd,
 ) -> Result<(), String> {
-    let Some(h) = &spec.service().health_check else {
+    let Some(h) = &spec.services[svc].health_check else {
         container_running(podman, container_id).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         return container_running(podman, container_id).await;
@@ -174,8 +324,20 @@ pub async fn wait_healthy(
     let mut counted_at = started + interval;
     let mut ask_at = started + ASK_EVERY;
     let mut failures = 0;
+    // Found once: the container keeps its address on its network while it runs.
+    let mut reached: Option<Option<Reach>> = None;
     loop {
-        let err = match probe(spec, container_id, podman).await {
+        let result = match reached {
+            Some(r) => probe_at(spec, svc, container_id, podman, r).await,
+            None => match reach(spec, svc, container_id, podman).await {
+                Ok(r) => {
+                    reached = Some(r);
+                    probe_at(spec, svc, container_id, podman, r).await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let err = match result {
             Ok(()) => {
                 tracing::debug!(app = %spec.name, after = ?started.elapsed(), "healthy");
                 return Ok(());
@@ -252,8 +414,8 @@ mod tests {
         let port = scripted_http(&["200 OK", "500 Internal Server Error"]).await;
         let spec = web_spec(port, 1);
         let podman = PodmanCmd::from_argv(vec!["/nonexistent/podman".into()]);
-        probe(&spec, "x", &podman).await.unwrap();
-        let err = probe(&spec, "x", &podman).await.unwrap_err();
+        probe(&spec, 0, "x", &podman).await.unwrap();
+        let err = probe(&spec, 0, "x", &podman).await.unwrap_err();
         assert!(err.contains("500"), "{err}");
     }
 
@@ -264,6 +426,6 @@ mod tests {
         let port = scripted_http(&["503 Starting", "503 Starting", "200 OK"]).await;
         let spec = web_spec(port, 30);
         let podman = PodmanCmd::from_argv(vec!["/nonexistent/podman".into()]);
-        wait_healthy(&spec, "x", &podman).await.unwrap();
+        wait_healthy(&spec, 0, "x", &podman).await.unwrap();
     }
 }

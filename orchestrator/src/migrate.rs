@@ -77,7 +77,7 @@ pub(crate) async fn run(
     for r in legacy {
         let app = r.current.name.clone();
         for c in observed.iter().filter(|c| c.app == app) {
-            rt.remove_container(&c.id, r.current.service().stop_grace_secs)
+            rt.remove_container(&c.id, r.current.stop_grace_secs())
                 .await?;
         }
         let publisher = owners

@@ -68,7 +68,8 @@ impl Role {
 pub struct ObjectName {
     pub role: Role,
     pub app: String,
-    /// The volume's or secret's name inside the app; `None` for containers and networks.
+    /// The volume's or secret's name inside the app, or a stack's service for a container;
+    /// `None` for a single-container app's container and for networks.
     pub part: Option<String>,
 }
 
@@ -78,6 +79,16 @@ impl ObjectName {
             role: Role::Container,
             app: app.into(),
             part: None,
+        }
+    }
+
+    /// The container of one service of a stack (PROTOCOL §2.2): `archy_<app>_<service>`.
+    /// Service names are `^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$`, so without [`SEP`] too.
+    pub fn service(app: &str, service: &str) -> Self {
+        ObjectName {
+            role: Role::Container,
+            app: app.into(),
+            part: Some(service.into()),
         }
     }
 
@@ -136,8 +147,9 @@ pub fn parse(role: Role, name: &str) -> Option<ObjectName> {
         return None;
     }
     let needs_part = matches!(role, Role::Volume | Role::Secret);
+    let may_have_part = needs_part || role == Role::Container;
     match part {
-        Some(p) if needs_part && is_part(p) => Some(ObjectName {
+        Some(p) if may_have_part && is_part(p) => Some(ObjectName {
             role,
             app: app.into(),
             part: Some(p.into()),
@@ -154,6 +166,16 @@ pub fn parse(role: Role, name: &str) -> Option<ObjectName> {
 /// Container name of an app.
 pub fn container(app: &str) -> String {
     ObjectName::container(app).render()
+}
+
+/// Container name of one service of a stack.
+pub fn service_container(app: &str, service: &str) -> String {
+    ObjectName::service(app, service).render()
+}
+
+/// Network name of an app: every container of a stack joins it, named by its service.
+pub fn network(app: &str) -> String {
+    ObjectName::network(app).render()
 }
 
 /// Volume name of one of an app's volumes: outlives the container, removed only by a purge.
@@ -298,7 +320,8 @@ mod tests {
             (Role::Volume, "archy-foo-bar"),
             (Role::Volume, "archy__x"),
             (Role::Volume, "archy_Foo_x"),
-            (Role::Container, "archy_foo_x"),
+            (Role::Container, "archy_foo_x_y"),
+            (Role::Network, "archy_foo_x"),
             (Role::Container, "other_foo"),
             (Role::Secret, "archy_foo_"),
             (Role::Network, ""),
@@ -308,6 +331,11 @@ mod tests {
         assert_eq!(
             parse(Role::Container, "archy_foo"),
             Some(ObjectName::container("foo"))
+        );
+        // A stack's service container (PROTOCOL §2.2).
+        assert_eq!(
+            parse(Role::Container, "archy_foo_db"),
+            Some(ObjectName::service("foo", "db"))
         );
         assert_eq!(
             parse(Role::Network, "archy_foo"),

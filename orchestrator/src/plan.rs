@@ -106,7 +106,7 @@ fn remove_all<'a>(
     ids.into_iter().map(move |id| Action::Remove {
         app: app.to_owned(),
         container_id: id,
-        grace_secs: d.spec.service().stop_grace_secs,
+        grace_secs: d.spec.stop_grace_secs(),
     })
 }
 
@@ -156,7 +156,7 @@ pub fn plan(
             .get(d.spec.name.as_str())
             .cloned()
             .unwrap_or_default();
-        let grace = d.spec.service().stop_grace_secs;
+        let grace = d.spec.stop_grace_secs();
         match d.intent {
             Intent::Running => {}
             Intent::Stopped => {
@@ -183,18 +183,11 @@ pub fn plan(
                         app: d.spec.name.clone(),
                         volumes: d
                             .spec
-                            .service()
-                            .volumes
+                            .volumes()
                             .iter()
                             .map(|v| d.spec.volume_name(&v.name))
                             .collect(),
-                        secrets: d
-                            .spec
-                            .service()
-                            .generated_secrets
-                            .iter()
-                            .map(|s| s.name.clone())
-                            .collect(),
+                        secrets: d.spec.secrets().iter().map(|s| s.name.clone()).collect(),
                     });
                 }
             }
@@ -228,6 +221,15 @@ pub fn plan(
             continue;
         }
         let cs = containers.get(name.as_str()).cloned().unwrap_or_default();
+        if d.spec.is_stack() {
+            match plan_stack(d, cs, backoff, now_ms) {
+                Action::Blocked { reason, .. } => {
+                    blocked.insert(name.clone(), reason);
+                }
+                a => up.push(a),
+            }
+            continue;
+        }
         let (matching, stale): (Vec<_>, Vec<_>) = cs
             .into_iter()
             .partition(|c| c.spec_hash == d.spec_hash && c.name == d.spec.container_name());
@@ -298,6 +300,70 @@ pub fn plan(
         }
     }
     out
+}
+
+/// A stack to run (PROTOCOL §2.2) is one unit: adopted when each service has exactly one
+/// container of the spec and it runs; otherwise (re)brought up as a whole by a `Create` that
+/// removes what is stale, keeps what runs, starts what stopped and runs what is missing, in
+/// the services' start order; blocked while it backs off.
+fn plan_stack(
+    d: &DesiredApp,
+    cs: Vec<&ObservedContainer>,
+    backoff: &HashMap<String, Backoff>,
+    now_ms: u64,
+) -> Action {
+    let name = &d.spec.name;
+    let wanted: Vec<String> = d
+        .spec
+        .services
+        .iter()
+        .map(|s| d.spec.container_of(s))
+        .collect();
+    let mut kept: Vec<&ObservedContainer> = Vec::new();
+    let mut stale: Vec<String> = Vec::new();
+    for c in cs {
+        let fits = c.spec_hash == d.spec_hash
+            && wanted.contains(&c.name)
+            && !kept.iter().any(|k| k.name == c.name);
+        if fits {
+            kept.push(c);
+        } else {
+            stale.push(c.id.clone());
+        }
+    }
+    let all_run =
+        kept.len() == wanted.len() && kept.iter().all(|c| c.state == ContainerState::Running);
+    if all_run && stale.is_empty() {
+        let first = d.spec.start_order().first().map(|&i| wanted[i].clone());
+        let id = kept
+            .iter()
+            .find(|c| Some(&c.name) == first.as_ref())
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
+        return Action::Adopt {
+            app: name.clone(),
+            container_id: id,
+        };
+    }
+    if let Some(b) = backoff.get(name).filter(|b| b.not_before_ms > now_ms) {
+        return Action::Blocked {
+            app: name.clone(),
+            reason: format!(
+                "crash-loop back-off after {} failures: next try in {}s",
+                b.failures,
+                (b.not_before_ms - now_ms).div_ceil(1000)
+            ),
+        };
+    }
+    Action::Create {
+        app: name.clone(),
+        reason: if stale.is_empty() {
+            CreateReason::Missing
+        } else {
+            CreateReason::Drift
+        },
+        replaces: stale,
+    }
 }
 
 struct TopoOrder {

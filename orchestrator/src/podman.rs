@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::names::Role;
-use crate::spec::{normalize_capability, AppSpec};
+use crate::spec::{normalize_capability, AppSpec, ServiceSpec};
 use crate::Error;
 
 /// Label keys put on every container the orchestrator creates (with those of
@@ -27,6 +27,8 @@ use crate::Error;
 pub use crate::names::{LABEL_APP, LABEL_OWNER, LABEL_PUBLISHER, LABEL_ROLE};
 pub const LABEL_SPEC_HASH: &str = "archy.spec-hash";
 pub const LABEL_VERSION: &str = "archy.version";
+/// The service a container runs, in a stack (PROTOCOL §2.2).
+pub const LABEL_SERVICE: &str = "archy.service";
 
 /// How to invoke Podman: `argv[0]` and fixed leading arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -391,10 +393,10 @@ pub fn podman_secret_name(app: &str, secret: &str) -> String {
 
 /// How Podman is asked for the spec's image: its pinned id when the spec has one (so no other
 /// image can stand in under the same name), else its name.
-pub fn image_ref(spec: &AppSpec) -> String {
-    match &spec.service().image_id {
+pub fn image_ref(svc: &ServiceSpec) -> String {
+    match &svc.image_id {
         Some(id) => id.strip_prefix("sha256:").unwrap_or(id).to_string(),
-        None => spec.service().image.clone(),
+        None => svc.image.clone(),
     }
 }
 
@@ -411,14 +413,24 @@ pub fn name_in_use(stderr: &str) -> bool {
 /// One `run -d` rather than `create` + `start`: each Podman process costs 30–150 ms here, and
 /// the states a crash can leave are the same (none, created, running), which the planner
 /// already handles.
-pub fn run_args(spec: &AppSpec, owner: &str) -> Vec<String> {
-    let svc = spec.service();
+pub fn run_args(spec: &AppSpec, svc: &ServiceSpec, owner: &str) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "run".into(),
         "--detach".into(),
         "--name".into(),
-        spec.container_name(),
+        spec.container_of(svc),
     ];
+    if !svc.name.is_empty() {
+        // A stack's services share the app's network and find each other by service name
+        // (PROTOCOL §2.2); nothing else on the machine is on it.
+        a.push(format!(
+            "--network={}:alias={}",
+            spec.network_name(),
+            svc.name
+        ));
+        a.push("--label".into());
+        a.push(format!("{LABEL_SERVICE}={}", svc.name));
+    }
     for l in crate::names::labels(Role::Container, &spec.name, &spec.publisher, owner) {
         a.push("--label".into());
         a.push(l);
@@ -477,7 +489,7 @@ pub fn run_args(spec: &AppSpec, owner: &str) -> Vec<String> {
             s.env
         ));
     }
-    a.push(image_ref(spec));
+    a.push(image_ref(svc));
     a.extend(svc.command.iter().cloned());
     a
 }
@@ -517,7 +529,7 @@ mod tests {
             env: "TOKEN".into(),
         });
         s.service_mut().command = vec!["httpd".into(), "-f".into()];
-        let a = run_args(&s, "me");
+        let a = run_args(&s, s.service(), "me");
         let has = |x: &str| a.iter().any(|y| y == x);
         assert!(has("--cap-drop=ALL"));
         assert!(has("--cap-add=NET_BIND_SERVICE"));
@@ -541,7 +553,7 @@ mod tests {
     fn image_id_pins_the_image() {
         let mut s = AppSpec::new("web", "1", "localhost/x:1");
         s.service_mut().image_id = Some(format!("sha256:{}", "a".repeat(64)));
-        let a = run_args(&s, "me");
+        let a = run_args(&s, s.service(), "me");
         assert_eq!(a.last().unwrap(), &"a".repeat(64));
     }
 

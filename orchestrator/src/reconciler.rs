@@ -132,16 +132,6 @@ impl Reconciler {
     /// anything is written or sent to Podman; a missing image, before anything is written.
     pub async fn install(&self, spec: AppSpec) -> Result<InstallOutcome, Error> {
         spec.validate(&self.cfg.policy)?;
-        if spec.is_stack() {
-            return Err(Error::Policy {
-                field: "services".into(),
-                reason: format!(
-                    "`{}` is a multi-service app ({} services); this reconciler runs single-container apps only so far",
-                    spec.name,
-                    spec.services.len()
-                ),
-            });
-        }
         let hash = spec.spec_hash();
         let name = spec.name.clone();
         // Held from the image check to the end of the pass, so the pass can use that check and
@@ -206,8 +196,10 @@ impl Reconciler {
         }
         self.notify.notify_one();
         let mut pass = Pass::new(observed);
-        pass.seen.images_ok.insert(image_ref(&spec));
-        for v in &spec.service().volumes {
+        pass.seen
+            .images_ok
+            .extend(spec.services.iter().map(image_ref));
+        for v in spec.volumes() {
             let name = spec.volume_name(&v.name);
             let present = volumes.contains_key(&name);
             pass.seen.volumes_ok.insert(name, present);
@@ -272,7 +264,7 @@ impl Reconciler {
             for c in self.observe().await?.iter().filter(|c| c.app == app) {
                 if c.state == ContainerState::Running {
                     self.rt
-                        .stop_container(&c.id, rec.current.service().stop_grace_secs)
+                        .stop_container(&c.id, rec.current.stop_grace_secs())
                         .await?;
                 }
             }
@@ -401,7 +393,12 @@ impl Reconciler {
             healthy: m.healthy.get(app).copied(),
             last_error: m.last_error.get(app).cloned(),
             rolled_back: rec.rolled_back.clone(),
-            ports: rec.current.service().ports.clone(),
+            ports: rec
+                .current
+                .services
+                .iter()
+                .flat_map(|s| s.ports.iter().cloned())
+                .collect(),
             restarts_backing_off: m.backoff.get(app).map(|b| b.failures).unwrap_or(0),
         }
     }

@@ -20,7 +20,7 @@ use crate::podman::{
     LABEL_OWNER, LABEL_SPEC_HASH,
 };
 use crate::secrets;
-use crate::spec::AppSpec;
+use crate::spec::{AppSpec, ServiceSpec};
 use crate::Error;
 
 /// Deadline for quick Podman calls (ps, inspect, create, rm). Generous: shared, slow hosts.
@@ -36,6 +36,8 @@ pub(crate) struct Seen {
     /// same lock. Should an image vanish after its check, `podman run` fails, and a failed update
     /// rolls back as on any other failure.
     pub(crate) images_ok: HashSet<String>,
+    /// App networks found or created in this pass.
+    pub(crate) networks_ok: HashSet<String>,
     /// Volume names checked in this pass (or by `install` just before it, under the same lock)
     /// → whether Podman has them (with the app's labels): not inspected again before `run`.
     pub(crate) volumes_ok: HashMap<String, bool>,
@@ -44,23 +46,28 @@ pub(crate) struct Seen {
 /// The container verbs apply takes: [`crate::runtime::PodmanRuntime`] in production, a script
 /// in the unit tests.
 pub(crate) trait Containers: Sync {
-    /// The spec's image is in Podman (with its pinned id), asked once per pass.
+    /// The images of the spec's services are in Podman (with their pinned ids), each asked
+    /// once per pass.
     fn check_image(
         &self,
         seen: &mut Seen,
         spec: &AppSpec,
     ) -> impl Future<Output = Result<(), Error>> + Send;
-    /// Volumes, secrets, then one `podman run`: the new container's id, or the error with the
-    /// id of a container the run left behind (created, its start failed), if any.
+    /// Volumes, secrets, a stack's network, then one `podman run` of service `svc` (an index
+    /// into `spec.services`): the new container's id, or the error with the id of a container
+    /// the run left behind (created, its start failed), if any.
     fn run_container(
         &self,
         spec: &AppSpec,
+        svc: usize,
         seen: &mut Seen,
     ) -> impl Future<Output = Result<String, (Option<String>, Error)>> + Send;
     fn start_container(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Service `svc`'s container `id` passes its health check.
     fn wait_healthy(
         &self,
         spec: &AppSpec,
+        svc: usize,
         id: &str,
     ) -> impl Future<Output = Result<(), String>> + Send;
     fn stop_container(
@@ -129,10 +136,17 @@ impl PodmanRuntime {
         parse_ps(&out)
     }
 
-    /// The image the spec names is present (and has the expected id).
+    /// The image of every service of the spec is present (with the expected id).
     pub(crate) async fn ensure_image(&self, spec: &AppSpec) -> Result<(), Error> {
-        let svc = spec.service();
-        let reference = image_ref(spec);
+        for svc in &spec.services {
+            self.ensure_service_image(svc).await?;
+        }
+        Ok(())
+    }
+
+    /// One service's image is present (and has the expected id).
+    async fn ensure_service_image(&self, svc: &ServiceSpec) -> Result<(), Error> {
+        let reference = image_ref(svc);
         let out = self
             .podman
             .run(
@@ -209,12 +223,11 @@ impl PodmanRuntime {
     /// 0600 files (the source of truth); replaces a copy whose file is new; refuses one that
     /// belongs to someone else. One `secret inspect` for all of them.
     async fn ensure_podman_secrets(&self, spec: &AppSpec) -> Result<(), Error> {
-        if spec.service().generated_secrets.is_empty() {
+        let all = spec.secrets();
+        if all.is_empty() {
             return Ok(());
         }
-        let wanted: Vec<(ObjectName, String)> = spec
-            .service()
-            .generated_secrets
+        let wanted: Vec<(ObjectName, String)> = all
             .iter()
             .map(|s| {
                 let o = ObjectName::secret(&spec.name, &s.name);
@@ -223,7 +236,7 @@ impl PodmanRuntime {
             })
             .collect();
         let found = self.inspect_secrets(wanted.iter().map(|(_, n)| n)).await?;
-        for (s, (object, name)) in spec.service().generated_secrets.iter().zip(&wanted) {
+        for (s, (object, name)) in all.iter().zip(&wanted) {
             let (value, fresh) = secrets::ensure(&self.state_dir, &spec.name, s)?;
             if let Some(owner) = found.get(name) {
                 names::check_owner(name, object, &spec.publisher, &self.owner, owner)
@@ -247,6 +260,57 @@ impl PodmanRuntime {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The app's network exists and is the app's (by its labels); created when missing, with
+    /// netavark's `isolate` so no other app's network reaches it (PROTOCOL §2.2: nothing else
+    /// on the machine reaches a stack's services except through published ports).
+    async fn ensure_network(&self, spec: &AppSpec, seen: &mut Seen) -> Result<(), Error> {
+        let name = spec.network_name();
+        if seen.networks_ok.contains(&name) {
+            return Ok(());
+        }
+        let found = self.inspect_network(&name).await?;
+        if let Some(owner) = found.get(&name) {
+            names::check_owner(
+                &name,
+                &ObjectName::network(&spec.name),
+                &spec.publisher,
+                &self.owner,
+                owner,
+            )
+            .map_err(Error::Owner)?;
+        } else {
+            let mut args = vec![
+                "network".to_string(),
+                "create".into(),
+                "--opt".into(),
+                "isolate=true".into(),
+            ];
+            for l in names::labels(Role::Network, &spec.name, &spec.publisher, &self.owner) {
+                args.push("--label".into());
+                args.push(l);
+            }
+            args.push(name.clone());
+            self.podman.ok(&args, None, QUICK).await?;
+        }
+        seen.networks_ok.insert(name);
+        Ok(())
+    }
+
+    /// The named network, with its owner, if Podman has it.
+    async fn inspect_network(&self, name: &str) -> Result<HashMap<String, Owner>, Error> {
+        let out = self
+            .podman
+            .run(
+                &["network".into(), "inspect".into(), name.into()],
+                None,
+                QUICK,
+            )
+            .await?;
+        parse_inspect(&out, "network", |v| {
+            (v["name"].as_str().map(str::to_string), &v["labels"])
+        })
     }
 
     /// The named secrets Podman has, with their owners (absent names are simply missing).
@@ -273,16 +337,12 @@ impl PodmanRuntime {
         &self,
         spec: &AppSpec,
     ) -> Result<HashMap<String, Owner>, Error> {
-        if spec.service().volumes.is_empty() {
+        let volumes = spec.volumes();
+        if volumes.is_empty() {
             return Ok(HashMap::new());
         }
         let mut args = vec!["volume".to_string(), "inspect".into()];
-        args.extend(
-            spec.service()
-                .volumes
-                .iter()
-                .map(|v| spec.volume_name(&v.name)),
-        );
+        args.extend(volumes.iter().map(|v| spec.volume_name(&v.name)));
         let out = self.podman.run(&args, None, QUICK).await?;
         parse_inspect(&out, "volume", |v| {
             (v["Name"].as_str().map(str::to_string), &v["Labels"])
@@ -295,7 +355,7 @@ impl PodmanRuntime {
         spec: &AppSpec,
         found: &HashMap<String, Owner>,
     ) -> Result<(), Error> {
-        for v in &spec.service().volumes {
+        for v in spec.volumes() {
             let name = spec.volume_name(&v.name);
             if let Some(owner) = found.get(&name) {
                 names::check_owner(
@@ -316,20 +376,19 @@ impl PodmanRuntime {
     /// silently at `run`.
     async fn ensure_volumes(&self, spec: &AppSpec, seen: &mut Seen) -> Result<(), Error> {
         let all_checked = spec
-            .service()
-            .volumes
+            .volumes()
             .iter()
             .all(|v| seen.volumes_ok.contains_key(&spec.volume_name(&v.name)));
         if !all_checked {
             let found = self.inspect_volumes(spec).await?;
             self.check_volumes(spec, &found)?;
-            for v in &spec.service().volumes {
+            for v in spec.volumes() {
                 let name = spec.volume_name(&v.name);
                 let present = found.contains_key(&name);
                 seen.volumes_ok.insert(name, present);
             }
         }
-        for v in &spec.service().volumes {
+        for v in spec.volumes() {
             let name = spec.volume_name(&v.name);
             if seen.volumes_ok.get(&name) == Some(&false) {
                 self.create_volume(spec, &name).await?;
@@ -410,10 +469,12 @@ impl PodmanRuntime {
 impl Containers for PodmanRuntime {
     /// [`ensure_image`](Self::ensure_image), once per image and pass.
     async fn check_image(&self, seen: &mut Seen, spec: &AppSpec) -> Result<(), Error> {
-        let reference = image_ref(spec);
-        if !seen.images_ok.contains(&reference) {
-            self.ensure_image(spec).await?;
-            seen.images_ok.insert(reference);
+        for svc in &spec.services {
+            let reference = image_ref(svc);
+            if !seen.images_ok.contains(&reference) {
+                self.ensure_service_image(svc).await?;
+                seen.images_ok.insert(reference);
+            }
         }
         Ok(())
     }
@@ -424,16 +485,23 @@ impl Containers for PodmanRuntime {
     async fn run_container(
         &self,
         spec: &AppSpec,
+        svc: usize,
         seen: &mut Seen,
     ) -> Result<String, (Option<String>, Error)> {
+        let service = &spec.services[svc];
         self.ensure_volumes(spec, seen)
             .await
             .map_err(|e| (None, e))?;
         self.ensure_podman_secrets(spec)
             .await
             .map_err(|e| (None, e))?;
-        let args = run_args(spec, &self.owner);
-        let name = spec.container_name();
+        if spec.is_stack() {
+            self.ensure_network(spec, seen)
+                .await
+                .map_err(|e| (None, e))?;
+        }
+        let args = run_args(spec, service, &self.owner);
+        let name = spec.container_of(service);
         let mut out = self
             .podman
             .run(&args, None, QUICK)
@@ -484,9 +552,9 @@ impl Containers for PodmanRuntime {
             .map(|_| ())
     }
 
-    /// Waits until the container of `spec` passes its health check ([`health::wait_healthy`]).
-    async fn wait_healthy(&self, spec: &AppSpec, id: &str) -> Result<(), String> {
-        health::wait_healthy(spec, id, &self.podman).await
+    /// Waits until service `svc`'s container passes its health check ([`health::wait_healthy`]).
+    async fn wait_healthy(&self, spec: &AppSpec, svc: usize, id: &str) -> Result<(), String> {
+        health::wait_healthy(spec, svc, id, &self.podman).await
     }
 
     /// `podman stop -t grace`: SIGTERM, SIGKILL after the grace. We wait longer than the grace.
@@ -586,6 +654,27 @@ impl Containers for PodmanRuntime {
         for s in &secret_names {
             self.remove_secret(&podman_secret_name(app, s)).await?;
         }
+        let network = names::network(app);
+        if let Some(owner) = self.inspect_network(&network).await?.get(&network) {
+            match names::check_owner(
+                &network,
+                &ObjectName::network(app),
+                publisher,
+                &self.owner,
+                owner,
+            ) {
+                Ok(()) => {
+                    self.podman
+                        .ok(
+                            &["network".into(), "rm".into(), network.clone()],
+                            None,
+                            QUICK,
+                        )
+                        .await?;
+                }
+                Err(e) => tracing::warn!(app, "purge: {e}"),
+            }
+        }
         secrets::remove_all(&self.state_dir, app)
     }
 }
@@ -599,7 +688,7 @@ fn parse_inspect(
 ) -> Result<HashMap<String, Owner>, Error> {
     let text = out.stdout.trim();
     if text.is_empty() || text == "[]" {
-        if !out.success && !out.stderr.contains("no such") {
+        if !out.success && !out.stderr.contains("no such") && !out.stderr.contains("not found") {
             return Err(Error::Podman {
                 command: format!("podman {what} inspect"),
                 message: out.stderr.trim().to_string(),

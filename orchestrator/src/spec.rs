@@ -378,9 +378,76 @@ impl AppSpec {
         &mut self.services[0]
     }
 
-    /// Podman container name.
+    /// Podman container name of the single-container form (of a stack's first service, use
+    /// [`AppSpec::container_of`] for a stack).
     pub fn container_name(&self) -> String {
-        container_name(&self.name)
+        self.container_of(self.service())
+    }
+
+    /// Podman container name of one of the app's services: `archy_<app>`, or
+    /// `archy_<app>_<service>` in a stack.
+    pub fn container_of(&self, svc: &ServiceSpec) -> String {
+        if svc.name.is_empty() {
+            container_name(&self.name)
+        } else {
+            crate::names::service_container(&self.name, &svc.name)
+        }
+    }
+
+    /// The app's Podman network (a stack's services find each other on it by name).
+    pub fn network_name(&self) -> String {
+        crate::names::network(&self.name)
+    }
+
+    /// The service whose container has this name.
+    pub fn service_named(&self, container: &str) -> Option<usize> {
+        self.services
+            .iter()
+            .position(|s| self.container_of(s) == container)
+    }
+
+    /// Service indices in start order: each after the services in its `depends_on` (ties in
+    /// listed order). A cycle (refused by [`AppSpec::validate`]) falls back to listed order.
+    pub fn start_order(&self) -> Vec<usize> {
+        let view = self.rules_view();
+        match archy_rules::start_order(&view) {
+            Ok(names) => names
+                .iter()
+                .filter_map(|n| view.services.iter().position(|s| s.name == *n))
+                .collect(),
+            Err(_) => (0..self.services.len()).collect(),
+        }
+    }
+
+    /// The app's volumes, each name once (services that mount one name share it).
+    pub fn volumes(&self) -> Vec<&VolumeSpec> {
+        let mut out: Vec<&VolumeSpec> = Vec::new();
+        for v in self.services.iter().flat_map(|s| &s.volumes) {
+            if !out.iter().any(|o| o.name == v.name) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// The app's generated secrets, each name once (services that receive one share its value).
+    pub fn secrets(&self) -> Vec<&SecretSpec> {
+        let mut out: Vec<&SecretSpec> = Vec::new();
+        for v in self.services.iter().flat_map(|s| &s.generated_secrets) {
+            if !out.iter().any(|o| o.name == v.name) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// The longest stop grace of the app's services.
+    pub fn stop_grace_secs(&self) -> u32 {
+        self.services
+            .iter()
+            .map(|s| s.stop_grace_secs)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Podman volume name for one of this app's volumes.

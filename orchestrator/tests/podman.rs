@@ -222,6 +222,10 @@ impl Drop for TestEnv {
                     sh_podman(&self.podman, &["secret", "rm", s.trim()]);
                 }
             }
+            sh_podman(
+                &self.podman,
+                &["network", "rm", "-f", &format!("archy_{app}")],
+            );
         }
         for img in self.images.lock().unwrap().iter() {
             sh_podman(&self.podman, &["rmi", "-f", img]);
@@ -1561,4 +1565,221 @@ async fn a_legacy_collision_is_reported_and_held_never_guessed() {
     assert!(env.volume_exists(&format!("archy_{short}_bar-data")));
     r.uninstall(&short, true).await.unwrap();
     sh_podman(&env.podman, &["volume", "rm", "-f", &shared]);
+}
+
+/// PROTOCOL §2.2: a two-service stack, as the unprivileged user. `db` serves its volume on
+/// port 5432, published nowhere; `web` depends on it (its command refuses to start unless `db`
+/// answers by name) and is published on loopback. Both receive one generated secret.
+fn stack_spec(env: &TestEnv, app: &str, version: &str, port: u16) -> AppSpec {
+    let image_id = Some(image_id(&env.podman, IMAGE));
+    let secret = |var: &str| SecretSpec {
+        name: "db-password".into(),
+        kind: SecretKind::Hex32,
+        env: var.into(),
+    };
+    let mut db = archy_orchestrator::ServiceSpec::new(IMAGE);
+    db.name = "db".into();
+    db.image_id = image_id.clone();
+    db.volumes.push(VolumeSpec {
+        name: "pgdata".into(),
+        target: "/data".into(),
+    });
+    db.generated_secrets.push(secret("POSTGRES_PASSWORD"));
+    db.command = [
+        "sh",
+        "-c",
+        "echo db-page > /data/index.html; exec httpd -f -p 5432 -h /data",
+    ]
+    .map(String::from)
+    .to_vec();
+    // An unpublished port: probed from inside the app's network.
+    db.health_check = Some(HealthCheck {
+        kind: HealthKind::Tcp,
+        port: Some(5432),
+        path: None,
+        command: vec![],
+        interval_secs: 1,
+        timeout_secs: 5,
+        retries: 20,
+    });
+    db.stop_grace_secs = 2;
+    let mut web = archy_orchestrator::ServiceSpec::new(IMAGE);
+    web.name = "web".into();
+    web.image_id = image_id;
+    web.depends_on = vec!["db".into()];
+    web.generated_secrets.push(secret("DB_PASSWORD"));
+    web.ports.push(PortSpec {
+        container: 8080,
+        host: port,
+        protocol: Protocol::Tcp,
+        bind: "127.0.0.1".parse().unwrap(),
+    });
+    web.command = [
+        "sh",
+        "-c",
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 db 5432 | grep -q db-page || exit 7; exec httpd -f -p 8080 -h /www",
+    ]
+    .map(String::from)
+    .to_vec();
+    web.health_check = Some(HealthCheck {
+        kind: HealthKind::Http,
+        port: Some(8080),
+        path: Some("/".into()),
+        command: vec![],
+        interval_secs: 1,
+        timeout_secs: 5,
+        retries: 20,
+    });
+    web.stop_grace_secs = 2;
+    let mut s = AppSpec::new(app, version, IMAGE);
+    s.services = vec![web, db];
+    s
+}
+
+fn rootless_podman() -> PodmanCmd {
+    if unsafe_getuid() == 0 {
+        PodmanCmd::runuser("archy", "/home/archy", "/tmp/archy-run")
+    } else {
+        PodmanCmd::new()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_runs_in_order_on_its_own_network_updates_and_rolls_back_as_one() {
+    require_podman!();
+    let env = TestEnv::with_podman(rootless_podman());
+    let app = env.app("stack");
+    let port = free_port();
+    let v1 = stack_spec(&env, &app, "1.0.0", port);
+    let r = env.open();
+    match r.install(v1.clone()).await.unwrap() {
+        InstallOutcome::Running { .. } => {}
+        other => panic!("expected the stack running, got {other:?}"),
+    }
+    let web = format!("archy_{app}_web");
+    let db = format!("archy_{app}_db");
+    let exec = |c: &str, script: &str| podman_ok(&env.podman, &["exec", c, "sh", "-c", script]);
+    // `web` came up after `db` answered it by name, and is reachable on its published port.
+    assert_eq!(http_get(port, "/").unwrap(), "archy test image\n");
+    let page = exec(
+        &web,
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 db 5432",
+    );
+    assert!(page.contains("db-page"), "{page}");
+    // One generated secret, one value, each service under its own variable.
+    let pw = exec(&db, "echo $POSTGRES_PASSWORD");
+    assert_eq!(pw.len(), 64);
+    assert_eq!(exec(&web, "echo $DB_PASSWORD"), pw);
+    exec(&db, "echo kept > /data/marker");
+
+    // Nothing outside the app's network reaches `db`: not the host, not a container on
+    // Podman's default network, not one on another (isolated) network.
+    let ip = podman_ok(
+        &env.podman,
+        &[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &db,
+        ],
+    );
+    // Judged by `db`'s page, not by a connect: a sandbox may accept every outgoing connection.
+    let addr: std::net::SocketAddr = format!("{ip}:5432").parse().unwrap();
+    let from_host = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map(|mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let _ = write!(s, "GET / HTTP/1.0\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    });
+    assert!(
+        !from_host.as_deref().unwrap_or("").contains("db-page"),
+        "the host reached db at {addr}"
+    );
+    let probe = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} 5432 | grep -q db-page && echo reached || echo refused"
+    );
+    let other_net = format!("archy-test-{app}");
+    podman_ok(
+        &env.podman,
+        &["network", "create", "--opt", "isolate=true", &other_net],
+    );
+    for net in ["", other_net.as_str()] {
+        let mut args = vec!["run", "--rm"];
+        let flag = format!("--network={net}");
+        if !net.is_empty() {
+            args.push(&flag);
+        }
+        args.extend([IMAGE, "sh", "-c", probe.as_str()]);
+        let out = podman_ok(&env.podman, &args);
+        assert!(out.ends_with("refused"), "from network {net:?}: {out}");
+    }
+    sh_podman(&env.podman, &["network", "rm", "-f", &other_net]);
+
+    // A restarted reconciler adopts both containers.
+    let before = {
+        let mut ids = env.container_ids();
+        ids.sort();
+        ids
+    };
+    assert_eq!(before.len(), 2);
+    drop(r);
+    let r = env.open();
+    let report = r.reconcile_once().await.unwrap();
+    assert!(
+        report.for_app(&app).all(|o| o.action == "adopt"),
+        "{report:?}"
+    );
+    let mut after = env.container_ids();
+    after.sort();
+    assert_eq!(before, after, "adopted, not recreated");
+
+    // An update recreates the stack; the data stays.
+    let mut v2 = v1.clone();
+    v2.version = "2.0.0".into();
+    v2.services[0].env.insert("MODE".into(), "v2".into());
+    match r.install(v2.clone()).await.unwrap() {
+        InstallOutcome::Running { .. } => {}
+        other => panic!("expected v2 running, got {other:?}"),
+    }
+    assert_eq!(exec(&web, "echo $MODE"), "v2");
+    assert_eq!(exec(&db, "cat /data/marker"), "kept");
+    assert_eq!(exec(&web, "echo $DB_PASSWORD"), pw, "the secret is kept");
+
+    // An update whose web service never gets healthy rolls the whole app back.
+    let mut v3 = v2.clone();
+    v3.version = "3.0.0".into();
+    v3.services[0].command = vec!["sleep".into(), "1000".into()];
+    v3.services[0].health_check.as_mut().unwrap().retries = 2;
+    v3.services[1].env.insert("MODE".into(), "v3".into());
+    match r.install(v3).await.unwrap() {
+        InstallOutcome::RolledBack { version, reason } => {
+            assert_eq!(version, "2.0.0");
+            assert!(reason.contains("web"), "{reason}");
+        }
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    assert_eq!(http_get(port, "/").unwrap(), "archy test image\n");
+    assert_eq!(
+        exec(&db, "echo ${MODE:-none}"),
+        "none",
+        "db is back on v2 too"
+    );
+    assert_eq!(exec(&db, "cat /data/marker"), "kept");
+    assert_eq!(r.status(&app).await.unwrap().version, "2.0.0");
+
+    // Uninstall keeps the volume, a reinstall sees it, a purge removes it and the network.
+    r.uninstall(&app, false).await.unwrap();
+    assert!(env.container_ids().is_empty());
+    assert!(env.volume_exists(&format!("archy_{app}_pgdata")));
+    running_id(&r.install(v2).await.unwrap());
+    assert_eq!(exec(&db, "cat /data/marker"), "kept");
+    r.uninstall(&app, true).await.unwrap();
+    assert!(env.container_ids().is_empty());
+    assert!(!env.volume_exists(&format!("archy_{app}_pgdata")));
+    assert!(
+        !sh_podman(&env.podman, &["network", "exists", &format!("archy_{app}")])
+            .status
+            .success()
+    );
 }
