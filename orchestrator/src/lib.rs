@@ -24,7 +24,8 @@
 //!   image whose id is not the expected one and keeps none of the names the archive carried.
 //! - [`secrets`] — generated secrets: 0600 files, created once, delivered as Podman secrets.
 //! - [`health`] — http / tcp / exec health checks with retries.
-//! - [`quadlet`] — [`render_quadlet`]: the equivalent systemd Quadlet `.container` unit.
+//! - [`quadlet`] — [`render_units`]: the equivalent systemd Quadlet units (a `.container`, or a
+//!   stack's `.network` and one `.container` per service).
 //! - [`report`] — what the reconciler reports ([`AppStatus`], [`Outcome`] with its typed
 //!   [`ActionKind`], [`ReconcileReport`], [`InstallOutcome`], [`MigrationReport`]): pure data,
 //!   serialised as the CLI's `--json` output.
@@ -66,11 +67,11 @@ pub use audit::{AuditEntry, AuditReport, AuditStatus};
 pub use image::{normalize_id, own_image_name, ArchiveFormat, Images};
 pub use plan::{plan, Action, Backoff, BackoffPolicy, CreateReason, DesiredApp};
 pub use podman::{ContainerState, ObservedContainer, PodmanCmd, PodmanOutput};
-pub use quadlet::render_quadlet;
+pub use quadlet::{render_quadlet, render_units, Unit};
 pub use reconciler::{Config, Reconciler};
 pub use report::{
     ActionKind, AppState, AppStatus, HeldApp, InstallOutcome, MigrationReport, Outcome,
-    OutcomeStatus, ReconcileReport,
+    OutcomeStatus, ReconcileReport, ServiceStatus,
 };
 pub use spec::{
     AppSpec, HealthCheck, HealthKind, Intent, Policy, PortSpec, Protocol, Resources, SecretKind,

@@ -26,7 +26,7 @@ use crate::podman::{image_ref, ContainerState, ObservedContainer, PodmanCmd};
 use crate::report::ActionKind;
 pub use crate::report::{
     AppState, AppStatus, HeldApp, InstallOutcome, MigrationReport, Outcome, OutcomeStatus,
-    ReconcileReport,
+    ReconcileReport, ServiceStatus,
 };
 use crate::runtime::{Containers, PodmanRuntime, QUICK};
 use crate::spec::{AppSpec, Intent, Policy};
@@ -371,23 +371,56 @@ impl Reconciler {
     fn status_of(&self, rec: &AppRecord, observed: &[ObservedContainer]) -> AppStatus {
         let hash = rec.current.spec_hash();
         let app = &rec.current.name;
-        let c = observed
-            .iter()
-            .filter(|c| &c.app == app)
-            .max_by_key(|c| (c.spec_hash == hash, c.state == ContainerState::Running));
+        let best = |name: Option<&str>| {
+            observed
+                .iter()
+                .filter(|c| &c.app == app && name.is_none_or(|n| c.name == n))
+                .max_by_key(|c| (c.spec_hash == hash, c.state == ContainerState::Running))
+        };
+        let state_of = |c: Option<&ObservedContainer>| match c.map(|c| &c.state) {
+            None => AppState::Absent,
+            Some(ContainerState::Running) => AppState::Running,
+            Some(ContainerState::Exited) => AppState::Stopped,
+            Some(ContainerState::Created) => AppState::Created,
+            Some(ContainerState::Paused) => AppState::Paused,
+            Some(ContainerState::Other(_)) => AppState::Unknown,
+        };
+        let services: Vec<ServiceStatus> = if rec.current.is_stack() {
+            rec.current
+                .start_order()
+                .into_iter()
+                .map(|i| {
+                    let svc = &rec.current.services[i];
+                    let c = best(Some(&rec.current.container_of(svc)));
+                    ServiceStatus {
+                        service: svc.name.clone(),
+                        state: state_of(c),
+                        container_id: c.map(|c| c.id.clone()),
+                    }
+                })
+                .collect()
+        } else {
+            vec![]
+        };
+        let c = match services.first() {
+            Some(first) => observed
+                .iter()
+                .find(|c| Some(&c.id) == first.container_id.as_ref()),
+            None => best(None),
+        };
+        // A stack runs when every service runs; otherwise it is as its first service that
+        // does not.
+        let state = match services.iter().find(|s| s.state != AppState::Running) {
+            Some(s) => s.state.clone(),
+            None if !services.is_empty() => AppState::Running,
+            None => state_of(c),
+        };
         let m = self.mem();
         AppStatus {
             app: app.clone(),
             version: rec.current.version.clone(),
             intent: rec.intent,
-            state: match c.map(|c| &c.state) {
-                None => AppState::Absent,
-                Some(ContainerState::Running) => AppState::Running,
-                Some(ContainerState::Exited) => AppState::Stopped,
-                Some(ContainerState::Created) => AppState::Created,
-                Some(ContainerState::Paused) => AppState::Paused,
-                Some(ContainerState::Other(_)) => AppState::Unknown,
-            },
+            state,
             container_id: c.map(|c| c.id.clone()),
             spec_hash: hash,
             healthy: m.healthy.get(app).copied(),
@@ -400,6 +433,7 @@ impl Reconciler {
                 .flat_map(|s| s.ports.iter().cloned())
                 .collect(),
             restarts_backing_off: m.backoff.get(app).map(|b| b.failures).unwrap_or(0),
+            services,
         }
     }
 

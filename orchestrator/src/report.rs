@@ -23,6 +23,19 @@ pub struct AppStatus {
     pub rolled_back: Option<RolledBack>,
     pub ports: Vec<PortSpec>,
     pub restarts_backing_off: u32,
+    /// A stack's services (PROTOCOL §2.2), in start order; empty for one container. The app
+    /// is running when every service is; `healthy` is the whole app's (an unhealthy service
+    /// is named in `last_error`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One service of a stack.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceStatus {
+    pub service: String,
+    pub state: AppState,
+    pub container_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

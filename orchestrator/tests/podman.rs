@@ -1658,6 +1658,18 @@ async fn a_stack_runs_in_order_on_its_own_network_updates_and_rolls_back_as_one(
     }
     let web = format!("archy_{app}_web");
     let db = format!("archy_{app}_db");
+    let st = r.status(&app).await.unwrap();
+    assert_eq!(st.state, AppState::Running);
+    let services: Vec<(&str, &AppState)> = st
+        .services
+        .iter()
+        .map(|s| (s.service.as_str(), &s.state))
+        .collect();
+    assert_eq!(
+        services,
+        [("db", &AppState::Running), ("web", &AppState::Running)],
+        "per service, in start order"
+    );
     let exec = |c: &str, script: &str| podman_ok(&env.podman, &["exec", c, "sh", "-c", script]);
     // `web` came up after `db` answered it by name, and is reachable on its published port.
     assert_eq!(http_get(port, "/").unwrap(), "archy test image\n");

@@ -47,13 +47,17 @@ pub enum AppCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Write the Quadlet `.container` unit equivalent to a manifest (for hosts that run apps
-    /// under systemd with Podman >= 4.4).
+    /// Write the Quadlet units equivalent to a manifest (for hosts that run apps under systemd
+    /// with Podman >= 4.4): one `.container`, or for a multi-service app its `.network` and
+    /// one `.container` per service.
     Render {
         file: PathBuf,
         /// Quadlet output (the only format so far).
         #[arg(long, required = true)]
         quadlet: bool,
+        /// Where to write: the unit file of a single-container app; a directory (created if
+        /// missing) for a multi-service app's units. Without it, every unit goes to stdout,
+        /// each after a `# ==> FILE <==` line when there are several.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -166,7 +170,25 @@ pub async fn run(home: &Home, cmd: AppCmd) -> Result<()> {
                 .or_insert_with(|| serde_json::json!(0));
             let typed = manifest::AppManifest::from_raw(&manifest)?;
             let spec = crate::node::apps::spec_from_manifest(&typed)?;
-            write_output(out.as_deref(), &archy_orchestrator::render_quadlet(&spec))
+            let units = archy_orchestrator::render_units(&spec);
+            match (units.as_slice(), out.as_deref()) {
+                ([one], out) => write_output(out, &one.text),
+                (units, Some(dir)) => {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    for u in units {
+                        write_output(Some(&dir.join(&u.file_name)), &u.text)?;
+                    }
+                    Ok(())
+                }
+                (units, None) => {
+                    for u in units {
+                        println!("# ==> {} <==", u.file_name);
+                        write_output(None, &u.text)?;
+                    }
+                    Ok(())
+                }
+            }
         }
         AppCmd::Verify { file, json } => {
             let text = std::fs::read_to_string(&file)

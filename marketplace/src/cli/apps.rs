@@ -6,7 +6,7 @@ use crate::node::apps::{
     Audit, Fetch, Install, InstallManifest, List, Logs, Reconcile, Restart, Start, Stop, Uninstall,
     Update,
 };
-use crate::node::install::{ImageSource, InstallReport, UpdateReply};
+use crate::node::install::{ImageSource, InstallReport, ServiceImage, UpdateReply};
 use anyhow::{Context, Result};
 use archy_orchestrator::{AppStatus, InstallOutcome};
 use clap::Subcommand;
@@ -99,6 +99,20 @@ fn show_fetch(fetch: &ImageSource, mirrored: bool) {
     }
 }
 
+/// The image of one container, or each service's of a stack.
+fn show_fetches(fetch: &ImageSource, services: &[ServiceImage], mirrored: bool) {
+    if services.is_empty() {
+        return show_fetch(fetch, mirrored);
+    }
+    for s in services {
+        println!("  service {}:", s.service);
+        show_fetch(&s.fetch, false);
+    }
+    if mirrored {
+        println!("  now mirroring the images for other nodes (announced on the relays)");
+    }
+}
+
 /// The human form of an install's answer; a rollback or a failure exits 1.
 fn show_outcome(app: &str, outcome: &InstallOutcome, report: Option<&InstallReport>) -> Result<()> {
     match outcome {
@@ -110,7 +124,7 @@ fn show_outcome(app: &str, outcome: &InstallOutcome, report: Option<&InstallRepo
                     .unwrap_or_default()
             );
             let Some(r) = report else { return Ok(()) };
-            show_fetch(&r.fetch, r.mirrored);
+            show_fetches(&r.fetch, &r.services, r.mirrored);
             for url in &r.urls {
                 println!("  {url}");
             }
@@ -141,6 +155,9 @@ fn show_status(v: &AppStatus) -> Result<()> {
             .map(|e| format!(" — {e}"))
             .unwrap_or_default()
     );
+    for s in &v.services {
+        println!("  service {}: {}", s.service, word(&s.state));
+    }
     Ok(())
 }
 
@@ -200,7 +217,7 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
                 "{} {} fetched and verified, not installed (publisher: {})",
                 r.app, r.version, r.tier
             );
-            show_fetch(&r.fetch, r.mirrored);
+            show_fetches(&r.fetch, &r.services, r.mirrored);
             Ok(())
         }
         AppsCmd::Start(req) => show_status(&call(home, req).await?),

@@ -21,13 +21,23 @@ pub struct InstallReport {
     pub did: String,
     /// The publisher's tier when the trust gate let it through.
     pub tier: archy_trust::Tier,
-    /// Where the image archive came from.
+    /// Where the image archive came from (a stack's: its first service's).
     pub fetch: ImageSource,
     pub outcome: InstallOutcome,
-    /// Whether this node now mirrors the image (`[swarm] mirror`).
+    /// Whether this node now mirrors the image (`[swarm] mirror`; a stack's: every image).
     pub mirrored: bool,
     /// Where the app answers (its tcp ports).
     pub urls: Vec<String>,
+    /// A stack's images, one per service (PROTOCOL §2.2); empty for one container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceImage>,
+}
+
+/// Where one service's image came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceImage {
+    pub service: String,
+    pub fetch: ImageSource,
 }
 
 /// Where an install's image came from.
@@ -54,6 +64,9 @@ pub struct FetchImageReport {
     pub fetch: ImageSource,
     /// Whether this node now mirrors the image (`[swarm] mirror`).
     pub mirrored: bool,
+    /// A stack's images, one per service (PROTOCOL §2.2); empty for one container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceImage>,
 }
 
 /// The reply of `apps update`.
@@ -139,6 +152,7 @@ fn trust_gate(core: &NodeCore, m: &AppManifest, confirm: bool) -> Result<archy_t
 /// One image of a release, with the node's own name for it: `localhost/archy-apps/<app>:<v>`,
 /// or `…/<app>/<service>:<v>` for a service of a stack (two services may run two images).
 pub(crate) struct AppImage<'a> {
+    pub service: &'a str,
     pub image: &'a Image,
     pub own: String,
 }
@@ -149,6 +163,7 @@ pub(crate) fn app_images(m: &AppManifest) -> Vec<AppImage<'_>> {
         m.services
             .iter()
             .map(|s| AppImage {
+                service: &s.name,
                 image: &s.image,
                 own: own_image_name(&format!("{}/{}", m.id, s.name), &m.version),
             })
@@ -157,6 +172,7 @@ pub(crate) fn app_images(m: &AppManifest) -> Vec<AppImage<'_>> {
         m.image
             .iter()
             .map(|image| AppImage {
+                service: &m.id,
                 image,
                 own: own_image_name(&m.id, &m.version),
             })
@@ -164,22 +180,48 @@ pub(crate) fn app_images(m: &AppManifest) -> Vec<AppImage<'_>> {
     }
 }
 
-/// The one image of a single-container release. Multi-service apps (PROTOCOL §2.2) are
-/// checked and listed, but this node does not fetch or run them yet: refused here, before
-/// anything moves.
-fn single_image(m: &AppManifest) -> Result<AppImage<'_>> {
-    if m.is_stack() {
-        bail!(
-            "{} {} is a multi-service app ({} services, PROTOCOL §2.2): this node checks and lists stacks but cannot install them yet",
-            m.id,
-            m.version,
-            m.services.len()
-        );
+/// Every image of the release fetched (and with `load`, in Podman), one after the other:
+/// the first one's source, and for a stack each service's.
+async fn ensure_images(
+    core: &NodeCore,
+    m: &AppManifest,
+    load: bool,
+) -> Result<(ImageSource, Vec<ServiceImage>)> {
+    let images = app_images(m);
+    let mut services = Vec::with_capacity(images.len());
+    for img in &images {
+        let fetch = ensure_image(core, m, img, load)
+            .await
+            .with_context(|| format!("the image of {}", img.service))?;
+        services.push(ServiceImage {
+            service: img.service.to_owned(),
+            fetch,
+        });
     }
-    app_images(m)
-        .into_iter()
-        .next()
-        .context("the manifest has no image")
+    let first = services
+        .first()
+        .map(|s| s.fetch.clone())
+        .context("the manifest has no image")?;
+    if !m.is_stack() {
+        services.clear();
+    }
+    Ok((first, services))
+}
+
+/// Whether every image of the release is mirrored (announcing those that are not yet, when
+/// `[swarm] mirror` is on).
+async fn mirror_images(core: &NodeCore, m: &AppManifest) -> Result<bool> {
+    let swarm = core.swarm().await?;
+    let mut all = true;
+    for img in app_images(m) {
+        let blob = &img.image.blob().blake3;
+        let mirrored = swarm.is_mirrored(blob)
+            || super::blobs::mirror_if_configured(core, blob)
+                .await
+                .is_some();
+        all &= mirrored;
+    }
+    Ok(all)
 }
 
 /// Makes the release's image present in Podman, only ever from verified bytes, refusing it
@@ -274,8 +316,7 @@ async fn install_release(
     confirm: bool,
 ) -> Result<InstallReport> {
     let (m, tier) = gate_release(core, release, confirm)?;
-    let img = single_image(&m)?;
-    let fetch = ensure_image(core, &m, &img, true).await?;
+    let (fetch, services) = ensure_images(core, &m, true).await?;
     let r = core.reconciler().await?;
     let outcome = r.install(spec_from_manifest(&m)?).await?;
     let running = matches!(outcome, InstallOutcome::Running { .. });
@@ -287,21 +328,13 @@ async fn install_release(
             publisher_nostr: m.publisher.nostr.clone(),
         })?;
     }
-    // The fetch already made it a mirror when it completed (unless the image was held, or the
-    // announcement failed then).
-    let image_blob = &img.image.blob().blake3;
-    let mirrored = if !running {
-        false
-    } else if core.swarm().await?.is_mirrored(image_blob) {
-        true
-    } else {
-        super::blobs::mirror_if_configured(core, image_blob)
-            .await
-            .is_some()
-    };
+    // The fetch already made each image a mirror when it completed (unless it was held, or
+    // the announcement failed then).
+    let mirrored = running && mirror_images(core, &m).await?;
     let urls: Vec<String> = m
-        .ports
+        .stack()
         .iter()
+        .flat_map(|s| s.ports.clone())
         .filter(|p| p.protocol == "tcp")
         .map(|p| {
             let host = if p.bind.contains(':') {
@@ -321,6 +354,7 @@ async fn install_release(
         outcome,
         mirrored,
         urls,
+        services,
     })
 }
 
@@ -365,13 +399,8 @@ pub async fn fetch_from_catalog(
 ) -> Result<FetchImageReport> {
     let rec = core.resolve_app(name)?;
     let (m, tier) = gate_release(core, &latest_release(core, &rec)?, confirm)?;
-    let img = single_image(&m)?;
-    let fetch = ensure_image(core, &m, &img, false).await?;
-    let image_blob = &img.image.blob().blake3;
-    let mirrored = core.swarm().await?.is_mirrored(image_blob)
-        || super::blobs::mirror_if_configured(core, image_blob)
-            .await
-            .is_some();
+    let (fetch, services) = ensure_images(core, &m, false).await?;
+    let mirrored = mirror_images(core, &m).await?;
     Ok(FetchImageReport {
         app: m.id,
         version: m.version,
@@ -379,6 +408,7 @@ pub async fn fetch_from_catalog(
         tier,
         fetch,
         mirrored,
+        services,
     })
 }
 
