@@ -36,13 +36,14 @@ pub enum AppCmd {
         relays: Vec<String>,
         /// Export this Podman image into the blob store and fill `image.id`, `image.layers` (or
         /// `image.archive`), `origin` (this node) and, if the file names none, `image.name`
-        /// before signing.
-        #[arg(long, value_name = "IMAGE")]
-        image: Option<String>,
+        /// before signing. For a multi-service app (PROTOCOL §2.2), `SERVICE=IMAGE`, once per
+        /// service, fills `services[i].image`.
+        #[arg(long = "image", value_name = "IMAGE|SERVICE=IMAGE")]
+        images: Vec<String>,
         /// How the image travels: `oci-layers` (its OCI parts with uncompressed layers, PROTOCOL
         /// §2.1, schema v2: an update moves only changed layers) or one archive.
         #[arg(long, value_name = "FORMAT", default_value = "oci-layers",
-              value_parser = ["oci-layers", "oci-archive", "docker-archive"], requires = "image")]
+              value_parser = ["oci-layers", "oci-archive", "docker-archive"], requires = "images")]
         format: String,
         #[arg(long)]
         json: bool,
@@ -99,15 +100,27 @@ pub async fn run(home: &Home, cmd: AppCmd) -> Result<()> {
         AppCmd::Publish {
             file,
             relays,
-            image,
+            images,
             format,
             json,
         } => {
-            let fields = match &image {
-                Some(image) => Some(export_image(home, image, &format).await?),
-                None => None,
-            };
-            let env = sign_file_with(home, &file, &policy, fields.as_ref())?;
+            let mut fields = None;
+            let mut services = Vec::new();
+            for arg in &images {
+                match arg.split_once('=') {
+                    Some((service, image)) => services.push(ServiceImageFields {
+                        service: service.to_owned(),
+                        fields: export_image(home, image, &format).await?,
+                    }),
+                    None if fields.is_none() => {
+                        fields = Some(export_image(home, arg, &format).await?)
+                    }
+                    None => anyhow::bail!(
+                        "--image {arg}: one image for a single-container app; a multi-service app takes --image SERVICE=IMAGE per service"
+                    ),
+                }
+            }
+            let env = sign_file_with(home, &file, &policy, fields.as_ref(), &services)?;
             let outcome = super::call(
                 home,
                 Publish {
@@ -119,17 +132,28 @@ pub async fn run(home: &Home, cmd: AppCmd) -> Result<()> {
             let out = Published {
                 outcome,
                 image: fields,
+                services,
             };
             if json {
                 return super::print_json(&out);
             }
-            if let Some(f) = &out.image {
+            let shown = out
+                .image
+                .iter()
+                .map(|f| ("", f))
+                .chain(out.services.iter().map(|s| (s.service.as_str(), &s.fields)));
+            for (service, f) in shown {
                 let (what, hash, size, format) = match &f.content {
                     ImageBlob::Archive(a) => ("archive", &a.blake3, a.size, a.format.as_str()),
                     ImageBlob::Layers(l) => ("layers", &l.blake3, l.size, l.format.as_str()),
                 };
+                let of = if service.is_empty() {
+                    String::new()
+                } else {
+                    format!("service {service}: ")
+                };
                 println!(
-                    "image {} ({}): {what} {hash} ({size} bytes, {format}), origin {}",
+                    "{of}image {} ({}): {what} {hash} ({size} bytes, {format}), origin {}",
                     f.name, f.id, f.origin.endpoint
                 );
             }
@@ -220,6 +244,17 @@ struct Published {
     outcome: crate::node::publish::PublishOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<ImageFields>,
+    /// A stack's images, with `--image SERVICE=IMAGE`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    services: Vec<ServiceImageFields>,
+}
+
+/// One service's exported image (`--image SERVICE=IMAGE`).
+#[derive(serde::Serialize)]
+struct ServiceImageFields {
+    service: String,
+    #[serde(flatten)]
+    fields: ImageFields,
 }
 
 /// Exports a Podman image through the node (or in-process) for `app publish --image`.
@@ -251,7 +286,7 @@ async fn export_image(home: &Home, image: &str, format: &str) -> Result<ImageFie
 
 /// Reads, completes (publisher, published_at), validates and signs a manifest file.
 fn sign_file(home: &Home, file: &Path, policy: &PolicyConfig) -> Result<Envelope> {
-    sign_file_with(home, file, policy, None)
+    sign_file_with(home, file, policy, None, &[])
 }
 
 /// [`sign_file`], with the exported image's fields written in first (they are signed too).
@@ -260,11 +295,17 @@ fn sign_file_with(
     file: &Path,
     policy: &PolicyConfig,
     image: Option<&ImageFields>,
+    services: &[ServiceImageFields],
 ) -> Result<Envelope> {
     let identity = Identity::load(home)?;
     let mut manifest = read_manifest(file)?;
     if let Some(fields) = image {
         if let Some(note) = fields.fill(&mut manifest) {
+            eprintln!("note: {note}");
+        }
+    }
+    for s in services {
+        if let Some(note) = s.fields.fill_service(&mut manifest, &s.service)? {
             eprintln!("note: {note}");
         }
     }

@@ -787,9 +787,43 @@ impl ImageFields {
             ));
         }
         manifest.insert("origin".into(), json!(self.origin));
-        let image = manifest
-            .entry("image")
-            .or_insert_with(|| Value::Object(Map::new()));
+        self.fill_image(manifest.entry("image").or_insert(Value::Null));
+        note
+    }
+
+    /// [`ImageFields::fill`] for service `service` of a stack (PROTOCOL §2.2): its `image`,
+    /// the manifest's `origin` and schema v2 (which stacks need). An error names a service
+    /// the manifest does not list.
+    pub fn fill_service(
+        &self,
+        manifest: &mut Map<String, Value>,
+        service: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let Some(Value::Array(services)) = manifest.get_mut("services") else {
+            anyhow::bail!("--image {service}=…: the manifest lists no `services`");
+        };
+        let Some(svc) = services
+            .iter_mut()
+            .find(|s| s.get("name").and_then(Value::as_str) == Some(service))
+            .and_then(Value::as_object_mut)
+        else {
+            anyhow::bail!("--image {service}=…: the manifest has no service named {service:?}");
+        };
+        self.fill_image(svc.entry("image").or_insert(Value::Null));
+        manifest.insert("origin".into(), json!(self.origin));
+        let was = manifest.insert("schema".into(), json!(crate::manifest::SCHEMA_V2));
+        Ok(match was.as_ref().and_then(Value::as_str) {
+            Some(crate::manifest::SCHEMA_V2) => None,
+            other => Some(format!(
+                "the manifest's schema was {:?}: upgraded to {:?}, which multi-service apps (PROTOCOL §2.2) need",
+                other.unwrap_or("no schema"),
+                crate::manifest::SCHEMA_V2
+            )),
+        })
+    }
+
+    /// Writes `id`, the content and (when it names none) `name` into an `image` object.
+    fn fill_image(&self, image: &mut Value) {
         if !image.is_object() {
             *image = Value::Object(Map::new());
         }
@@ -812,7 +846,6 @@ impl ImageFields {
                 image.insert("layers".into(), json!(l));
             }
         }
-        note
     }
 }
 
