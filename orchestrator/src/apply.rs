@@ -52,6 +52,9 @@ pub(crate) struct Pass {
     pub(crate) up: HashMap<String, (String, String)>,
     /// Containers removed in this pass: what `observed` still lists of them is gone.
     pub(crate) removed: HashSet<String>,
+    /// Apps that came up in this pass: their dependencies' exports are connected into their
+    /// network, and their own exports into their dependents' ([`Applier::wire`]).
+    pub(crate) wire: Vec<String>,
 }
 
 impl Pass {
@@ -62,6 +65,7 @@ impl Pass {
             seen: Seen::default(),
             up: HashMap::new(),
             removed: HashSet::new(),
+            wire: Vec::new(),
         }
     }
 }
@@ -194,6 +198,9 @@ impl<C: Containers> Applier<'_, C> {
                     tracing::warn!(app = %app, exit_code = code, "container exited on its own; restarting");
                     self.record_failure(&app);
                 }
+                if let Err(e) = self.wire_dependencies(&rec.current, pass).await {
+                    tracing::warn!(app = %app, "connecting its dependencies: {e}");
+                }
                 if let Err(e) = self.rt.start_container(&container_id).await {
                     return self
                         .bring_up_failed(
@@ -244,6 +251,14 @@ impl<C: Containers> Applier<'_, C> {
                         );
                     }
                     pass.removed.insert(id.clone());
+                }
+                if let Err(e) = self.wire_dependencies(&rec.current, pass).await {
+                    self.record_failure(&app);
+                    return out(
+                        ActionKind::Create,
+                        OutcomeStatus::Failed,
+                        format!("connecting its dependencies: {e}"),
+                    );
                 }
                 if rec.current.is_stack() {
                     tracing::info!(app = %app, version = %rec.current.version, ?reason, "bringing the stack up");
@@ -405,6 +420,7 @@ impl<C: Containers> Applier<'_, C> {
     /// update is settled.
     fn came_up(&self, rec: &AppRecord, first: &str, pass: &mut Pass) {
         let app = rec.current.name.clone();
+        pass.wire.push(app.clone());
         self.healthy(&app);
         let hash = rec.current.spec_hash();
         pass.up
@@ -492,6 +508,49 @@ impl<C: Containers> Applier<'_, C> {
             }
         }
         Ok(ids)
+    }
+
+    /// Before `spec`'s containers start: its network exists and each running dependency's
+    /// exported services are connected into it as `<service>.<dependency>` (PROTOCOL §2.2),
+    /// so the app reaches them from its first health check.
+    async fn wire_dependencies(&self, spec: &AppSpec, pass: &mut Pass) -> Result<(), Error> {
+        if spec.dependencies.is_empty() {
+            return Ok(());
+        }
+        self.rt.ensure_network(spec, &mut pass.seen).await?;
+        for dep in
+            self.store.all()?.iter().filter(|r| {
+                r.intent == Intent::Running && spec.dependencies.contains(&r.current.name)
+            })
+        {
+            for (container, alias) in dep.current.exported() {
+                self.rt
+                    .connect(&spec.network_name(), &container, &alias)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After `app` came up (a new container has no connections): its exported services into
+    /// each running dependent's network. A failure is logged; the app keeps running.
+    pub(crate) async fn wire_dependents(&self, app: &str) {
+        let Ok(records) = self.store.all() else {
+            return;
+        };
+        let Some(me) = records.iter().find(|r| r.current.name == app) else {
+            return;
+        };
+        for dependent in records.iter().filter(|r| {
+            r.intent == Intent::Running && r.current.dependencies.iter().any(|d| d == app)
+        }) {
+            for (container, alias) in me.current.exported() {
+                let network = dependent.current.network_name();
+                if let Err(e) = self.rt.connect(&network, &container, &alias).await {
+                    tracing::warn!(app, %network, %container, "connecting an export: {e}");
+                }
+            }
+        }
     }
 
     /// It came up healthy: noted, and (by the policy) its back-off is left as it is.
@@ -687,6 +746,16 @@ mod tests {
             if self.script.lock().unwrap().unhealthy.contains(id) {
                 return Err("health check failed 3 times".into());
             }
+            Ok(())
+        }
+
+        async fn ensure_network(&self, spec: &AppSpec, _: &mut Seen) -> Result<(), Error> {
+            self.call(format!("network {}", spec.name));
+            Ok(())
+        }
+
+        async fn connect(&self, network: &str, container: &str, alias: &str) -> Result<(), Error> {
+            self.call(format!("connect {network} {container} {alias}"));
             Ok(())
         }
 

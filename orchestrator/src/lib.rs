@@ -87,6 +87,9 @@ pub enum Error {
     Policy { field: String, reason: String },
     #[error("unknown app `{0}`: it is not installed")]
     UnknownApp(String),
+    /// Other installed apps depend on this one (PROTOCOL §2.2 `dependencies`).
+    #[error("`{app}` is a dependency of {}: uninstall {} first", by.join(", "), if by.len() == 1 { "it" } else { "them" })]
+    Needed { app: String, by: Vec<String> },
     #[error("image `{image}` is not in Podman{}: load it before installing or updating",
         expected.as_ref().map(|e| format!(" with id {e}")).unwrap_or_default())]
     ImageMissing {

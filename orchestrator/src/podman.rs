@@ -430,6 +430,9 @@ pub fn run_args(spec: &AppSpec, svc: &ServiceSpec, owner: &str) -> Vec<String> {
         ));
         a.push("--label".into());
         a.push(format!("{LABEL_SERVICE}={}", svc.name));
+    } else if spec.has_network() {
+        // A dependent's or an exporter's own network (PROTOCOL §2.2 `exports`).
+        a.push(format!("--network={}", spec.network_name()));
     }
     for l in crate::names::labels(Role::Container, &spec.name, &spec.publisher, owner) {
         a.push("--label".into());

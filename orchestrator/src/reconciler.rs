@@ -277,6 +277,20 @@ impl Reconciler {
     /// Removes the app's container. Volumes and secrets stay unless `purge`; with `purge` the
     /// app's record is deleted too.
     pub async fn uninstall(&self, app: &str, purge: bool) -> Result<ReconcileReport, Error> {
+        let by: Vec<String> = self
+            .store
+            .all()?
+            .into_iter()
+            .filter(|r| matches!(r.intent, Intent::Running | Intent::Stopped))
+            .filter(|r| r.current.dependencies.iter().any(|d| d == app))
+            .map(|r| r.current.name)
+            .collect();
+        if !by.is_empty() {
+            return Err(Error::Needed {
+                app: app.into(),
+                by,
+            });
+        }
         self.set_intent(
             app,
             if purge {
@@ -631,6 +645,9 @@ impl Reconciler {
                 tracing::info!(app = %outcome.app, action = %outcome.action, status = ?outcome.status, "{}", outcome.message);
             }
             report.outcomes.push(outcome);
+        }
+        for app in std::mem::take(&mut pass.wire) {
+            applier.wire_dependents(&app).await;
         }
         Ok((report, pass))
     }

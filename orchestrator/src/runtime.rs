@@ -80,6 +80,20 @@ pub(crate) trait Containers: Sync {
         id: &str,
         grace_secs: u32,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// The app's own network exists (created when missing) and is the app's.
+    fn ensure_network(
+        &self,
+        spec: &AppSpec,
+        seen: &mut Seen,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Connects `container` to `network` under `alias` (an exported service of a dependency
+    /// into its dependent's network); already connected is fine.
+    fn connect(
+        &self,
+        network: &str,
+        container: &str,
+        alias: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
     /// Removes the app's own (by their labels) volumes and secrets, and its secret files.
     fn purge_objects(
         &self,
@@ -265,7 +279,7 @@ impl PodmanRuntime {
     /// The app's network exists and is the app's (by its labels); created when missing, with
     /// netavark's `isolate` so no other app's network reaches it (PROTOCOL §2.2: nothing else
     /// on the machine reaches a stack's services except through published ports).
-    async fn ensure_network(&self, spec: &AppSpec, seen: &mut Seen) -> Result<(), Error> {
+    async fn app_network(&self, spec: &AppSpec, seen: &mut Seen) -> Result<(), Error> {
         let name = spec.network_name();
         if seen.networks_ok.contains(&name) {
             return Ok(());
@@ -495,10 +509,8 @@ impl Containers for PodmanRuntime {
         self.ensure_podman_secrets(spec)
             .await
             .map_err(|e| (None, e))?;
-        if spec.is_stack() {
-            self.ensure_network(spec, seen)
-                .await
-                .map_err(|e| (None, e))?;
+        if spec.has_network() {
+            self.app_network(spec, seen).await.map_err(|e| (None, e))?;
         }
         let args = run_args(spec, service, &self.owner);
         let name = spec.container_of(service);
@@ -602,6 +614,35 @@ impl Containers for PodmanRuntime {
         }
     }
 
+    async fn ensure_network(&self, spec: &AppSpec, seen: &mut Seen) -> Result<(), Error> {
+        self.app_network(spec, seen).await
+    }
+
+    async fn connect(&self, network: &str, container: &str, alias: &str) -> Result<(), Error> {
+        let out = self
+            .podman
+            .run(
+                &[
+                    "network".into(),
+                    "connect".into(),
+                    format!("--alias={alias}"),
+                    network.into(),
+                    container.into(),
+                ],
+                None,
+                QUICK,
+            )
+            .await?;
+        if out.success || out.stderr.contains("already") {
+            Ok(())
+        } else {
+            Err(Error::Podman {
+                command: "podman network connect".into(),
+                message: out.stderr.trim().to_string(),
+            })
+        }
+    }
+
     /// Removes an app's volumes and Podman secrets, and its secret files. Only what is ours by
     /// its labels: a foreign object under our name is left alone. `volumes` are Podman volume
     /// names, `secret_names` the spec's names of the generated secrets.
@@ -664,6 +705,37 @@ impl Containers for PodmanRuntime {
                 owner,
             ) {
                 Ok(()) => {
+                    // A dependency's exported services are connected here too: disconnect
+                    // them (never `rm -f`, which would remove those containers).
+                    let attached = self
+                        .podman
+                        .ok(
+                            &[
+                                "ps".into(),
+                                "-a".into(),
+                                "--filter".into(),
+                                format!("network={network}"),
+                                "--format".into(),
+                                "{{.ID}}".into(),
+                            ],
+                            None,
+                            QUICK,
+                        )
+                        .await?;
+                    for id in attached.split_whitespace() {
+                        self.podman
+                            .run(
+                                &[
+                                    "network".into(),
+                                    "disconnect".into(),
+                                    network.clone(),
+                                    id.into(),
+                                ],
+                                None,
+                                QUICK,
+                            )
+                            .await?;
+                    }
                     self.podman
                         .ok(
                             &["network".into(), "rm".into(), network.clone()],

@@ -394,6 +394,39 @@ impl AppSpec {
         }
     }
 
+    /// Whether the app's containers run on the app's own network: a stack's (its services
+    /// find each other there), a dependent's (its dependencies' exported services are
+    /// connected there, PROTOCOL §2.2) and an exporter's (Podman connects only containers on
+    /// a bridge network to another network).
+    pub fn has_network(&self) -> bool {
+        self.is_stack() || !self.dependencies.is_empty() || !self.exports.is_empty()
+    }
+
+    /// The name under which service `svc` (empty: the single container, named after the app)
+    /// of this app is reached from a dependent app: `<service>.<app id>` (PROTOCOL §2.2).
+    pub fn export_alias(&self, svc: &str) -> String {
+        let svc = if svc.is_empty() {
+            self.name.as_str()
+        } else {
+            svc
+        };
+        format!("{svc}.{}", self.name)
+    }
+
+    /// The containers of the services a dependent may reach, with the name it reaches each by.
+    pub fn exported(&self) -> Vec<(String, String)> {
+        self.exports
+            .iter()
+            .filter_map(|e| {
+                let svc = self
+                    .services
+                    .iter()
+                    .find(|s| s.name == *e || (s.name.is_empty() && *e == self.name))?;
+                Some((self.container_of(svc), self.export_alias(e)))
+            })
+            .collect()
+    }
+
     /// The app's Podman network (a stack's services find each other on it by name).
     pub fn network_name(&self) -> String {
         crate::names::network(&self.name)

@@ -1795,3 +1795,73 @@ async fn a_stack_runs_in_order_on_its_own_network_updates_and_rolls_back_as_one(
             .success()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_reaches_only_its_dependencys_exports_and_keeps_it_from_going() {
+    require_podman!();
+    let env = TestEnv::with_podman(rootless_podman());
+    let a = env.app("deps-a");
+    let b = env.app("deps-b");
+    let mut spec_a = stack_spec(&env, &a, "1.0.0", free_port());
+    spec_a.exports = vec!["web".into()];
+    let mut spec_b = AppSpec::new(&b, "1.0.0", IMAGE);
+    spec_b.service_mut().image_id = Some(image_id(&env.podman, IMAGE));
+    spec_b.service_mut().command = vec!["sleep".into(), "100000".into()];
+    spec_b.service_mut().stop_grace_secs = 1;
+    spec_b.dependencies = vec![a.clone()];
+    let r = env.open();
+    running_id(&r.install(spec_a.clone()).await.unwrap());
+    running_id(&r.install(spec_b).await.unwrap());
+    let from_b = |script: &str| {
+        podman_ok(
+            &env.podman,
+            &["exec", &format!("archy_{b}"), "sh", "-c", script],
+        )
+    };
+    let get = |host: &str, port: u16, marker: &str| {
+        format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} | grep -q {marker} && echo reached || echo refused")
+    };
+    assert_eq!(from_b(&get(&format!("web.{a}"), 8080, "archy")), "reached");
+    // A's database is private: no name for it, and its address is on A's network only.
+    assert_eq!(from_b(&get(&format!("db.{a}"), 5432, "db-page")), "refused");
+    let db_ip = podman_ok(
+        &env.podman,
+        &[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &format!("archy_{a}_db"),
+        ],
+    );
+    assert_eq!(from_b(&get(&db_ip, 5432, "db-page")), "refused");
+
+    // A is needed: uninstalling it is refused, naming B.
+    match r.uninstall(&a, false).await {
+        Err(Error::Needed { by, .. }) => assert_eq!(by, std::slice::from_ref(&b)),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // An update of A recreates its containers: B reaches the new ones.
+    let mut a2 = spec_a.clone();
+    a2.version = "2.0.0".into();
+    a2.services[0].env.insert("MODE".into(), "v2".into());
+    running_id(&r.install(a2).await.unwrap());
+    let nets = podman_ok(
+        &env.podman,
+        &[
+            "inspect",
+            "--format",
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+            &format!("archy_{a}_web"),
+        ],
+    );
+    assert!(nets.contains(&format!("archy_{b}")), "{nets}");
+    // aardvark-dns takes the new address a moment after the connect.
+    eventually("B reaches the updated A by name", || {
+        from_b(&get(&format!("web.{a}"), 8080, "archy")) == "reached"
+    })
+    .await;
+
+    r.uninstall(&b, true).await.unwrap();
+    r.uninstall(&a, true).await.unwrap();
+    assert!(env.container_ids().is_empty());
+}
