@@ -143,6 +143,10 @@ pub struct InstalledRecord {
     pub version: String,
     /// The Nostr key that signed the installed release.
     pub publisher_nostr: String,
+    /// Set when the app was installed because another needed it (PROTOCOL §2.2
+    /// `dependencies`): that app's id. It stays installed when its dependent goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency_of: Option<String>,
 }
 
 /// What ingesting an event did.

@@ -124,6 +124,24 @@ fn show_outcome(app: &str, outcome: &InstallOutcome, report: Option<&InstallRepo
                     .unwrap_or_default()
             );
             let Some(r) = report else { return Ok(()) };
+            if r.confirmed {
+                println!(
+                    "  its publisher is below this node's install tier: accepted by --confirm"
+                );
+            }
+            for d in &r.dependencies {
+                println!(
+                    "  installed its dependency {} {} first (publisher: {}{})",
+                    d.app,
+                    d.version,
+                    d.tier,
+                    if d.confirmed {
+                        ", below the install tier: accepted by --confirm"
+                    } else {
+                        ""
+                    }
+                );
+            }
             show_fetches(&r.fetch, &r.services, r.mirrored);
             for url in &r.urls {
                 println!("  {url}");
@@ -173,6 +191,9 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
             }
             for a in &list {
                 show_status(&a.status)?;
+                if let Some(of) = &a.dependency_of {
+                    println!("  installed as a dependency of {of}");
+                }
             }
             Ok(())
         }

@@ -78,6 +78,9 @@ pub struct ListedApp {
     pub status: AppStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub did: Option<String>,
+    /// Installed because this app needed it (it stays when that app goes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency_of: Option<String>,
 }
 
 impl Operation for List {
@@ -88,12 +91,13 @@ impl Operation for List {
         Ok(r.list()
             .await?
             .into_iter()
-            .map(|status| ListedApp {
-                did: installed
-                    .iter()
-                    .find(|i| i.app == status.app)
-                    .map(|i| i.did.clone()),
-                status,
+            .map(|status| {
+                let rec = installed.iter().find(|i| i.app == status.app);
+                ListedApp {
+                    did: rec.map(|i| i.did.clone()),
+                    dependency_of: rec.and_then(|i| i.dependency_of.clone()),
+                    status,
+                }
             })
             .collect())
     }

@@ -31,6 +31,13 @@ pub struct InstallReport {
     /// A stack's images, one per service (PROTOCOL §2.2); empty for one container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceImage>,
+    /// The dependencies this install installed first (PROTOCOL §2.2), each through the same
+    /// trust gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<InstallReport>,
+    /// The publisher was below the install tier and `--confirm` accepted it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirmed: bool,
 }
 
 /// Where one service's image came from.
@@ -127,8 +134,13 @@ fn rank_by_tier<M>(
 
 /// Refuses what the operator's trust policy refuses; `confirm` lets a user accept a publisher
 /// below the install tier (never a blocked one).
-fn trust_gate(core: &NodeCore, m: &AppManifest, confirm: bool) -> Result<archy_trust::Tier> {
+fn trust_gate(
+    core: &NodeCore,
+    m: &AppManifest,
+    confirm: bool,
+) -> Result<(archy_trust::Tier, bool)> {
     let (tier, decision) = core.trust()?.decide(&m.publisher.nostr);
+    let confirmed = decision == archy_trust::Decision::NeedsConfirmation;
     match decision {
         archy_trust::Decision::Allow => {}
         archy_trust::Decision::NeedsConfirmation if confirm => {}
@@ -146,7 +158,7 @@ fn trust_gate(core: &NodeCore, m: &AppManifest, confirm: bool) -> Result<archy_t
             m.publisher.nostr
         ),
     }
-    Ok(tier)
+    Ok((tier, confirmed))
 }
 
 /// One image of a release, with the node's own name for it: `localhost/archy-apps/<app>:<v>`,
@@ -291,12 +303,12 @@ async fn ensure_image(
 }
 
 /// The release's manifest, refused when it has expired or its publisher is below the trust
-/// gate; with the publisher's tier.
+/// gate; with the publisher's tier and whether `--confirm` let it through.
 fn gate_release(
     core: &NodeCore,
     release: &ReleaseRecord,
     confirm: bool,
-) -> Result<(AppManifest, archy_trust::Tier)> {
+) -> Result<(AppManifest, (archy_trust::Tier, bool))> {
     let m = release.manifest()?;
     if m.expires_at.is_some_and(|e| e < unix_now()) {
         bail!(
@@ -315,17 +327,48 @@ async fn install_release(
     release: &ReleaseRecord,
     confirm: bool,
 ) -> Result<InstallReport> {
-    let (m, tier) = gate_release(core, release, confirm)?;
+    install_release_as(core, release, confirm, None).await
+}
+
+/// [`install_release`], of a dependency of `dependency_of` when set. An app's dependencies
+/// are installed first ([`install_dependencies`]).
+fn install_release_as<'a>(
+    core: &'a NodeCore,
+    release: &'a ReleaseRecord,
+    confirm: bool,
+    dependency_of: Option<&'a str>,
+) -> futures::future::BoxFuture<'a, Result<InstallReport>> {
+    Box::pin(install_release_inner(core, release, confirm, dependency_of))
+}
+
+async fn install_release_inner(
+    core: &NodeCore,
+    release: &ReleaseRecord,
+    confirm: bool,
+    dependency_of: Option<&str>,
+) -> Result<InstallReport> {
+    let (m, (tier, confirmed)) = gate_release(core, release, confirm)?;
+    refuse_past_dependents(core, &m)?;
+    let dependencies = install_dependencies(core, &m, confirm).await?;
     let (fetch, services) = ensure_images(core, &m, true).await?;
     let r = core.reconciler().await?;
     let outcome = r.install(spec_from_manifest(&m)?).await?;
     let running = matches!(outcome, InstallOutcome::Running { .. });
     if running {
+        // An app installed as a dependency stays one across updates; one the user installs
+        // is theirs.
+        let was = core
+            .catalog
+            .installed()?
+            .into_iter()
+            .find(|i| i.app == m.id)
+            .and_then(|i| i.dependency_of);
         core.catalog.set_installed(&InstalledRecord {
             app: m.id.clone(),
             did: m.publisher.did.clone(),
             version: m.version.clone(),
             publisher_nostr: m.publisher.nostr.clone(),
+            dependency_of: dependency_of.map(str::to_owned).or(was),
         })?;
     }
     // The fetch already made each image a mirror when it completed (unless it was held, or
@@ -355,7 +398,134 @@ async fn install_release(
         mirrored,
         urls,
         services,
+        dependencies,
+        confirmed,
     })
+}
+
+/// Installs what `m` depends on first (PROTOCOL §2.2): each `dependencies[]` entry resolved
+/// in the catalog to the newest release of that app by its DID (the dependent's publisher
+/// when none is named) within its SemVer range, through the same trust gate (`--confirm`
+/// covers a dependency below the install tier; its report says so). One already installed
+/// must be that DID's and within the range: two dependents with ranges no one version meets
+/// are refused, naming both.
+async fn install_dependencies(
+    core: &NodeCore,
+    m: &AppManifest,
+    confirm: bool,
+) -> Result<Vec<InstallReport>> {
+    let mut out = Vec::new();
+    for d in &m.dependencies {
+        let did = d.did.as_deref().unwrap_or(&m.publisher.did);
+        let range = semver::VersionReq::parse(&d.version)
+            .with_context(|| format!("dependencies: {:?} is not a SemVer range", d.version))?;
+        let installed = core
+            .catalog
+            .installed()?
+            .into_iter()
+            .find(|i| i.app == d.app);
+        if let Some(i) = installed {
+            if i.did != did {
+                bail!(
+                    "{} needs {} from {did}, but {} from {} is installed",
+                    m.id,
+                    d.app,
+                    i.app,
+                    i.did
+                );
+            }
+            if !range.matches(&semver::Version::parse(&i.version)?) {
+                let others: Vec<String> = dependents_of(core, &d.app)?
+                    .into_iter()
+                    .map(|(app, req)| format!("{app} needs {req}"))
+                    .collect();
+                bail!(
+                    "{} needs {} {} but {} is installed{}: no version meets both ranges",
+                    m.id,
+                    d.app,
+                    d.version,
+                    i.version,
+                    if others.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", others.join("; "))
+                    }
+                );
+            }
+            continue;
+        }
+        let release = core
+            .catalog
+            .releases(did, &d.app)?
+            .into_iter()
+            .filter(|r| {
+                semver::Version::parse(&r.version).is_ok_and(|v| range.matches(&v))
+            })
+            .max_by(|a, b| {
+                let v = |r: &ReleaseRecord| semver::Version::parse(&r.version).ok();
+                v(a).cmp(&v(b))
+            })
+            .with_context(|| {
+                format!(
+                    "{} depends on {} {} from {did}: the catalog has no such release (try `archy market sync`)",
+                    m.id, d.app, d.version
+                )
+            })?;
+        let report = install_release_as(core, &release, confirm, Some(&m.id))
+            .await
+            .with_context(|| format!("installing {}'s dependency {}", m.id, d.app))?;
+        if !matches!(report.outcome, InstallOutcome::Running { .. }) {
+            bail!(
+                "{}'s dependency {} {} does not run: {:?}",
+                m.id,
+                d.app,
+                report.version,
+                report.outcome
+            );
+        }
+        out.push(report);
+    }
+    Ok(out)
+}
+
+/// The installed apps that depend on `app`, each with the SemVer range it needs.
+fn dependents_of(core: &NodeCore, app: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for i in core.catalog.installed()? {
+        let Some(rel) = core
+            .catalog
+            .releases(&i.did, &i.app)?
+            .into_iter()
+            .find(|r| r.version == i.version)
+        else {
+            continue;
+        };
+        for d in rel.manifest()?.dependencies {
+            if d.app == app {
+                out.push((i.app.clone(), d.version));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An update of an app others depend on must stay within each dependent's range.
+fn refuse_past_dependents(core: &NodeCore, m: &AppManifest) -> Result<()> {
+    let version = m.semver();
+    let outside: Vec<String> = dependents_of(core, &m.id)?
+        .into_iter()
+        .filter(|(_, req)| semver::VersionReq::parse(req).is_ok_and(|r| !r.matches(&version)))
+        .map(|(app, req)| format!("{app} needs {req}"))
+        .collect();
+    if !outside.is_empty() {
+        bail!(
+            "{} {} is outside what its dependents accept ({}): not installed",
+            m.id,
+            m.version,
+            outside.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// The latest release of an app the catalog resolved.
@@ -398,7 +568,7 @@ pub async fn fetch_from_catalog(
     confirm: bool,
 ) -> Result<FetchImageReport> {
     let rec = core.resolve_app(name)?;
-    let (m, tier) = gate_release(core, &latest_release(core, &rec)?, confirm)?;
+    let (m, (tier, _)) = gate_release(core, &latest_release(core, &rec)?, confirm)?;
     let (fetch, services) = ensure_images(core, &m, false).await?;
     let mirrored = mirror_images(core, &m).await?;
     Ok(FetchImageReport {
