@@ -38,6 +38,9 @@
 //! - [`reconciler`] — [`Reconciler`]: observe → plan → apply, the loop, and the functions the
 //!   CLI calls (install, start, stop, restart, uninstall, logs, list, reconcile_once).
 //!
+//! A stack (PROTOCOL §2.2: several services) is one app: planned, adopted, updated and rolled
+//! back as a whole, its services started in `depends_on` order on the app's own network.
+//!
 //! Invariants: an intent is committed before it is acted on; a container matching its spec
 //! hash is adopted, never recreated; a stopped app is never started by the loop; volumes and
 //! secrets are removed only by a purge; a failed update rolls back to the previous spec; an

@@ -1,8 +1,8 @@
 //! Names and labels of every Podman object the orchestrator creates (pure).
 //!
 //! **Injective by construction.** A name is `archy` followed by its parts, each joined with `_`:
-//! container `archy_<app>`, volume `archy_<app>_<volume>`, secret `archy_<app>_<secret>`,
-//! network `archy_<app>`. App ids (`^[a-z][a-z0-9-]{1,62}$`), volume names and secret names
+//! container `archy_<app>` (a stack's service: `archy_<app>_<service>`), volume
+//! `archy_<app>_<volume>`, secret `archy_<app>_<secret>`, network `archy_<app>`. App ids (`^[a-z][a-z0-9-]{1,62}$`), volume names and secret names
 //! (`^[a-z][a-z0-9-]*$`) cannot contain `_`, so [`parse`] splits a name back into exactly the
 //! parts it was made of: two different (app, part) pairs never share a name. (The names before
 //! this scheme joined with `-`, which ids contain: app `foo` volume `bar-data` and app `foo-bar`
