@@ -23,6 +23,20 @@ use crate::secrets;
 use crate::spec::{AppSpec, ServiceSpec};
 use crate::Error;
 
+/// Rebuilds the isolation chains for the bridges given as arguments (see
+/// [`PodmanRuntime::hold_isolation`]); idempotent.
+const ISOLATION_SCRIPT: &str = r#"set -e
+iptables -N ARCHY_ISO_1 2>/dev/null || iptables -F ARCHY_ISO_1
+iptables -N ARCHY_ISO_2 2>/dev/null || iptables -F ARCHY_ISO_2
+for b in "$@"; do
+  iptables -A ARCHY_ISO_1 -i "$b" ! -o "$b" -j ARCHY_ISO_2
+  iptables -A ARCHY_ISO_2 -o "$b" -j DROP
+done
+iptables -C FORWARD -j ARCHY_ISO_1 2>/dev/null || iptables -I FORWARD 1 -j ARCHY_ISO_1"#;
+
+/// Podman's answer when `unshare --rootless-netns` is asked of a rootful Podman.
+const ROOTFUL_UNSHARE: &str = "please use unshare with rootless";
+
 /// Deadline for quick Podman calls (ps, inspect, create, rm). Generous: shared, slow hosts.
 pub(crate) const QUICK: Duration = Duration::from_secs(120);
 /// Extra time beyond an app's grace that we wait for `podman stop` to return.
@@ -312,6 +326,63 @@ impl PodmanRuntime {
         Ok(())
     }
 
+    /// Holds the isolation of every isolated network, in our own firewall chains of the rootless
+    /// network namespace: traffic forwarded from one isolated bridge to another is dropped.
+    ///
+    /// netavark's `isolate=true` alone does not hold on this Podman (4.3, netavark 1.4): when
+    /// any isolated network is torn down (its last container stopped), netavark removes the
+    /// isolation rules of all of them, and a container of one app reaches the services of
+    /// every other (measured: `tests/podman.rs::a_dependent_reaches_only_…`). These chains
+    /// (`ARCHY_ISO_1`, `ARCHY_ISO_2`, the same shape as netavark's) are ours, so its teardown
+    /// leaves them; they are rebuilt from `podman network ls` after each `run` and `start`
+    /// (a new network has a new bridge; a namespace created afresh has no rules). Rootful
+    /// Podman has no rootless namespace: skipped there (Archy runs apps rootless).
+    pub(crate) async fn hold_isolation(&self) -> Result<(), Error> {
+        let out = self
+            .podman
+            .ok(
+                &[
+                    "network".into(),
+                    "ls".into(),
+                    "--format".into(),
+                    "json".into(),
+                ],
+                None,
+                QUICK,
+            )
+            .await?;
+        let list: Vec<serde_json::Value> = serde_json::from_str(out.trim()).unwrap_or_default();
+        let bridges: Vec<String> = list
+            .iter()
+            .filter(|n| n["options"]["isolate"].as_str() == Some("true"))
+            .filter_map(|n| n["network_interface"].as_str())
+            .filter(|b| {
+                b.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            })
+            .map(str::to_owned)
+            .collect();
+        let mut args: Vec<String> = [
+            "unshare",
+            "--rootless-netns",
+            "bash",
+            "-c",
+            ISOLATION_SCRIPT,
+            "archy-isolation",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(bridges);
+        let out = self.podman.run(&args, None, QUICK).await?;
+        if out.success || out.stderr.contains(ROOTFUL_UNSHARE) {
+            return Ok(());
+        }
+        Err(Error::Podman {
+            command: "podman unshare --rootless-netns iptables".into(),
+            message: out.stderr.trim().to_string(),
+        })
+    }
+
     /// The named network, with its owner, if Podman has it.
     async fn inspect_network(&self, name: &str) -> Result<HashMap<String, Owner>, Error> {
         let out = self
@@ -553,6 +624,11 @@ impl Containers for PodmanRuntime {
             .last()
             .unwrap_or_default()
             .to_string();
+        if spec.has_network() {
+            self.hold_isolation()
+                .await
+                .map_err(|e| (Some(id.clone()), e))?;
+        }
         Ok(id)
     }
 
@@ -560,8 +636,9 @@ impl Containers for PodmanRuntime {
     async fn start_container(&self, id: &str) -> Result<(), Error> {
         self.podman
             .ok(&["start".into(), id.to_string()], None, QUICK)
-            .await
-            .map(|_| ())
+            .await?;
+        // The namespace may be new (every rootless container had stopped): no rules in it.
+        self.hold_isolation().await
     }
 
     /// Waits until service `svc`'s container passes its health check ([`health::wait_healthy`]).

@@ -1834,6 +1834,19 @@ async fn a_dependent_reaches_only_its_dependencys_exports_and_keeps_it_from_goin
         ],
     );
     assert_eq!(from_b(&get(&db_ip, 5432, "db-page")), "refused");
+    // Another isolated network torn down (its last container gone) made netavark drop every
+    // network's isolation rules on this Podman; the node's own chains hold it.
+    let other = format!("archy-test-{a}");
+    podman_ok(
+        &env.podman,
+        &["network", "create", "--opt", "isolate=true", &other],
+    );
+    podman_ok(
+        &env.podman,
+        &["run", "--rm", &format!("--network={other}"), IMAGE, "true"],
+    );
+    sh_podman(&env.podman, &["network", "rm", "-f", &other]);
+    assert_eq!(from_b(&get(&db_ip, 5432, "db-page")), "refused");
 
     // A is needed: uninstalling it is refused, naming B.
     match r.uninstall(&a, false).await {
