@@ -204,11 +204,16 @@ pub async fn run(home: &Home, cmd: AppsCmd) -> Result<()> {
                     std::fs::read_to_string(app).with_context(|| format!("reading {app}"))?;
                 let manifest =
                     crate::manifest::parse(&text).map_err(|e| anyhow::anyhow!("{app}: {e}"))?;
+                let id = manifest
+                    .get("id")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or(app.as_str())
+                    .to_owned();
                 let outcome = call(home, InstallManifest { manifest }).await?;
                 if json {
                     return print_json(&outcome);
                 }
-                return show_outcome("", &outcome, None);
+                return show_outcome(&id, &outcome, None);
             }
             let report = super::progress::call_showing(home, req, !json).await?;
             if json {
