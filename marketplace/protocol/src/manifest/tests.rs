@@ -711,7 +711,7 @@ fn hostile_stacks_are_refused_naming_the_field() {
     );
     assert_rejects(
         with_stack(|m| {
-            let ports: Vec<Value> = (0..16)
+            let ports: Vec<Value> = (0..archy_rules::MAX_PORTS)
                 .map(|i| json!({"container": 5432, "host": 20000 + i}))
                 .collect();
             service(m, 1).insert("ports".into(), json!(ports));
@@ -865,7 +865,7 @@ fn stack_secrets_backup_exports_and_dependencies() {
         "dependencies[0].did",
         Reason::Schema,
     );
-    let deps: Vec<Value> = (0..17)
+    let deps: Vec<Value> = (0..=archy_rules::MAX_DEPENDENCIES)
         .map(|i| json!({"app": format!("dep{i}"), "version": "^1"}))
         .collect();
     assert_rejects(
