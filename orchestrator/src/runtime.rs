@@ -26,13 +26,14 @@ use crate::Error;
 /// Rebuilds the isolation chains for the bridges given as arguments (see
 /// [`PodmanRuntime::hold_isolation`]); idempotent.
 const ISOLATION_SCRIPT: &str = r#"set -e
-iptables -N ARCHY_ISO_1 2>/dev/null || iptables -F ARCHY_ISO_1
-iptables -N ARCHY_ISO_2 2>/dev/null || iptables -F ARCHY_ISO_2
+t="iptables -t mangle"
+$t -N ARCHY_ISO_1 2>/dev/null || $t -F ARCHY_ISO_1
+$t -N ARCHY_ISO_2 2>/dev/null || $t -F ARCHY_ISO_2
 for b in "$@"; do
-  iptables -A ARCHY_ISO_1 -i "$b" ! -o "$b" -j ARCHY_ISO_2
-  iptables -A ARCHY_ISO_2 -o "$b" -j DROP
+  $t -A ARCHY_ISO_1 -i "$b" ! -o "$b" -j ARCHY_ISO_2
+  $t -A ARCHY_ISO_2 -o "$b" -j DROP
 done
-iptables -C FORWARD -j ARCHY_ISO_1 2>/dev/null || iptables -I FORWARD 1 -j ARCHY_ISO_1"#;
+$t -C FORWARD -j ARCHY_ISO_1 2>/dev/null || $t -I FORWARD 1 -j ARCHY_ISO_1"#;
 
 /// Podman's answer when `unshare --rootless-netns` is asked of a rootful Podman.
 const ROOTFUL_UNSHARE: &str = "please use unshare with rootless";
@@ -333,9 +334,15 @@ impl PodmanRuntime {
     /// any isolated network is torn down (its last container stopped), netavark removes the
     /// isolation rules of all of them, and a container of one app reaches the services of
     /// every other (measured: `tests/podman.rs::a_dependent_reaches_only_…`). These chains
-    /// (`ARCHY_ISO_1`, `ARCHY_ISO_2`, the same shape as netavark's) are ours, so its teardown
-    /// leaves them; they are rebuilt from `podman network ls` after each `run` and `start`
-    /// (a new network has a new bridge; a namespace created afresh has no rules). Rootful
+    /// (`ARCHY_ISO_1`, `ARCHY_ISO_2`, the same shape as netavark's) are ours and live in the
+    /// `mangle` table, which netavark never touches and which the kernel runs before the
+    /// `filter` table's FORWARD, where netavark's own rules accept its subnets' traffic (a
+    /// jump of ours in `filter` ended up behind them whenever netavark re-inserted its rules,
+    /// and a parallel test run reached the private service again). They are rebuilt from
+    /// `podman network ls` after each `run` and `start` (a new network has a new bridge; a
+    /// namespace created afresh has no rules). Between bridges nothing legitimate is forwarded:
+    /// a dependency's export is on the dependent's own bridge, DNS is the bridge's gateway,
+    /// published ports and the internet go through the namespace's own interfaces. Rootful
     /// Podman has no rootless namespace: skipped there (Archy runs apps rootless).
     pub(crate) async fn hold_isolation(&self) -> Result<(), Error> {
         let out = self
