@@ -92,21 +92,12 @@ async fn network_addr(
     container_id: &str,
     port: u16,
 ) -> Result<SocketAddr, String> {
-    let out = podman
-        .run(
-            &[
-                "inspect".into(),
-                "--type".into(),
-                "container".into(),
-                "--format".into(),
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}".into(),
-                container_id.into(),
-            ],
-            None,
-            Duration::from_secs(60),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let out = inspect(
+        podman,
+        container_id,
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+    )
+    .await?;
     let ip: IpAddr = out
         .stdout
         .split_whitespace()
@@ -256,23 +247,37 @@ async fn probe_at(
     }
 }
 
-/// Is the container running, and if not, its exit code.
-pub async fn container_running(podman: &PodmanCmd, container_id: &str) -> Result<(), String> {
-    let out = podman
+/// `podman inspect --type container --format FORMAT ID`.
+async fn inspect(
+    podman: &PodmanCmd,
+    container_id: &str,
+    format: &str,
+) -> Result<crate::PodmanOutput, String> {
+    podman
         .run(
             &[
                 "inspect".into(),
                 "--type".into(),
                 "container".into(),
                 "--format".into(),
-                "{{.State.Status}} {{.State.ExitCode}}".into(),
+                format.into(),
                 container_id.into(),
             ],
             None,
             Duration::from_secs(60),
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// Is the container running, and if not, its exit code.
+pub async fn container_running(podman: &PodmanCmd, container_id: &str) -> Result<(), String> {
+    let out = inspect(
+        podman,
+        container_id,
+        "{{.State.Status}} {{.State.ExitCode}}",
+    )
+    .await?;
     if !out.success {
         return Err(format!("container is gone: {}", out.stderr.trim()));
     }
