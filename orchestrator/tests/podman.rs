@@ -737,6 +737,38 @@ async fn install_runs_one_image_check_one_ps_and_one_run() {
     r.uninstall(&app, true).await.unwrap();
 }
 
+/// An idle pass over a running stack asks Podman one thing: `ps`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pass_over_a_stack_makes_one_podman_call() {
+    require_podman!();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    let wrapper = dir.path().join("podman");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$1 $2\" >> '{}'\nexec podman \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = TestEnv::with_podman(PodmanCmd::from_argv(vec![wrapper.display().to_string()]));
+    let app = env.app("idle");
+    let spec = stack_spec(&env, &app, "1.0.0", free_port());
+    let r = env.open();
+    running_id(&r.install(spec).await.unwrap());
+    std::fs::remove_file(&log).ok();
+    let report = r.reconcile_once().await.unwrap();
+    assert!(
+        report.for_app(&app).all(|o| o.action == "adopt"),
+        "{report:?}"
+    );
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(calls.lines().collect::<Vec<_>>(), ["ps -a"], "{calls}");
+    r.uninstall(&app, true).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_ignoring_sigterm_is_killed_after_its_grace() {
     require_podman!();
