@@ -687,12 +687,10 @@ async fn port_taken_at_start_fails_cleanly_and_the_created_container_is_reused()
 
 /// Each Podman process costs 30–150 ms on these hosts: an install runs one `image inspect`,
 /// one `ps` and one `run`, whatever else it may need (`inspect` while an app is slow to answer).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn install_runs_one_image_check_one_ps_and_one_run() {
-    require_podman!();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("calls.log");
-    let wrapper = dir.path().join("podman");
+/// A Podman that logs each call's first two words to the returned file, then runs it.
+fn counting_podman(dir: &std::path::Path) -> (PodmanCmd, PathBuf) {
+    let log = dir.join("calls.log");
+    let wrapper = dir.join("podman");
     std::fs::write(
         &wrapper,
         format!(
@@ -702,7 +700,18 @@ async fn install_runs_one_image_check_one_ps_and_one_run() {
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let env = TestEnv::with_podman(PodmanCmd::from_argv(vec![wrapper.display().to_string()]));
+    (
+        PodmanCmd::from_argv(vec![wrapper.display().to_string()]),
+        log,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_runs_one_image_check_one_ps_and_one_run() {
+    require_podman!();
+    let dir = tempfile::tempdir().unwrap();
+    let (podman, log) = counting_podman(dir.path());
+    let env = TestEnv::with_podman(podman);
     let app = env.app("count");
     let spec = env.web(&app, "1.0.0");
     let r = env.open();
@@ -742,18 +751,8 @@ async fn install_runs_one_image_check_one_ps_and_one_run() {
 async fn an_idle_pass_over_a_stack_makes_one_podman_call() {
     require_podman!();
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("calls.log");
-    let wrapper = dir.path().join("podman");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho \"$1 $2\" >> '{}'\nexec podman \"$@\"\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let env = TestEnv::with_podman(PodmanCmd::from_argv(vec![wrapper.display().to_string()]));
+    let (podman, log) = counting_podman(dir.path());
+    let env = TestEnv::with_podman(podman);
     let app = env.app("idle");
     let spec = stack_spec(&env, &app, "1.0.0", free_port());
     let r = env.open();
